@@ -1,3 +1,3 @@
-"""imhi-bench: a reproducible pipeline for the IMHI mental-health benchmark (non-clinical research only)."""
+"""imhi-bench: a reproducible IMHI mental-health benchmark pipeline (non-clinical research only)."""
 
 __version__ = "0.1.0"

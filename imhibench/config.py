@@ -1,0 +1,202 @@
+"""Workflow configuration: schema validation, semantic checks, and the plan of jobs it implies.
+
+Snakemake's rules/common.smk is a thin layer over `Plan`; everything here is unit-tested.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from imhibench.errors import ImhiBenchError
+from imhibench.fetch import UPSTREAM_REPO, source_url
+from imhibench.tasks import all_tasks
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_ROOT = "resources/checkpoints"
+IMHI_ROOT = "resources/imhi"
+CHECKPOINT_FIELDS = ("hub_id", "revision", "weights", "path")
+# The option through which each model-based scorer receives its checkpoint directory.
+SCORER_CHECKPOINT_OPTION = {"bart_score": "checkpoint", "bert_score": "model"}
+
+
+def _key_path(error: jsonschema.ValidationError) -> str:
+    return ".".join(str(p) for p in error.absolute_path) or "(top level)"
+
+
+def validate_config(config: dict, schema_path: str | Path) -> None:
+    """Validate against the JSON schema, then cross-check names; errors name the key."""
+    schema = yaml.safe_load(Path(schema_path).read_text(encoding="utf-8"))
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = [f"  {_key_path(e)}: {e.message}" for e in errors]
+        raise ImhiBenchError("invalid configuration:\n" + "\n".join(lines))
+    _check_names(config)
+
+
+def _check_names(config: dict) -> None:
+    problems = []
+    catalog = sorted(config["dataset_catalog"])
+    for model in config["models"]:
+        if model not in config["model_catalog"]:
+            problems.append(
+                f"models: {model!r} is not in model_catalog {sorted(config['model_catalog'])}"
+            )
+    for dataset in config["datasets"]:
+        if dataset not in config["dataset_catalog"]:
+            problems.append(f"datasets: {dataset!r} is not in dataset_catalog {catalog}")
+    tasks = all_tasks()
+    for name, spec in config["dataset_catalog"].items():
+        if spec["task"] not in tasks:
+            problems.append(
+                f"dataset_catalog.{name}.task: unknown task {spec['task']!r} ({sorted(tasks)})"
+            )
+    for task in config["classifiers"]:
+        if task not in tasks:
+            problems.append(f"classifiers.{task}: unknown task ({sorted(tasks)})")
+    if "mentalbert" in config["labelers"]:
+        for dataset in config["datasets"]:
+            task = config["dataset_catalog"].get(dataset, {}).get("task")
+            if task in tasks and task not in config["classifiers"]:
+                problems.append(
+                    f"classifiers: no MentalBERT classifier for task {task!r} ({dataset})"
+                )
+    if problems:
+        raise ImhiBenchError("invalid configuration:\n" + "\n".join(f"  {p}" for p in problems))
+
+
+def checkpoint_key(spec: dict) -> str:
+    """Directory name of a hub checkpoint: owner--name@revision."""
+    return f"{spec['hub_id'].replace('/', '--')}@{spec['revision']}"
+
+
+def checkpoint_dir(spec: dict) -> str:
+    """Where a checkpoint lives: its local `path`, or the fetch stage's output directory."""
+    if spec.get("path"):
+        return spec["path"]
+    return f"{CHECKPOINT_ROOT}/{checkpoint_key(spec)}"
+
+
+@dataclass(frozen=True)
+class Skipped:
+    model: str
+    dataset: str
+    reason: str
+
+
+class Plan:
+    """The (model, dataset) jobs a validated config asks for, and where their inputs live."""
+
+    def __init__(self, config: dict):
+        self.config = config
+        self.models = list(config["models"])
+        self.datasets = list(config["datasets"])
+        self.jobs: list[tuple[str, str]] = []
+        self.skipped: list[Skipped] = []
+        for model in self.models:
+            split = self.model(model)["split"]
+            for dataset in self.datasets:
+                reason = self._skip_reason(dataset, split)
+                if reason:
+                    self.skipped.append(Skipped(model, dataset, reason))
+                else:
+                    self.jobs.append((model, dataset))
+
+    def _skip_reason(self, dataset: str, split: str) -> str | None:
+        files = self.dataset(dataset)["files"]
+        if split in files:
+            return None
+        if not files:
+            return (
+                f"{dataset} has no test file (never released upstream); add one under "
+                f"dataset_catalog.{dataset}.files.{split}: {{local_path: ..., sha256: ...}}"
+            )
+        return f"{dataset} has no {split} split (it has {sorted(files)})"
+
+    def skip_messages(self) -> list[str]:
+        """One line per skipped (dataset, reason), naming the models it affects."""
+        grouped: dict[tuple[str, str], list[str]] = {}
+        for skip in self.skipped:
+            grouped.setdefault((skip.dataset, skip.reason), []).append(skip.model)
+        return [f"skipping {d} for {', '.join(models)}: {r}" for (d, r), models in grouped.items()]
+
+    def model(self, name: str) -> dict:
+        return self.config["model_catalog"][name]
+
+    def dataset(self, name: str) -> dict:
+        return self.config["dataset_catalog"][name]
+
+    def task_of(self, dataset: str) -> str:
+        return self.dataset(dataset)["task"]
+
+    def split_of(self, model: str) -> str:
+        return self.model(model)["split"]
+
+    def models_with_jobs(self) -> list[str]:
+        return [m for m in self.models if any(job[0] == m for job in self.jobs)]
+
+    def test_file(self, dataset: str, split: str) -> dict:
+        return self.dataset(dataset)["files"][split]
+
+    def test_file_source(self, dataset: str, split: str) -> str:
+        """URL (or local path) of a test file: upstream/mirror path, or the user's own file."""
+        spec = self.test_file(dataset, split)
+        if "local_path" in spec:
+            return spec["local_path"]
+        base = self.config["imhi"]["source"] or f"{UPSTREAM_REPO}/{self.config['imhi']['commit']}"
+        return source_url(base, spec["path"])
+
+    def test_set_path(self, dataset: str, split: str, ext: str = "parquet") -> str:
+        return f"{IMHI_ROOT}/{split}/{dataset}.{ext}"
+
+    def needed_test_sets(self) -> list[tuple[str, str]]:
+        return sorted({(d, self.split_of(m)) for m, d in self.jobs})
+
+    def generation_settings(self, model: str) -> dict:
+        return {**self.config["generation"], **self.model(model).get("generation", {})}
+
+    def model_checkpoints(self, model: str) -> dict[str, dict]:
+        """Checkpoints a model's generation reads: {'model': spec, 'base': spec}."""
+        spec = self.model(model)
+        if spec["kind"] == "responses":
+            return {}
+        found = {"model": spec}
+        if spec["kind"] == "lora":
+            found["base"] = spec["base"]
+        return found
+
+    def classifier(self, dataset: str) -> dict:
+        return self.config["classifiers"][self.task_of(dataset)]
+
+    def scorer_checkpoints(self) -> dict[str, dict]:
+        scorers = self.config["scorers"]
+        return {k: v for k, v in scorers.items() if k in SCORER_CHECKPOINT_OPTION}
+
+    def scorer_settings(self) -> dict[str, dict]:
+        """Options for imhibench.metrics.explanation, checkpoints resolved to directories."""
+        settings = {}
+        for name, spec in self.config["scorers"].items():
+            options = {k: v for k, v in spec.items() if k not in CHECKPOINT_FIELDS}
+            if name in SCORER_CHECKPOINT_OPTION:
+                options[SCORER_CHECKPOINT_OPTION[name]] = checkpoint_dir(spec)
+            settings[name] = options
+        return settings
+
+    def hub_checkpoints(self) -> dict[str, dict]:
+        """Every hub checkpoint the planned jobs need, by checkpoint_key."""
+        specs = [s for m in self.models_with_jobs() for s in self.model_checkpoints(m).values()]
+        if "mentalbert" in self.config["labelers"]:
+            specs += [self.classifier(d) for d in {d for _, d in self.jobs}]
+        specs += list(self.scorer_checkpoints().values())
+        return {checkpoint_key(s): s for s in specs if not s.get("path")}
+
+    def table_datasets(self, table: str) -> list[str]:
+        """Selected datasets of one table (main / expert) that have at least one job."""
+        with_jobs = {d for _, d in self.jobs}
+        return [d for d in self.datasets if self.dataset(d)["table"] == table and d in with_jobs]

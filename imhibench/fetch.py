@@ -1,0 +1,170 @@
+"""Fetch stage for the IMHI test files: download from the pinned upstream commit (or a mirror),
+verify sha256, and convert to Parquet with a stable row id and the parsed gold answer."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import quote, urlparse
+
+import pandas as pd
+
+from imhibench.errors import ImhiBenchError
+from imhibench.io import atomic_path
+from imhibench.tasks import get_task
+
+log = logging.getLogger(__name__)
+
+UPSTREAM_REPO = "https://raw.githubusercontent.com/SteveKGYang/MentalLLaMA"
+QUERY_COLUMN = "query"
+GOLD_COLUMN = "gpt-3.5-turbo"
+# Columns of the prepared test-set Parquet files (resources/imhi/<split>/<dataset>.parquet).
+TEST_SET_COLUMNS = ["row_id", "query", "gold_answer", "gold_label", "gold_explanation"]
+CHUNK = 1 << 20
+
+
+def source_url(base: str, relative_path: str) -> str:
+    """The URL of `relative_path` under `base`: an http(s)/file URL or a local directory."""
+    if urlparse(base).scheme in ("http", "https", "file"):
+        return f"{base.rstrip('/')}/{quote(relative_path)}"
+    return (Path(base).resolve() / relative_path).as_uri()
+
+
+def download(url: str, dest: str | Path, sha256: str | None, retries: int = 3) -> str:
+    """Stream `url` to `dest` atomically and return its sha256.
+
+    Raises if the checksum differs from `sha256`; `sha256=None` accepts any content (the caller
+    warns and records the digest).
+    """
+    dest = Path(dest)
+    tmp = atomic_path(dest)
+    for attempt in range(1, retries + 1):
+        digest = hashlib.sha256()
+        try:
+            with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as out:
+                while chunk := response.read(CHUNK):
+                    digest.update(chunk)
+                    out.write(chunk)
+            break
+        except urllib.error.HTTPError as err:
+            tmp.unlink(missing_ok=True)
+            if err.code < 500 or attempt == retries:
+                raise ImhiBenchError(
+                    f"download of {url} failed: HTTP {err.code} {err.reason}"
+                ) from err
+        except (urllib.error.URLError, OSError) as err:
+            tmp.unlink(missing_ok=True)
+            if attempt == retries:
+                raise ImhiBenchError(f"download of {url} failed: {err}") from err
+        log.warning("download of %s failed (attempt %d/%d); retrying", url, attempt, retries)
+        time.sleep(2**attempt)
+    actual = digest.hexdigest()
+    if sha256 is not None and actual != sha256.lower():
+        tmp.unlink(missing_ok=True)
+        raise ImhiBenchError(
+            f"sha256 mismatch for {url}: expected {sha256}, got {actual}. The source does not "
+            "hold the pinned IMHI file; nothing was written."
+        )
+    os.replace(tmp, dest)
+    return actual
+
+
+def copy_local(path: str | Path, dest: str | Path, sha256: str | None) -> str:
+    """Copy a user-supplied local file through the same checksum code as a download."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImhiBenchError(f"test file {path} does not exist")
+    digest = download(path.resolve().as_uri(), dest, sha256)
+    shutil.copymode(path, dest)
+    return digest
+
+
+def read_test_csv(path: str | Path) -> pd.DataFrame:
+    """Read an IMHI test CSV, rejecting files that are empty, malformed or lack columns."""
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError as err:
+        raise ImhiBenchError(f"{path}: the file is empty") from err
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise ImhiBenchError(f"{path}: malformed CSV: {err}") from err
+    missing = [c for c in (QUERY_COLUMN, GOLD_COLUMN) if c not in df.columns]
+    if missing:
+        raise ImhiBenchError(
+            f"{path}: missing column(s) {missing}; an IMHI test file has "
+            f"'{QUERY_COLUMN}' and '{GOLD_COLUMN}', found {list(df.columns)}"
+        )
+    if df.empty:
+        raise ImhiBenchError(f"{path}: the file has a header but no rows")
+    for column in (QUERY_COLUMN, GOLD_COLUMN):
+        blank = df.index[df[column].str.strip() == ""]
+        if len(blank):
+            raise ImhiBenchError(
+                f"{path}: empty '{column}' in data row(s) {[int(i) + 1 for i in blank[:5]]}"
+            )
+    return df
+
+
+def prepare_test_set(
+    csv_path: str | Path, dataset: str, task_name: str, split: str
+) -> pd.DataFrame:
+    """Convert a verified IMHI CSV to the test-set table (see TEST_SET_COLUMNS).
+
+    `row_id` is `<dataset>-<row index, 5 digits>` in upstream file order: stable across runs,
+    and equal for the same post in the instruction and completion splits.
+    """
+    df = read_test_csv(csv_path)
+    task = get_task(task_name)
+    labels, explanations = [], []
+    for i, answer in enumerate(df[GOLD_COLUMN]):
+        try:
+            label, explanation = task.parse_gold(answer, split)
+        except ImhiBenchError as err:
+            raise ImhiBenchError(f"{csv_path}: data row {i + 1}: {err}") from err
+        labels.append(label)
+        explanations.append(explanation)
+    return pd.DataFrame(
+        {
+            "row_id": [f"{dataset}-{i:05d}" for i in range(len(df))],
+            "query": df[QUERY_COLUMN],
+            "gold_answer": df[GOLD_COLUMN],
+            "gold_label": labels,
+            "gold_explanation": explanations,
+        }
+    )
+
+
+def run_fetch_test_set(
+    url: str,
+    sha256: str | None,
+    dataset: str,
+    task: str,
+    split: str,
+    csv_out: str,
+    parquet_out: str,
+) -> dict:
+    """Download + verify one IMHI file and write its test-set Parquet; returns the provenance."""
+    from imhibench.io import write_table
+    from imhibench.provenance import build_provenance
+
+    log.info("fetching %s (%s split) from %s", dataset, split, url)
+    actual = download(url, csv_out, sha256)
+    if sha256 is None:
+        log.warning(
+            "%s (%s): no sha256 is pinned in the config; got %s. Pin it in "
+            "dataset_catalog.%s.files.%s.sha256 to verify future fetches.",
+            dataset, split, actual, dataset, split,
+        )  # fmt: skip
+    table = prepare_test_set(csv_out, dataset, task, split)
+    provenance = build_provenance(
+        "fetch", dataset=dataset, task=task, split=split, source=url,
+        sha256=actual, sha256_pinned=sha256 is not None, rows=len(table),
+    )  # fmt: skip
+    write_table(table, parquet_out, provenance)
+    log.info("%s: %d rows, sha256 %s", parquet_out, len(table), actual)
+    return provenance

@@ -1,0 +1,126 @@
+"""The generation interface, its settings and the registry of backends keyed by ``kind``."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from imhibench.errors import ImhiBenchError
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """How to generate. Decoding is always greedy (``do_sample=False``, ``num_beams=1``).
+
+    ``max_new_tokens`` counts generated tokens only. Upstream IMHI.py calls
+    ``generate(max_length=2048)``, which counts prompt + answer; the default 2048 new tokens is
+    therefore never shorter than upstream's budget (IMHI prompts stay well below 2048 tokens).
+    ``batch_tokens`` is the per-batch budget of padded prompt length plus ``max_new_tokens``,
+    times the batch size. ``dtype="auto"`` means bfloat16 on CUDA and float32 on CPU (upstream
+    used float32 everywhere).
+    """
+
+    max_new_tokens: int = 2048
+    batch_tokens: int = 16384
+    max_batch_size: int = 64
+    chat_template: bool = False
+    dtype: str = "auto"
+    seed: int = 0
+    min_new_tokens: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("max_new_tokens", "batch_tokens", "max_batch_size"):
+            if getattr(self, name) < 1:
+                raise ImhiBenchError(f"generation settings: {name} must be >= 1")
+        if not 0 <= self.min_new_tokens <= self.max_new_tokens:
+            raise ImhiBenchError("generation settings: need 0 <= min_new_tokens <= max_new_tokens")
+        if self.dtype not in DTYPES:
+            raise ImhiBenchError(f"generation settings: dtype {self.dtype!r} not in {DTYPES}")
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """One text per query, in query order, and its number of generated tokens (EOS excluded)."""
+
+    texts: list[str]
+    n_output_tokens: list[int]
+
+
+class GenerationBackend(Protocol):
+    """Anything that answers a list of queries, one response per query, same order."""
+
+    def generate(self, queries: list[str]) -> GenerationResult: ...
+
+
+BackendLoader = Callable[..., GenerationBackend]
+
+# kind -> loader, or "module:function" imported on first use (keeps torch out of plain imports).
+# A loader is called as loader(model_dir=..., base_model_dir=..., settings=..., device=...).
+_REGISTRY: dict[str, BackendLoader | str] = {
+    "causal": "imhibench.generate.causal:load_causal",
+    "seq2seq": "imhibench.generate.seq2seq:load_seq2seq",
+    "lora": "imhibench.generate.lora:load_lora",
+    "responses": "imhibench.generate.responses:load_responses",
+}
+
+
+def known_kinds() -> list[str]:
+    """The registered backend kinds, sorted."""
+    return sorted(_REGISTRY)
+
+
+def register_backend(kind: str, loader: BackendLoader | str) -> None:
+    """Add or replace the loader of ``kind``."""
+    _REGISTRY[kind] = loader
+
+
+def load_backend(
+    kind: str,
+    *,
+    model_dir: str,
+    base_model_dir: str | None = None,
+    settings: GenerationSettings,
+    device: str | None = None,
+) -> GenerationBackend:
+    """Load the backend of ``kind`` (``causal``, ``seq2seq``, ``lora``, ...) from local dirs."""
+    if kind not in _REGISTRY:
+        raise ImhiBenchError(f"unknown generation backend kind {kind!r}; known: {known_kinds()}")
+    loader = _REGISTRY[kind]
+    if isinstance(loader, str):
+        module, _, name = loader.partition(":")
+        loader = getattr(importlib.import_module(module), name)
+    return loader(
+        model_dir=model_dir, base_model_dir=base_model_dir, settings=settings, device=device
+    )
+
+
+def require_dir(path: str | None, what: str, marker: str) -> str:
+    """``path`` if it is a directory holding ``marker``; else ImhiBenchError naming it."""
+    if path is None:
+        raise ImhiBenchError(f"{what}: no directory given")
+    if not (Path(path) / marker).is_file():
+        raise ImhiBenchError(f"{what} {path}: not a model directory (no {marker})")
+    return path
+
+
+def resolve_device(device: str | None) -> str:
+    """``device`` or, when None, ``cuda`` if available else ``cpu``."""
+    import torch
+
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def resolve_dtype(dtype: str, device: str):
+    """The torch dtype for a settings dtype name; ``auto`` -> bf16 on CUDA, fp32 elsewhere."""
+    import torch
+
+    if dtype == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    return getattr(torch, dtype)

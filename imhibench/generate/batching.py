@@ -1,0 +1,52 @@
+"""Length-sorted batching under a token budget, and halving a batch on CUDA out-of-memory."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TypeVar
+
+from imhibench.errors import ImhiBenchError
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+
+def plan_batches(
+    lengths: list[int], max_new_tokens: int, batch_tokens: int, max_batch_size: int
+) -> list[list[int]]:
+    """Group query indices, longest first, so that size x (padded length + new tokens) fits.
+
+    A query over the budget on its own still gets a batch of one.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    batches: list[list[int]] = []
+    for i in order:
+        if batches:
+            batch = batches[-1]
+            longest = lengths[batch[0]]  # sorted: the first is the longest
+            cost = (len(batch) + 1) * (longest + max_new_tokens)
+            if len(batch) < max_batch_size and cost <= batch_tokens:
+                batch.append(i)
+                continue
+        batches.append([i])
+    return batches
+
+
+def split_on_oom(items: list[T], run: Callable[[list[T]], list]) -> list:
+    """``run(items)``; on CUDA out-of-memory retry both halves, down to single items."""
+    import torch
+
+    try:
+        return run(items)
+    except torch.OutOfMemoryError as err:
+        if len(items) == 1:
+            raise ImhiBenchError(
+                "out of memory generating a single query; lower max_new_tokens, use a smaller "
+                "dtype or a larger GPU"
+            ) from err
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        half = len(items) // 2
+        log.warning("CUDA out of memory on a batch of %d; retrying halves", len(items))
+    return split_on_oom(items[:half], run) + split_on_oom(items[half:], run)

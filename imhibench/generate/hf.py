@@ -1,0 +1,131 @@
+"""Greedy, length-batched generation with any transformers causal or encoder-decoder model."""
+
+from __future__ import annotations
+
+import copy
+import logging
+
+from imhibench.errors import ImhiBenchError
+from imhibench.generate.base import GenerationResult, GenerationSettings, resolve_device
+from imhibench.generate.batching import plan_batches, split_on_oom
+
+log = logging.getLogger(__name__)
+
+
+class HFGenerator:
+    """Generation backend around a loaded model and tokenizer.
+
+    Causal models get left padding (the new tokens follow every prompt); encoder-decoder models
+    get right padding on the encoder side. Prompts are the raw queries, as upstream, unless
+    ``settings.chat_template`` wraps each one as a single user turn.
+    """
+
+    def __init__(self, model, tokenizer, settings: GenerationSettings, device: str | None = None):
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.tokenizer = tokenizer
+        self.settings = settings
+        self.encoder_decoder = bool(model.config.is_encoder_decoder)
+        tokenizer.padding_side = "right" if self.encoder_decoder else "left"
+        if tokenizer.pad_token_id is None:
+            raise ImhiBenchError(f"{tokenizer.name_or_path}: tokenizer has no pad token")
+        if settings.chat_template and not tokenizer.chat_template:
+            raise ImhiBenchError(f"{tokenizer.name_or_path}: chat_template=True but none set")
+        self.generation_config = self._greedy_config()
+        eos = self.generation_config.eos_token_id
+        eos = tokenizer.eos_token_id if eos is None else eos
+        self.eos_ids = set(eos) if isinstance(eos, list) else {eos}
+
+    def _greedy_config(self):
+        """The checkpoint's generation config, forced to greedy with our length limits."""
+        config = copy.deepcopy(self.model.generation_config)
+        config.update(
+            do_sample=False, num_beams=1, temperature=None, top_p=None, top_k=None,
+            max_length=None, max_new_tokens=self.settings.max_new_tokens,
+            min_new_tokens=self.settings.min_new_tokens or None,
+            pad_token_id=self.tokenizer.pad_token_id,
+        )  # fmt: skip
+        return config
+
+    def encode(self, queries: list[str]) -> list[list[int]]:
+        """Token ids of each prompt, unpadded."""
+        tok = self.tokenizer
+        texts, special = list(queries), True
+        if self.settings.chat_template:
+            texts = [
+                tok.apply_chat_template(
+                    [{"role": "user", "content": q}], add_generation_prompt=True, tokenize=False
+                )
+                for q in queries
+            ]
+            special = False  # the template holds the special tokens (BOS), as in HF's own path
+        ids = tok(texts, add_special_tokens=special)["input_ids"]
+        limit = self._max_source_length()
+        if limit is not None and any(len(x) > limit for x in ids):
+            n = sum(len(x) > limit for x in ids)
+            log.warning("%d queries longer than the model's %d positions; truncated", n, limit)
+            ids = tok(texts, add_special_tokens=special, truncation=True, max_length=limit)
+            ids = ids["input_ids"]
+        return ids
+
+    def _max_source_length(self) -> int | None:
+        """Hard encoder limit of encoder-decoder models with learned positions (BART: 1024).
+
+        Longer inputs would crash the position embedding, so they are cut. Models
+        with relative positions (T5) have no such limit and are left alone.
+        """
+        if not self.encoder_decoder:
+            return None
+        return getattr(self.model.config, "max_position_embeddings", None)
+
+    def generate(self, queries: list[str]) -> GenerationResult:
+        """One greedy response per query, in query order."""
+        ids = self.generate_token_ids(queries)
+        texts = [self.tokenizer.decode(x, skip_special_tokens=True) for x in ids]
+        return GenerationResult(texts=texts, n_output_tokens=[len(x) for x in ids])
+
+    def generate_token_ids(self, queries: list[str]) -> list[list[int]]:
+        """The new token ids of each query's response, cut before the first EOS."""
+        import torch
+
+        torch.manual_seed(self.settings.seed)
+        ids = self.encode(list(queries))
+        s = self.settings
+        batches = plan_batches(
+            [len(x) for x in ids], s.max_new_tokens, s.batch_tokens, s.max_batch_size
+        )
+        results: list[list[int]] = [[] for _ in ids]
+        for k, batch in enumerate(batches, 1):
+            log.info("batch %d/%d: %d queries", k, len(batches), len(batch))
+            outputs = split_on_oom(batch, lambda b: self._run([ids[i] for i in b]))
+            for i, out in zip(batch, outputs, strict=True):
+                results[i] = out
+        return results
+
+    def _run(self, batch: list[list[int]]) -> list[list[int]]:
+        """Generate for one padded batch; the new tokens of each row, cut before EOS."""
+        import torch
+
+        width = max(len(x) for x in batch)
+        pad = self.tokenizer.pad_token_id
+        left = not self.encoder_decoder
+        rows, masks = [], []
+        for x in batch:
+            fill = width - len(x)
+            rows.append([pad] * fill + x if left else x + [pad] * fill)
+            masks.append([0] * fill + [1] * len(x) if left else [1] * len(x) + [0] * fill)
+        input_ids = torch.tensor(rows, device=self.device)
+        attention_mask = torch.tensor(masks, device=self.device)
+        with torch.inference_mode():
+            out = self.model.generate(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                generation_config=self.generation_config,
+            )
+        # Decoder outputs start with decoder_start_token_id; causal ones repeat the prompt.
+        new = out[:, 1:] if self.encoder_decoder else out[:, width:]
+        results = []
+        for row in new.tolist():
+            n = next((j for j, t in enumerate(row) if t in self.eos_ids), len(row))
+            results.append(row[:n])
+        return results

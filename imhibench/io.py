@@ -1,0 +1,60 @@
+"""Parquet I/O shared by every stage: atomic writes, provenance in the file, clear read errors."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from imhibench.errors import ImhiBenchError
+
+PROVENANCE_KEY = b"imhibench.provenance"
+
+
+def atomic_path(path: str | Path) -> Path:
+    """A temporary sibling of `path`; rename it onto `path` when complete."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def write_table(df: pd.DataFrame, path: str | Path, provenance: dict | None = None) -> None:
+    """Write `df` as Parquet with `provenance` in the schema metadata, atomically."""
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    if provenance is not None:
+        metadata = dict(table.schema.metadata or {})
+        metadata[PROVENANCE_KEY] = json.dumps(provenance, sort_keys=True, default=str).encode()
+        table = table.replace_schema_metadata(metadata)
+    tmp = atomic_path(path)
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+def read_table(path: str | Path, required: Iterable[str] = ()) -> pd.DataFrame:
+    """Read a Parquet file, failing with the file name if it is unreadable or lacks columns."""
+    try:
+        df = pq.read_table(path).to_pandas()
+    except (OSError, pa.ArrowException) as err:
+        raise ImhiBenchError(f"{path}: cannot read Parquet file: {err}") from err
+    if missing := [c for c in required if c not in df.columns]:
+        raise ImhiBenchError(f"{path}: missing column(s) {missing}; found {list(df.columns)}")
+    return df
+
+
+def read_provenance(path: str | Path) -> dict:
+    """The provenance stored in a Parquet file written by `write_table` ({} if none)."""
+    metadata = pq.read_schema(path).metadata or {}
+    raw = metadata.get(PROVENANCE_KEY)
+    return json.loads(raw) if raw else {}
+
+
+def write_json(obj: dict, path: str | Path) -> None:
+    """Write JSON atomically (sidecars, manifests)."""
+    tmp = atomic_path(path)
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)

@@ -1,0 +1,154 @@
+"""Label stage: turn each model response into a task label, with the upstream keyword rules
+and with the task's MentalBERT classifier."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import pandas as pd
+
+from imhibench.errors import ImhiBenchError
+from imhibench.tasks import Task
+
+log = logging.getLogger(__name__)
+
+CLASSIFIER_MAX_LENGTH = 512  # as upstream label_inference.py
+
+
+def rule_labels(task: Task, responses: Sequence[str]) -> tuple[list[str], list[bool]]:
+    """Upstream IMHI.py's keyword labels and out-of-domain flags for each response."""
+    pairs = [task.rule_label(text) for text in responses]
+    return [label for label, _ in pairs], [ood for _, ood in pairs]
+
+
+def resolve_device(device: str) -> str:
+    """'auto' -> 'cuda' when a GPU is visible, else 'cpu'; 'cuda' without a GPU is an error."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ImhiBenchError("device: cuda was requested but no CUDA device is visible")
+    return device
+
+
+class MentalBertLabeler:
+    """A task's MentalBERT sequence classifier (upstream label_inference.py), batched by length."""
+
+    def __init__(self, checkpoint: str, task: Task, device: str = "auto", batch_size: int = 64):
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        self.task = task
+        self.device = resolve_device(device)
+        self.batch_size = batch_size
+        dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
+        self.tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+        self.model = AutoModelForSequenceClassification.from_pretrained(checkpoint, dtype=dtype)
+        self.model.to(self.device).eval()
+        n_labels = self.model.config.num_labels
+        if n_labels != len(task.classifier_labels):
+            raise ImhiBenchError(
+                f"{checkpoint}: classifier has {n_labels} labels but task {task.name} needs "
+                f"{len(task.classifier_labels)} ({list(task.classifier_labels)})"
+            )
+
+    def predict(self, texts: Sequence[str]) -> list[str]:
+        """The label name of every text (argmax, truncation at 512 tokens), in input order."""
+        import torch
+
+        lengths = [
+            len(self.tokenizer(t, truncation=True, max_length=CLASSIFIER_MAX_LENGTH)["input_ids"])
+            for t in texts
+        ]
+        order = sorted(range(len(texts)), key=lengths.__getitem__)
+        predictions: list[int] = [0] * len(texts)
+        with torch.inference_mode():
+            for start in range(0, len(order), self.batch_size):
+                batch = order[start : start + self.batch_size]
+                encoded = self.tokenizer(
+                    [texts[i] for i in batch],
+                    truncation=True,
+                    max_length=CLASSIFIER_MAX_LENGTH,
+                    padding=True,
+                    return_tensors="pt",
+                ).to(self.device)
+                logits = self.model(**encoded).logits
+                for i, index in zip(batch, logits.argmax(dim=-1).tolist(), strict=True):
+                    predictions[i] = index
+        return [self.task.classifier_labels[i] for i in predictions]
+
+
+def check_responses(responses: pd.DataFrame, path: str) -> None:
+    """Every row needs a response string; a missing (null) one is an error naming the row."""
+    missing = responses.loc[responses["response"].isna(), "row_id"].tolist()
+    if missing:
+        raise ImhiBenchError(f"{path}: missing (null) response for row(s) {missing[:5]}")
+
+
+def label_responses(
+    responses: pd.DataFrame,
+    test_set: pd.DataFrame,
+    task: Task,
+    labelers: Sequence[str],
+    classifier: MentalBertLabeler | None,
+) -> pd.DataFrame:
+    """The label table: row_id, gold_label, label_<labeler> for each labeler, rule_ood."""
+    merged = responses[["row_id", "response"]].merge(
+        test_set[["row_id", "gold_label"]], on="row_id", how="left", validate="one_to_one"
+    )
+    if merged["gold_label"].isna().any():
+        unknown = merged.loc[merged["gold_label"].isna(), "row_id"].tolist()[:5]
+        raise ImhiBenchError(f"responses name row ids that are not in the test set: {unknown}")
+    table = merged[["row_id", "gold_label"]].copy()
+    texts = merged["response"].tolist()
+    for labeler in labelers:
+        if labeler == "rule":
+            table["label_rule"], table["rule_ood"] = rule_labels(task, texts)
+        elif labeler == "mentalbert":
+            if classifier is None:
+                raise ImhiBenchError("labeler mentalbert needs a classifier checkpoint")
+            table["label_mentalbert"] = classifier.predict(texts)
+        else:
+            raise ImhiBenchError(f"unknown labeler {labeler!r} (known: mentalbert, rule)")
+    table["empty_response"] = [not t.strip() for t in texts]
+    return table
+
+
+def run_label(
+    responses_path: str,
+    test_set_path: str,
+    out_path: str,
+    task_name: str,
+    labelers: Sequence[str],
+    classifier_dir: str | None,
+    device: str = "auto",
+    batch_size: int = 64,
+) -> pd.DataFrame:
+    """Label stage for one (model, dataset): read, label, write with provenance."""
+    from imhibench.io import read_provenance, read_table, write_table
+    from imhibench.provenance import build_provenance, checkpoint_provenance
+    from imhibench.tasks import get_task
+
+    task = get_task(task_name)
+    responses = read_table(responses_path, ["row_id", "response"])
+    check_responses(responses, responses_path)
+    test_set = read_table(test_set_path, ["row_id", "gold_label"])
+    classifier = None
+    if "mentalbert" in labelers:
+        if not classifier_dir:
+            raise ImhiBenchError(f"labeler mentalbert needs a classifier for task {task_name}")
+        log.info("loading MentalBERT classifier from %s", classifier_dir)
+        classifier = MentalBertLabeler(classifier_dir, task, device, batch_size)
+    table = label_responses(responses, test_set, task, labelers, classifier)
+    provenance = build_provenance(
+        "label",
+        task=task_name,
+        labelers=list(labelers),
+        classifier=checkpoint_provenance(classifier_dir) if classifier_dir else None,
+        generation=read_provenance(responses_path),
+    )
+    write_table(table, out_path, provenance)
+    log.info("%s: labelled %d rows", out_path, len(table))
+    return table

@@ -1,0 +1,69 @@
+"""What produced a result: package versions, imhi-bench git sha, inputs' checksums, settings."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+import imhibench
+
+PACKAGES = (
+    "imhibench", "torch", "transformers", "peft", "huggingface_hub", "tokenizers", "safetensors",
+    "pandas", "pyarrow", "scikit-learn", "rouge-score", "sacrebleu", "bert-score", "snakemake",
+)  # fmt: skip
+CHECKPOINT_MANIFEST = "imhibench_checkpoint.json"
+
+
+def package_versions() -> dict[str, str | None]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def git_state(directory: str | Path | None = None) -> dict[str, str | bool | None]:
+    """The commit of the imhi-bench checkout in use, and whether it had uncommitted changes."""
+    directory = Path(directory or Path(imhibench.__file__).parent)
+
+    def git(*args: str) -> str | None:
+        try:
+            result = subprocess.run(
+                ["git", "-C", str(directory), *args], capture_output=True, text=True, timeout=10
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return result.stdout.strip() if result.returncode == 0 else None
+
+    sha = git("rev-parse", "HEAD")
+    dirty = None if sha is None else bool(git("status", "--porcelain", "--untracked-files=no"))
+    return {"git_sha": sha, "git_dirty": dirty}
+
+
+def checkpoint_provenance(directory: str | Path) -> dict:
+    """The fetch manifest of a hub checkpoint, or the path of a local one."""
+    manifest = Path(directory) / CHECKPOINT_MANIFEST
+    if manifest.is_file():
+        record = json.loads(manifest.read_text(encoding="utf-8"))
+        record.pop("files", None)  # per-file digests stay in the manifest itself
+        return record
+    return {"local_path": str(Path(directory).resolve()), "resolved_revision": None}
+
+
+def build_provenance(stage: str, **fields: object) -> dict:
+    """A provenance record for one output file of `stage`."""
+    return {
+        "stage": stage,
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "imhibench_version": imhibench.__version__,
+        **git_state(),
+        "python": platform.python_version(),
+        "packages": package_versions(),
+        **fields,
+    }

@@ -1,0 +1,107 @@
+"""Score stage: correctness of each labeler against the gold label, and explanation quality of
+each response against the gold answer, per row and per (model, dataset)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+
+from imhibench.errors import ImhiBenchError
+from imhibench.metrics.correctness import agreement, correctness_metrics
+
+# Columns of the summary table (results/metrics/<model>/<dataset>.parquet), one row per metric.
+SUMMARY_COLUMNS = ["model", "dataset", "task", "split", "metric", "labeler", "value"]
+
+
+def score(
+    responses: pd.DataFrame,
+    labels: pd.DataFrame,
+    test_set: pd.DataFrame,
+    labelers: Sequence[str],
+    scorers: dict[str, dict],
+    device: str = "cpu",
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per-row explanation scores and a tidy (metric, labeler, value) summary."""
+    from imhibench.metrics.explanation import compute_explanation_metrics
+
+    rows = responses[["row_id", "response"]].merge(labels, on="row_id", validate="one_to_one")
+    rows = rows.merge(test_set[["row_id", "gold_answer"]], on="row_id", validate="one_to_one")
+    if len(rows) != len(responses):
+        raise ImhiBenchError(
+            f"{len(responses)} responses but {len(rows)} rows after joining labels and gold answers"
+        )
+    summary: list[tuple[str, str | None, float]] = [("n", None, float(len(rows)))]
+    gold = rows["gold_label"].tolist()
+    for labeler in labelers:
+        predicted = rows[f"label_{labeler}"].tolist()
+        summary += [(m, labeler, v) for m, v in correctness_metrics(gold, predicted).items()]
+    if "rule" in labelers:
+        summary.append(("ood", "rule", float(rows["rule_ood"].sum())))
+    if {"rule", "mentalbert"} <= set(labelers):
+        value = agreement(rows["label_rule"].tolist(), rows["label_mentalbert"].tolist())
+        summary.append(("labeler_agreement", None, value))
+    summary.append(("empty_responses", None, float(rows["empty_response"].sum())))
+
+    per_row = pd.DataFrame({"row_id": rows["row_id"]})
+    if scorers:
+        columns, corpus = compute_explanation_metrics(
+            rows["response"].tolist(), rows["gold_answer"].tolist(), scorers, device=device
+        )
+        for name, values in columns.items():
+            per_row[name] = values
+        summary += [(name, None, float(value)) for name, value in corpus.items()]
+    table = pd.DataFrame(summary, columns=["metric", "labeler", "value"])
+    return per_row, table
+
+
+def run_score(
+    responses_path: str,
+    labels_path: str,
+    test_set_path: str,
+    rows_out: str,
+    summary_out: str,
+    model: str,
+    dataset: str,
+    task_name: str,
+    labelers: Sequence[str],
+    scorers: dict[str, dict],
+    device: str = "auto",
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Score stage for one (model, dataset): per-row scores and the summary, with provenance."""
+    import logging
+
+    from imhibench.config import SCORER_CHECKPOINT_OPTION
+    from imhibench.io import read_provenance, read_table, write_table
+    from imhibench.label import resolve_device
+    from imhibench.provenance import build_provenance, checkpoint_provenance
+
+    log = logging.getLogger(__name__)
+    responses = read_table(responses_path, ["row_id", "response"])
+    labels = read_table(labels_path, ["row_id", "gold_label", *(f"label_{x}" for x in labelers)])
+    test_set = read_table(test_set_path, ["row_id", "gold_answer"])
+    per_row, summary = score(responses, labels, test_set, labelers, scorers, resolve_device(device))
+    split = read_provenance(test_set_path).get("split")
+    summary.insert(0, "model", model)
+    summary.insert(1, "dataset", dataset)
+    summary.insert(2, "task", task_name)
+    summary.insert(3, "split", split)
+    summary = summary[SUMMARY_COLUMNS]
+    provenance = build_provenance(
+        "score",
+        model=model,
+        dataset=dataset,
+        seed=seed,
+        scorers=scorers,
+        scorer_checkpoints={
+            name: checkpoint_provenance(scorers[name][option])
+            for name, option in SCORER_CHECKPOINT_OPTION.items()
+            if name in scorers
+        },
+        labels=read_provenance(labels_path),
+    )
+    write_table(per_row, rows_out, provenance)
+    write_table(summary, summary_out, provenance)
+    log.info("%s: %s", summary_out, summary.to_dict("records"))
+    return summary

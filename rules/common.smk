@@ -1,0 +1,144 @@
+import re
+import sys
+from pathlib import Path
+
+# Rules and scripts use the imhibench package that ships with this workflow.
+sys.path.insert(0, workflow.basedir)
+
+from imhibench.aggregate import table_specs
+from imhibench.config import Plan, checkpoint_dir, validate_config
+from imhibench.tasks import all_tasks
+
+validate_config(config, Path(workflow.basedir) / "workflow_config" / "schema.yaml")
+PLAN = Plan(config)
+ALL_TASKS = list(all_tasks())
+for message in PLAN.skip_messages():
+    logger.warning(f"imhi-bench: {message}")
+
+
+def _alternatives(names):
+    return "|".join(re.escape(n) for n in sorted(names)) or "(?!)"
+
+
+wildcard_constraints:
+    model=_alternatives(PLAN.models),
+    dataset=_alternatives(PLAN.datasets),
+    split="instruction|completion",
+    checkpoint=_alternatives(PLAN.hub_checkpoints()),
+
+
+SCRIPTS = Path(workflow.basedir) / "scripts"
+TABLES = table_specs(
+    config["labelers"][0],
+    list(config["scorers"]),
+    [g for g in ("main", "expert") if PLAN.table_datasets(g)],
+)
+
+
+def get_final_outputs():
+    return get_table_outputs()
+
+
+def get_table_outputs():
+    names = [f"{spec.name}.{ext}" for spec in TABLES for ext in ("parquet", "md")]
+    return [f"results/tables/{n}" for n in names] + [
+        "results/tables/all_metrics.parquet",
+        "results/tables/provenance.json",
+    ]
+
+
+# ---- fetch -------------------------------------------------------------------------------
+
+
+def get_test_file_sha256(wildcards):
+    return PLAN.test_file(wildcards.dataset, wildcards.split)["sha256"]
+
+
+def get_task_name(wildcards):
+    return PLAN.task_of(wildcards.dataset)
+
+
+def get_checkpoint_spec(wildcards):
+    return PLAN.hub_checkpoints()[wildcards.checkpoint]
+
+
+# ---- generate ----------------------------------------------------------------------------
+
+
+def get_test_set(wildcards):
+    return PLAN.test_set_path(wildcards.dataset, PLAN.split_of(wildcards.model))
+
+
+def get_generate_input(wildcards):
+    inputs = {"test_set": get_test_set(wildcards)}
+    spec = PLAN.model(wildcards.model)
+    if spec["kind"] == "responses":
+        inputs["responses"] = spec["responses"].format(dataset=wildcards.dataset)
+    for role, checkpoint in PLAN.model_checkpoints(wildcards.model).items():
+        inputs[role] = checkpoint_dir(checkpoint)
+    return inputs
+
+
+def get_model_spec(wildcards):
+    return PLAN.model(wildcards.model)
+
+
+def get_generation_settings(wildcards):
+    return PLAN.generation_settings(wildcards.model)
+
+
+def get_generate_resource(name):
+    def get_resource(wildcards):
+        return PLAN.model(wildcards.model)["resources"][name]
+
+    return get_resource
+
+
+# ---- label and score ---------------------------------------------------------------------
+
+
+def get_label_input(wildcards):
+    inputs = {
+        "responses": f"results/generate/{wildcards.model}/{wildcards.dataset}.parquet",
+        "test_set": get_test_set(wildcards),
+    }
+    if "mentalbert" in config["labelers"]:
+        inputs["classifier"] = checkpoint_dir(PLAN.classifier(wildcards.dataset))
+    return inputs
+
+
+def get_score_input(wildcards):
+    inputs = {
+        "responses": f"results/generate/{wildcards.model}/{wildcards.dataset}.parquet",
+        "labels": f"results/label/{wildcards.model}/{wildcards.dataset}.parquet",
+        "test_set": get_test_set(wildcards),
+    }
+    for name, checkpoint in PLAN.scorer_checkpoints().items():
+        inputs[name] = checkpoint_dir(checkpoint)
+    return inputs
+
+
+def get_scorer_settings(wildcards):
+    return PLAN.scorer_settings()
+
+
+def get_stage_resource(stage, name):
+    def get_resource(wildcards):
+        return config["stage_resources"][stage][name]
+
+    return get_resource
+
+
+# ---- aggregate ---------------------------------------------------------------------------
+
+
+def get_metrics_inputs(wildcards):
+    return [f"results/metrics/{m}/{d}.parquet" for m, d in PLAN.jobs]
+
+
+def get_table_datasets(wildcards):
+    return {group: PLAN.table_datasets(group) for group in ("main", "expert")}
+
+
+def get_table_notes(wildcards):
+    return [message[0].upper() + message[1:] for message in PLAN.skip_messages()]

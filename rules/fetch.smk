@@ -1,0 +1,32 @@
+# Fetching needs the internet: these run on the login/submit node (localrules).
+localrules:
+    fetch_test_set,
+    fetch_checkpoint,
+
+
+rule fetch_test_set:
+    output:
+        csv="resources/imhi/{split}/{dataset}.csv",
+        parquet="resources/imhi/{split}/{dataset}.parquet",
+    log:
+        "logs/fetch/imhi/{split}/{dataset}.log",
+    conda:
+        "../envs/fetch.yaml"
+    params:
+        sha256=get_test_file_sha256,
+        task=get_task_name,
+    script:
+        "../scripts/fetch_test_set.py"
+
+
+rule fetch_checkpoint:
+    output:
+        directory("resources/checkpoints/{checkpoint}"),
+    log:
+        "logs/fetch/checkpoints/{checkpoint}.log",
+    conda:
+        "../envs/fetch.yaml"
+    params:
+        spec=get_checkpoint_spec,
+    script:
+        "../scripts/fetch_checkpoint.py"

@@ -1,0 +1,23 @@
+"""Snakemake script: one response per query of a test set, from one model."""
+
+import sys
+
+sys.path.insert(0, f"{snakemake.scriptdir}/..")
+
+from imhibench.generate.stage import run_generate
+from imhibench.logs import configure_job
+
+configure_job(snakemake.log[0], snakemake.threads)
+run_generate(
+    test_set_path=snakemake.input.test_set,
+    out_path=snakemake.output[0],
+    model=snakemake.wildcards.model,
+    model_spec=snakemake.params.model_spec,
+    model_dir=snakemake.input.get("model"),
+    base_model_dir=snakemake.input.get("base"),
+    responses_path=snakemake.input.get("responses"),
+    settings=snakemake.params.settings,
+    rows=snakemake.params.rows,
+    device=snakemake.params.device,
+    seed=snakemake.params.seed,
+)

@@ -1,0 +1,20 @@
+"""Snakemake script: label every response with the configured labelers."""
+
+import sys
+
+sys.path.insert(0, f"{snakemake.scriptdir}/..")
+
+from imhibench.label import run_label
+from imhibench.logs import configure_job
+
+configure_job(snakemake.log[0], snakemake.threads)
+run_label(
+    responses_path=snakemake.input.responses,
+    test_set_path=snakemake.input.test_set,
+    out_path=snakemake.output[0],
+    task_name=snakemake.params.task,
+    labelers=snakemake.params.labelers,
+    classifier_dir=snakemake.input.get("classifier"),
+    device=snakemake.params.device,
+    batch_size=snakemake.params.batch_size,
+)

@@ -1,0 +1,24 @@
+"""Snakemake script: correctness and explanation-quality scores of one (model, dataset)."""
+
+import sys
+
+sys.path.insert(0, f"{snakemake.scriptdir}/..")
+
+from imhibench.logs import configure_job
+from imhibench.score import run_score
+
+configure_job(snakemake.log[0], snakemake.threads)
+run_score(
+    responses_path=snakemake.input.responses,
+    labels_path=snakemake.input.labels,
+    test_set_path=snakemake.input.test_set,
+    rows_out=snakemake.output.rows,
+    summary_out=snakemake.output.summary,
+    model=snakemake.wildcards.model,
+    dataset=snakemake.wildcards.dataset,
+    task_name=snakemake.params.task,
+    labelers=snakemake.params.labelers,
+    scorers=snakemake.params.scorers,
+    device=snakemake.params.device,
+    seed=snakemake.params.seed,
+)

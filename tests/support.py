@@ -1,0 +1,50 @@
+"""Test helpers: the local IMHI mirror and a loopback HTTP server serving a directory."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import http.server
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+IMHI_MIRROR = Path(os.environ.get("IMHI_MIRROR", REPO.parent / "shared" / "imhi"))
+
+
+def require_mirror() -> Path:
+    """The local IMHI mirror (../shared/imhi), or a visible skip when this machine lacks it."""
+    if not (IMHI_MIRROR / "SHA256SUMS").is_file():
+        pytest.skip(f"IMHI mirror not found at {IMHI_MIRROR} (set IMHI_MIRROR)")
+    return IMHI_MIRROR
+
+
+def mirror_sha256(relative_path: str) -> str:
+    for line in (require_mirror() / "SHA256SUMS").read_text().splitlines():
+        digest, name = line.split(maxsplit=1)
+        if name.removeprefix("./") == relative_path:
+            return digest
+    raise KeyError(relative_path)
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def serve_directory(directory: Path) -> Iterator[str]:
+    """Serve `directory` on 127.0.0.1 (a free port) and yield its base URL."""
+    handler = functools.partial(_QuietHandler, directory=str(directory))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

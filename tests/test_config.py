@@ -1,0 +1,164 @@
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from imhibench.config import Plan, checkpoint_dir, checkpoint_key, validate_config
+from imhibench.errors import ImhiBenchError
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA = REPO / "workflow_config" / "schema.yaml"
+
+
+def load(name: str) -> dict:
+    return yaml.safe_load((REPO / "workflow_config" / name).read_text())
+
+
+def merged(base: dict, override: dict) -> dict:
+    """Snakemake's --configfile merge: nested dicts update, everything else replaces."""
+    result = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = merged(result[key], value)
+        else:
+            result[key] = value
+    return result
+
+
+@pytest.fixture
+def paper() -> dict:
+    return load("config.yaml")
+
+
+def test_paper_config_is_valid_and_plans_the_paper(paper):
+    validate_config(paper, SCHEMA)
+    plan = Plan(paper)
+    assert plan.models == [
+        "MentaLLaMA-chat-7B", "MentaLLaMA-chat-13B", "MentalBART", "MentalT5",
+        "MentaLLaMA-33B-lora",
+    ]  # fmt: skip
+    assert plan.table_datasets("main") == [
+        "DR", "dreaddit", "swmh", "t-sid", "SAD", "CAMS", "loneliness", "MultiWD", "Irf",
+    ]  # fmt: skip
+    # CLP is never released: every model skips it, with a reason saying how to add it
+    clp = [s for s in plan.skipped if s.dataset == "CLP"]
+    assert len(clp) == 5 and all("never released" in s.reason for s in clp)
+    # completion models skip the instruction-only expert sets
+    assert ("MentalBART", "DR-expert") not in plan.jobs
+    assert ("MentaLLaMA-chat-7B", "DR-expert") in plan.jobs
+    assert len(plan.jobs) == 3 * 18 + 2 * 9
+
+
+def _uncommented_keys(text: str) -> list[str]:
+    """Key lines with no comment on them, on the line above, or on their parent key."""
+    lines = text.splitlines()
+    missing, parents = [], []  # parents: (indent, commented) of enclosing keys
+    for i, line in enumerate(lines):
+        stripped = line.strip()
+        if not stripped or stripped.startswith(("#", "-", "[")) or ":" not in stripped:
+            continue
+        indent = len(line) - len(line.lstrip())
+        while parents and parents[-1][0] >= indent:
+            parents.pop()
+        commented = "#" in line or (i > 0 and lines[i - 1].strip().startswith("#"))
+        if not commented and not (parents and parents[-1][1]):
+            missing.append(f"line {i + 1}: {stripped}")
+        parents.append((indent, commented or bool(parents and parents[-1][1])))
+    return missing
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "demo.yaml"])
+def test_every_config_key_has_a_comment(name):
+    assert _uncommented_keys((REPO / "workflow_config" / name).read_text()) == []
+
+
+def test_comment_check_can_fail():
+    assert _uncommented_keys("a: 1  # ok\nb: 2\n") == ["line 2: b: 2"]
+
+
+def test_demo_config_is_valid_and_local(paper):
+    config = merged(paper, load("demo.yaml"))
+    validate_config(config, SCHEMA)
+    plan = Plan(config)
+    assert plan.hub_checkpoints() == {}  # the demo needs no hub
+    assert all(job[1] not in ("CLP", "swmh") for job in plan.jobs)
+    assert plan.test_file_source("DR", "instruction").endswith("test_instruction/DR.csv")
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda c: c.update(device="gpu"), r"device: 'gpu' is not one of"),
+        (lambda c: c["model_catalog"]["MentalT5"].update(kind="rnn"), r"MentalT5.kind"),
+        (lambda c: c["model_catalog"]["MentalT5"].pop("revision"), r"model_catalog.MentalT5"),
+        (lambda c: c["model_catalog"]["MentaLLaMA-33B-lora"].pop("base"), r"'base' is a required"),
+        (lambda c: c["dataset_catalog"]["DR"]["files"]["instruction"].update(sha256="xyz"),
+         r"dataset_catalog.DR.files.instruction.sha256"),
+        (lambda c: c.update(models=["GPT-9"]), r"models: 'GPT-9' is not in model_catalog"),
+        (lambda c: c.update(datasets=["DR", "XX"]), r"datasets: 'XX' is not in dataset_catalog"),
+        (lambda c: c["dataset_catalog"]["DR"].update(task="DRX"), r"DR.task: unknown"),
+        (lambda c: c["classifiers"].pop("SAD"), r"no MentalBERT classifier for task 'SAD'"),
+        (lambda c: c.update(rows_per_dataset=0), r"rows_per_dataset"),
+        (lambda c: c["generation"].update(max_new_tokens="many"), r"generation.max_new_tokens"),
+        (lambda c: c.update(colour="blue"), r"'colour' was unexpected"),
+    ],
+)  # fmt: skip
+def test_bad_config_names_the_key(paper, edit, message):
+    edit(paper)
+    with pytest.raises(ImhiBenchError, match=message):
+        validate_config(paper, SCHEMA)
+
+
+def test_subset_from_command_line(paper):
+    paper.update(models=["MentalBART"], datasets=["DR", "CLP"])
+    validate_config(paper, SCHEMA)
+    plan = Plan(paper)
+    assert plan.jobs == [("MentalBART", "DR")]
+    assert set(plan.hub_checkpoints()) == {
+        "Tianlin668--MentalBART@main", "Tianlin668--DR@main",
+        "facebook--bart-large-cnn@main", "roberta-large@main",
+    }  # fmt: skip
+
+
+def test_user_supplied_clp_file_is_planned(paper):
+    paper["dataset_catalog"]["CLP"]["files"] = {
+        "instruction": {"local_path": "/data/CLP.csv", "sha256": None}
+    }
+    validate_config(paper, SCHEMA)
+    plan = Plan(paper)
+    assert ("MentaLLaMA-chat-7B", "CLP") in plan.jobs
+    assert plan.test_file_source("CLP", "instruction") == "/data/CLP.csv"
+
+
+def test_checkpoint_locations():
+    hub = {"hub_id": "klyang/MentaLLaMA-chat-7B", "revision": "abc123"}
+    assert checkpoint_key(hub) == "klyang--MentaLLaMA-chat-7B@abc123"
+    assert checkpoint_dir(hub) == "resources/checkpoints/klyang--MentaLLaMA-chat-7B@abc123"
+    assert checkpoint_dir({**hub, "path": "/models/7b"}) == "/models/7b"
+
+
+def test_generation_settings_merge_model_overrides(paper):
+    paper["model_catalog"]["MentalT5"]["generation"] = {"max_new_tokens": 64}
+    plan = Plan(paper)
+    assert plan.generation_settings("MentalT5")["max_new_tokens"] == 64
+    assert plan.generation_settings("MentalBART")["max_new_tokens"] == 2048
+
+
+def test_scorer_settings_resolve_checkpoints(paper):
+    settings = Plan(paper).scorer_settings()
+    assert settings["bart_score"] == {
+        "checkpoint": "resources/checkpoints/facebook--bart-large-cnn@main",
+        "weights_file": None, "batch_size": 4, "max_length": 1024,
+    }  # fmt: skip
+    assert settings["bert_score"]["model"] == "resources/checkpoints/roberta-large@main"
+    assert settings["bert_score"]["num_layers"] == 17
+    assert settings["rouge"] == {} and settings["bleu"] == {}
+
+
+def test_skip_messages_group_models(paper):
+    messages = Plan(paper).skip_messages()
+    assert (
+        "skipping DR-expert for MentalBART, MentalT5: DR-expert has no completion split"
+        in "\n".join(messages)
+    )

@@ -1,0 +1,136 @@
+"""End to end: the demo DAG through `snakemake` in a subprocess, on the real IMHI rows, served by a
+loopback HTTP server (the same download and checksum code as the real GitHub URL)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from support import REPO, require_mirror, serve_directory
+
+from imhibench.io import read_provenance
+
+pytestmark = pytest.mark.slow
+COMMIT = "42cd29dfb91092843daae53ec162c75605d753ff"
+DEMO = yaml.safe_load((REPO / "workflow_config" / "demo.yaml").read_text())
+
+
+def snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    command = [
+        sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+        "--directory", str(workdir), "--cores", "2",
+        "--configfile", str(REPO / "workflow_config" / "demo.yaml"), *args,
+    ]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    mirror = require_mirror()
+    workdir = tmp_path_factory.mktemp("demo")
+    with serve_directory(mirror) as url:
+        source = f"imhi={{commit: {COMMIT}, source: '{url}'}}"
+        run = snakemake(workdir, "--config", source)
+    assert run.returncode == 0, run.stderr[-4000:]
+    return workdir, run
+
+
+def test_every_table_exists_with_models_as_rows_and_test_sets_as_columns(demo_run):
+    workdir, _ = demo_run
+    tables = workdir / "results" / "tables"
+    main = [d for d in DEMO["datasets"] if not d.endswith("-expert")]
+    expert = [d for d in DEMO["datasets"] if d.endswith("-expert")]
+    for name, columns in [
+        ("weighted_f1", main), ("bart_score", main),
+        ("expert_weighted_f1", expert), ("expert_bart_score", expert),
+    ]:  # fmt: skip
+        table = pd.read_parquet(tables / f"{name}.parquet")
+        assert list(table.columns) == ["model", *columns]
+        assert table["model"].tolist() == DEMO["models"]
+        markdown = (tables / f"{name}.md").read_text()
+        assert markdown.count("\n| demo-") == len(DEMO["models"])
+        values = table.drop(columns="model")
+        completion = table["model"].isin(["demo-bart", "demo-t5"])
+        if name.startswith("expert"):
+            # the expert sets have no completion split: those cells are empty, the rest are not
+            assert values[completion].isna().all().all()
+            values = values[~completion]
+        assert values.notna().all().all(), f"{name} has missing cells:\n{table}"
+        if name.endswith("weighted_f1"):
+            assert ((values >= 0) & (values <= 100)).all().all()
+        else:  # BART-score is a mean log-likelihood: finite and negative
+            assert values.map(lambda v: math.isfinite(v) and v < 0).all().all()
+
+
+def test_every_row_id_flows_through_every_stage(demo_run):
+    workdir, _ = demo_run
+    rows = DEMO["rows_per_dataset"]
+    for model in DEMO["models"]:
+        for stage in ("generate", "label", "score"):
+            table = pd.read_parquet(workdir / "results" / stage / model / "DR.parquet")
+            assert table["row_id"].tolist() == [f"DR-{i:05d}" for i in range(rows)]
+    labels = pd.read_parquet(workdir / "results" / "label" / "demo-llama" / "SAD.parquet")
+    assert set(labels["label_mentalbert"]) <= {
+        "school", "financial problem", "family issues", "social relationships", "work",
+        "health issues", "emotional turmoil", "everyday decision making", "other causes",
+    }  # fmt: skip
+    summary = pd.read_parquet(workdir / "results" / "metrics" / "demo-t5" / "CAMS.parquet")
+    metrics = set(summary["metric"])
+    assert {"accuracy", "weighted_f1", "micro_f1", "macro_f1", "ood", "bart_score"} <= metrics
+    assert {"bert_score_f1", "rouge1", "rouge2", "rougeL", "bleu"} <= metrics
+
+
+def test_logs_benchmarks_and_provenance(demo_run):
+    workdir, _ = demo_run
+    assert (workdir / "logs" / "generate" / "demo-llama" / "DR.log").stat().st_size > 0
+    assert (workdir / "benchmarks" / "score" / "demo-bart" / "SAD.tsv").is_file()
+    generation = read_provenance(
+        workdir / "results" / "generate" / "demo-llama-lora" / "DR.parquet"
+    )
+    assert generation["kind"] == "lora" and generation["checkpoints"]["base"]["local_path"]
+    assert generation["test_set"]["sha256"] == (
+        "20a9edab07c4f3888ec6536779465be20b96683e7d5bbdedfb763d6f791a485a"
+    )
+    assert generation["generation_settings"]["max_new_tokens"] == 16
+    assert generation["packages"]["torch"]
+    sidecar = json.loads((workdir / "results" / "tables" / "provenance.json").read_text())
+    assert len(sidecar["inputs"]) == 2 * 5 + 2 * 4  # instruction models x5, completion x4
+
+
+def test_rerun_with_nothing_changed_runs_nothing(demo_run):
+    workdir, _ = demo_run
+    # another mirror of the same checksummed files is no change either
+    run = snakemake(workdir, "--dry-run", "--config", f"imhi={{commit: {COMMIT}, source: x}}")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "Nothing to be done" in run.stdout + run.stderr
+
+
+def test_wrong_sha256_stops_fetch_with_a_clear_error(tmp_path):
+    mirror = require_mirror()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        yaml.safe_dump(
+            {
+                "imhi": {"commit": COMMIT, "source": str(mirror)},
+                "dataset_catalog": {
+                    "DR": {"files": {"instruction": {"path": "test_data/test_instruction/DR.csv",
+                                                     "sha256": "0" * 64}}}
+                },
+            }
+        )
+    )  # fmt: skip
+    target = "resources/imhi/instruction/DR.parquet"
+    run = snakemake(tmp_path, "--configfile", str(bad), "--", target, timeout=300)
+    assert run.returncode != 0
+    log = (tmp_path / "logs" / "fetch" / "imhi" / "instruction" / "DR.log").read_text()
+    assert "sha256 mismatch" in log and "expected 0000" in log
+    assert not (tmp_path / target).exists()
+    assert not (tmp_path / "resources" / "imhi" / "instruction" / "DR.csv").exists()
