@@ -8,29 +8,20 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from imhibench.devices import resolve_device
 from imhibench.errors import ImhiBenchError
 from imhibench.tasks import Task
 
 log = logging.getLogger(__name__)
 
 CLASSIFIER_MAX_LENGTH = 512  # as upstream label_inference.py
+__all__ = ["MentalBertLabeler", "label_responses", "resolve_device", "rule_labels", "run_label"]
 
 
 def rule_labels(task: Task, responses: Sequence[str]) -> tuple[list[str], list[bool]]:
     """Upstream IMHI.py's keyword labels and out-of-domain flags for each response."""
     pairs = [task.rule_label(text) for text in responses]
     return [label for label, _ in pairs], [ood for _, ood in pairs]
-
-
-def resolve_device(device: str) -> str:
-    """'auto' -> 'cuda' when a GPU is visible, else 'cpu'; 'cuda' without a GPU is an error."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ImhiBenchError("device: cuda was requested but no CUDA device is visible")
-    return device
 
 
 class MentalBertLabeler:

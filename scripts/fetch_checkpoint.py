@@ -1,7 +1,10 @@
 """Snakemake script: download a hub checkpoint at its pinned revision."""
 
+import os
 import sys
 
+# No telemetry call to huggingface.co beside the download itself (HF_ENDPOINT may be a mirror).
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 sys.path.insert(0, f"{snakemake.scriptdir}/..")
 
 from imhibench.checkpoints import fetch_checkpoint

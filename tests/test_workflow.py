@@ -22,13 +22,15 @@ COMMIT = "42cd29dfb91092843daae53ec162c75605d753ff"
 DEMO = yaml.safe_load((REPO / "workflow_config" / "demo.yaml").read_text())
 
 
-def snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+def snakemake(
+    workdir: Path, *args: str, timeout: int = 900, env: dict | None = None
+) -> subprocess.CompletedProcess:
     command = [
         sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
         "--directory", str(workdir), "--cores", "2",
         "--configfile", str(REPO / "workflow_config" / "demo.yaml"), *args,
     ]  # fmt: skip
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", **(env or {})}
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
 
 
@@ -134,3 +136,27 @@ def test_wrong_sha256_stops_fetch_with_a_clear_error(tmp_path):
     assert "sha256 mismatch" in log and "expected 0000" in log
     assert not (tmp_path / target).exists()
     assert not (tmp_path / "resources" / "imhi" / "instruction" / "DR.csv").exists()
+
+
+def test_fetch_checkpoint_rule_downloads_a_pinned_hub_revision(tmp_path, demo_models):
+    from fake_hub import FakeHub, make_sha
+
+    classifier = Path(demo_models["classifiers/DR"])
+    files = {p.name: p.read_bytes() for p in classifier.iterdir() if p.is_file()}
+    sha = make_sha("dr-classifier")
+    config = tmp_path / "hub.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {"classifiers": {"DR": {"path": None, "hub_id": "Tianlin668/DR", "revision": "main"}}}
+        )
+    )
+    target = "resources/checkpoints/Tianlin668--DR@main"
+    with FakeHub({"Tianlin668/DR": {"refs": {"main": sha}, sha: files}}) as hub:
+        env = {"HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "0"}
+        run = snakemake(tmp_path, "--configfile", str(config), "--", target, env=env)
+        assert hub.unexpected == []
+    assert run.returncode == 0, run.stderr[-3000:]
+    manifest = json.loads((tmp_path / target / "imhibench_checkpoint.json").read_text())
+    assert manifest["hub_id"] == "Tianlin668/DR" and manifest["resolved_revision"] == sha
+    assert (tmp_path / target / "model.safetensors").read_bytes() == files["model.safetensors"]
+    assert (tmp_path / "logs" / "fetch" / "checkpoints" / "Tianlin668--DR@main.log").is_file()

@@ -110,11 +110,9 @@ def require_dir(path: str | None, what: str, marker: str) -> str:
 
 def resolve_device(device: str | None) -> str:
     """``device`` or, when None, ``cuda`` if available else ``cpu``."""
-    import torch
+    from imhibench.devices import resolve_device as resolve
 
-    if device is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
+    return resolve(device)
 
 
 def resolve_dtype(dtype: str, device: str):
