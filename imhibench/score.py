@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from imhibench.errors import ImhiBenchError
-from imhibench.metrics.correctness import agreement, correctness_metrics
+from imhibench.metrics.correctness import agreement, correctness_metrics, weighted_f1_ci
 
 # Columns of the summary table (results/metrics/<model>/<dataset>.parquet), one row per metric.
 SUMMARY_COLUMNS = ["model", "dataset", "task", "split", "metric", "labeler", "value"]
@@ -21,8 +21,12 @@ def score(
     labelers: Sequence[str],
     scorers: dict[str, dict],
     device: str = "cpu",
+    seed: int = 0,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per-row explanation scores and a tidy (metric, labeler, value) summary."""
+    """Per-row explanation scores and a tidy (metric, labeler, value) summary.
+
+    `seed` drives the bootstrap behind the weighted-F1 95% interval rows.
+    """
     from imhibench.metrics.explanation import compute_explanation_metrics
 
     rows = responses[["row_id", "response"]].merge(labels, on="row_id", validate="one_to_one")
@@ -36,6 +40,8 @@ def score(
     for labeler in labelers:
         predicted = rows[f"label_{labeler}"].tolist()
         summary += [(m, labeler, v) for m, v in correctness_metrics(gold, predicted).items()]
+        low, high = weighted_f1_ci(gold, predicted, seed=seed)
+        summary += [("weighted_f1_ci_low", labeler, low), ("weighted_f1_ci_high", labeler, high)]
     if "rule" in labelers:
         summary.append(("ood", "rule", float(rows["rule_ood"].sum())))
     if {"rule", "mentalbert"} <= set(labelers):
@@ -81,7 +87,9 @@ def run_score(
     responses = read_table(responses_path, ["row_id", "response"])
     labels = read_table(labels_path, ["row_id", "gold_label", *(f"label_{x}" for x in labelers)])
     test_set = read_table(test_set_path, ["row_id", "gold_answer"])
-    per_row, summary = score(responses, labels, test_set, labelers, scorers, resolve_device(device))
+    per_row, summary = score(
+        responses, labels, test_set, labelers, scorers, resolve_device(device), seed=seed
+    )
     split = read_provenance(test_set_path).get("split")
     summary.insert(0, "model", model)
     summary.insert(1, "dataset", dataset)

@@ -80,7 +80,8 @@ def get_generate_input(wildcards):
 
 
 def get_model_spec(wildcards):
-    return PLAN.model(wildcards.model)
+    """The model's entry without its cluster resources (those must not trigger reruns)."""
+    return {k: v for k, v in PLAN.model(wildcards.model).items() if k != "resources"}
 
 
 def get_generation_settings(wildcards):
