@@ -26,6 +26,7 @@ class Task:
     rule_keywords: tuple[tuple[str, str], ...]
     rule_default: str
     classifier_labels: tuple[str, ...]
+    classifier_names: tuple[str, ...]  # upstream label_inference.py's names, index order
 
     def parse_gold(self, answer: str, split: str) -> tuple[str, str]:
         """Split a gold answer "<answer>. Reasoning: <explanation>" into (label, explanation)."""
@@ -79,6 +80,7 @@ def all_tasks() -> dict[str, Task]:
                 rule_keywords=tuple((k, v) for k, v in spec["rule_keywords"]),
                 rule_default=spec["rule_default"],
                 classifier_labels=tuple(spec["classifier_labels"]),
+                classifier_names=tuple(spec["classifier_names"]),
             )
         )
         for name, spec in raw.items()

@@ -1,0 +1,123 @@
+"""The ``imhibench`` command line: ``imhibench evaluate DATASET RESPONSES``.
+
+Non-clinical research use only: the labels and scores are research artefacts about
+social-media text, not assessments of any person.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+from collections.abc import Sequence
+
+from imhibench.errors import ImhiBenchError
+
+EPILOG = "Non-clinical research use only; see the README."
+
+
+def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
+    from imhibench.evaluate import LABELERS, SPLITS
+
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="score one dataset's responses produced anywhere",
+        description="Correctness (x100) and explanation quality of one responses file: "
+        "upstream's goldens,generated_text CSV, or a row_id,response CSV/Parquet with "
+        "--test-set.",
+        epilog=EPILOG,
+    )
+    parser.add_argument("dataset", metavar="DATASET", help="IMHI task name, e.g. DR or SAD")
+    parser.add_argument("responses", metavar="RESPONSES", help="responses .csv or .parquet")
+    parser.add_argument(
+        "--split",
+        choices=SPLITS,
+        default="instruction",
+        help="gold template split of the goldens column (default instruction)",
+    )
+    parser.add_argument(
+        "--test-set", metavar="PATH", help="test-set Parquet (row_id, gold_answer, gold_label)"
+    )
+    parser.add_argument(
+        "--labeler",
+        choices=LABELERS,
+        default=None,
+        help="how responses become labels (default rule)",
+    )
+    parser.add_argument("--classifier", metavar="PATH", help="MentalBERT classifier directory")
+    parser.add_argument(
+        "--labels-column",
+        metavar="NAME",
+        help="score the file's own labels (upstream classifier names or ours)",
+    )
+    parser.add_argument("--bertscore-model", metavar="PATH", help="add BERTScore F1")
+    parser.add_argument("--bertscore-layers", type=int, metavar="N", help="BERTScore layer")
+    parser.add_argument("--bartscore-model", metavar="PATH", help="add BARTScore")
+    parser.add_argument("--bartscore-weights", metavar="FILE", help="e.g. bart_score.pth")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    parser.add_argument("--bootstrap-resamples", type=int, default=1000, metavar="N")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(handler=_run_evaluate)
+
+
+def _labeler(args: argparse.Namespace) -> str:
+    if args.classifier is not None and args.labeler != "mentalbert":
+        raise ImhiBenchError("--classifier only applies to --labeler mentalbert")
+    if args.labels_column is not None and args.labeler is not None:
+        raise ImhiBenchError("give either --labeler or --labels-column, not both")
+    return args.labeler or "rule"
+
+
+def _run_evaluate(args: argparse.Namespace) -> None:
+    from imhibench.evaluate import evaluate, explanation_settings, format_report, jsonable
+
+    settings = explanation_settings(
+        args.bertscore_model, args.bertscore_layers, args.bartscore_model, args.bartscore_weights
+    )
+    # Keep stdout for the result alone: libraries that print go to stderr.
+    with contextlib.redirect_stdout(sys.stderr):
+        result = evaluate(
+            args.dataset,
+            args.responses,
+            split=args.split,
+            test_set=args.test_set,
+            labeler=_labeler(args),
+            classifier=args.classifier,
+            labels_column=args.labels_column,
+            explanation=settings,
+            device=args.device,
+            seed=args.seed,
+            n_resamples=args.bootstrap_resamples,
+        )
+    if args.json:
+        print(json.dumps(jsonable(result), allow_nan=False))
+    else:
+        print(format_report(result))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(prog="imhibench", description=__doc__.splitlines()[0])
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    _add_evaluate(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run a subcommand; 2 with the message on stderr for bad input, usage errors included."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    try:
+        args.handler(args)
+    except ImhiBenchError as err:
+        print(f"imhibench: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,214 @@
+"""`imhibench evaluate`: input layouts, labelers, explanation scorers and error exits."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from support import REPO, require_mirror
+
+from imhibench.cli import main
+from imhibench.demo_models import extract_minilm
+from imhibench.io import write_table
+
+YES = "Yes, the poster suffers from depression."
+NO = "No, the poster does not suffer from depression."
+ROWS = [
+    (YES, "Yes, the poster suffers from depression. Reasoning: hopeless and tired."),
+    (NO, "No, the poster does not suffer from depression. Reasoning: asks about a phone."),
+    (YES, "Reasoning: the poster feels empty every day."),  # no keyword: OOD, "no"
+    (NO, "Yes, the poster suffers from depression. Reasoning: mentions sadness."),
+    (YES, "Yes. Reasoning: the poster cannot sleep and cries."),
+    (NO, "No. Reasoning: a cheerful post about a holiday."),
+]
+
+
+def _upstream(rows: list[tuple[str, str]]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "goldens": [
+                f"{gold} Reasoning: the gold explanation {n}." for n, (gold, _) in enumerate(rows)
+            ],
+            "generated_text": [text for _, text in rows],
+        }
+    )
+
+
+@pytest.fixture
+def upstream_csv(tmp_path: Path) -> Path:
+    path = tmp_path / "DR.csv"
+    _upstream(ROWS).to_csv(path, index=False)
+    return path
+
+
+def run(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(["evaluate", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def run_json(capsys, *args: str) -> dict:
+    code, out, err = run(capsys, *args, "--json")
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_upstream_csv_hand_counted(upstream_csv, capsys):
+    result = run_json(capsys, "DR", str(upstream_csv))
+    # rule labels: yes, no, no (OOD), yes, yes, no; gold: yes, no, yes, no, yes, no
+    assert result["n"] == result["n_correctness"] == 6
+    assert result["accuracy"] == pytest.approx(100 * 4 / 6)
+    assert result["ood"] == 1
+    assert result["unparsed_gold"] == 0
+    assert result["confusion_matrix"] == {"labels": ["no", "yes"], "matrix": [[2, 1], [1, 2]]}
+    assert result["per_class"]["yes"] == pytest.approx(
+        {"precision": 100 * 2 / 3, "recall": 100 * 2 / 3, "f1": 100 * 2 / 3, "support": 3}
+    )
+    low, high = result["weighted_f1_ci95"]
+    assert 0 <= low <= high <= 100
+    assert {"bleu", "rouge1", "rouge2", "rougeL"} <= set(result)
+    assert "bert_score_f1" not in result and "bart_score" not in result
+    reseeded = run_json(capsys, "DR", str(upstream_csv), "--seed", "3")
+    assert reseeded["bootstrap"] == {"resamples": 1000, "seed": 3, "level": 95}
+
+
+def test_readable_report(upstream_csv, capsys):
+    code, out, _ = run(capsys, "DR", str(upstream_csv))
+    assert code == 0
+    assert "accuracy 66.67" in out and "confusion matrix" in out and "per class" in out
+
+
+def test_unparsed_gold_rows_are_counted_and_left_out(tmp_path, capsys):
+    rows = [*ROWS, ("Maybe the poster is sad.", "Yes. Reasoning: sad.")]
+    path = tmp_path / "DR.csv"
+    _upstream(rows).to_csv(path, index=False)
+    result = run_json(capsys, "DR", str(path))
+    assert (result["n"], result["n_correctness"], result["unparsed_gold"]) == (7, 6, 1)
+    assert result["unparsed_gold_rows"] == ["DR-6"]
+    assert result["accuracy"] == pytest.approx(100 * 4 / 6)
+    code, out, _ = run(capsys, "DR", str(path))
+    assert code == 0 and "left out of correctness: 1 (DR-6)" in out
+
+
+def test_wrong_split_parses_no_gold(upstream_csv, capsys):
+    code, _, err = run(capsys, "DR", str(upstream_csv), "--split", "completion")
+    assert code == 2
+    assert str(upstream_csv) in err and "wrong --split" in err
+
+
+def test_row_id_file_with_test_set_matches_upstream_csv(capsys, tmp_path):
+    path = require_mirror() / "examples" / "label_data_examples" / "DR.csv"
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    direct = run_json(capsys, "DR", str(path), "--labels-column", "labels")
+    ids = [f"DR-{n}" for n in range(len(table))]
+    golds = table["goldens"].tolist()
+    labels = ["yes" if g.startswith("Yes") else "no" for g in golds]
+    test_set = tmp_path / "test_set.parquet"
+    frame = pd.DataFrame({"row_id": ids, "gold_answer": golds, "gold_label": labels})
+    write_table(frame, test_set, {"split": "instruction"})
+    shuffled = pd.DataFrame(
+        {"row_id": ids, "response": table["generated_text"], "labels": table["labels"]}
+    ).sample(frac=1, random_state=0)
+    responses = tmp_path / "responses.parquet"
+    shuffled.to_parquet(responses)
+    result = run_json(
+        capsys, "DR", str(responses), "--test-set", str(test_set), "--labels-column", "labels"
+    )
+    for key in ("n", "accuracy", "weighted_f1", "weighted_f1_ci95", "confusion_matrix", "bleu"):
+        assert result[key] == direct[key], key
+    assert result["split"] == "instruction"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["XYZ", "{csv}"], "unknown IMHI task 'XYZ'; known tasks: ['CAMS', 'CLP', 'DR'"),
+        (["DR", "{csv}", "--labels-column", "labels"], "{csv}: no labels column 'labels'"),
+        (["DR", "{csv}", "--labels-column", "x", "--labeler", "rule"], "either --labeler"),
+        (["DR", "{csv}", "--classifier", "/c"], "--classifier only applies"),
+        (["DR", "{csv}", "--labeler", "mentalbert"], "needs --classifier"),
+        (["DR", "{csv}", "--bertscore-layers", "6"], "--bertscore-layers needs"),
+        (["DR", "{csv}", "--split", "expert"], "invalid choice: 'expert'"),
+        (["DR", "/no/such.csv"], "responses file /no/such.csv: not found"),
+    ],
+)
+def test_bad_input_exits_2_with_message(upstream_csv, capsys, args, message):
+    code, out, err = run(capsys, *(a.format(csv=upstream_csv) for a in args))
+    assert code == 2
+    assert out == ""
+    assert message.format(csv=upstream_csv) in err
+
+
+def test_missing_columns_name_the_file(tmp_path, capsys):
+    path = tmp_path / "answers.csv"
+    pd.DataFrame({"goldens": [YES], "text": ["Yes."]}).to_csv(path, index=False)
+    code, _, err = run(capsys, "DR", str(path))
+    assert code == 2
+    assert f"{path}: columns ['goldens', 'text']" in err and "generated_text" in err
+
+
+def test_empty_response_and_unknown_label_name_the_row(tmp_path, capsys):
+    table = _upstream(ROWS)
+    table.loc[1, "generated_text"] = ""
+    path = tmp_path / "DR.csv"
+    table.to_csv(path, index=False)
+    code, _, err = run(capsys, "DR", str(path))
+    assert code == 2 and f"{path}: empty or missing response for row 2 (row_id DR-1)" in err
+
+    table = _upstream(ROWS).assign(labels=["yes", "no", "maybe", "no", "yes", "no"])
+    table.to_csv(path, index=False)
+    code, _, err = run(capsys, "DR", str(path), "--labels-column", "labels")
+    assert code == 2 and f"{path}: row 3 (row_id DR-2): label 'maybe' is not a DR label" in err
+
+
+def test_labels_column_accepts_our_names_too(upstream_csv, capsys, tmp_path):
+    table = _upstream(ROWS).assign(labels=["yes", "no", "yes", "no", " Yes", "no"])
+    path = tmp_path / "DR.csv"
+    table.to_csv(path, index=False)
+    result = run_json(capsys, "DR", str(path), "--labels-column", "labels")
+    assert result["accuracy"] == 100.0
+    assert result["weighted_f1_ci95"] == [100.0, 100.0]
+
+
+def test_unexpected_errors_propagate(upstream_csv, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("imhibench.evaluate.evaluate", broken)
+    with pytest.raises(RuntimeError, match="boom"):
+        main(["evaluate", "DR", str(upstream_csv)])
+
+
+def test_module_entry_point_prints_one_json_object(upstream_csv):
+    command = [sys.executable, "-m", "imhibench.cli", "evaluate", "DR", str(upstream_csv)]
+    done = subprocess.run([*command, "--json"], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["n"] == 6
+    bad = subprocess.run([*command[:4], "NOPE", str(upstream_csv)], capture_output=True, text=True)
+    assert bad.returncode == 2
+    assert "imhibench: error: unknown IMHI task 'NOPE'" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+def test_bert_and_bart_scores(upstream_csv, demo_models, tmp_path, capsys):
+    minilm = extract_minilm(tmp_path / "minilm")
+    args = ["--bertscore-model", str(minilm), "--bertscore-layers", "6"]
+    args += ["--bartscore-model", demo_models["bart-score"], "--device", "cpu"]
+    result = run_json(capsys, "DR", str(upstream_csv), *args)
+    assert 0 < result["bert_score_f1"] <= 1
+    assert result["bart_score"] < 0  # a mean log-likelihood
+
+
+def test_mentalbert_labeler(upstream_csv, demo_models, capsys):
+    classifier = demo_models["classifiers/DR"]
+    args = ["--labeler", "mentalbert", "--classifier", classifier, "--device", "cpu"]
+    result = run_json(capsys, "DR", str(upstream_csv), *args)
+    assert result["labeler"] == "mentalbert"
+    assert sum(map(sum, result["confusion_matrix"]["matrix"])) == 6
+    assert result["confusion_matrix"]["labels"] == ["no", "yes"]
+    assert result["ood"] == 1  # always from the rule labeler
+    assert 0 <= result["rule_agreement"] <= 100
