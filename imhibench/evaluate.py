@@ -270,6 +270,8 @@ def evaluate(
     }
     _, corpus = compute_explanation_metrics(rows.responses, rows.gold_answers, settings, device)
     result.update(corpus)
+    if "bert_score_f1" in corpus:  # the CLI's documented key; the pipeline calls it bert_score_f1
+        result["bert_score"] = corpus["bert_score_f1"]
     return result
 
 
@@ -313,7 +315,7 @@ def format_report(result: dict[str, Any]) -> str:
             f"gold answers matching no template, left out of correctness: "
             f"{result['unparsed_gold']} ({', '.join(result['unparsed_gold_rows'][:5])})"
         )
-    names = ("bleu", "rouge1", "rouge2", "rougeL", "bert_score_f1", "bart_score")
+    names = ("bleu", "rouge1", "rouge2", "rougeL", "bert_score", "bart_score")
     found = [f"{name} {result[name]:.4f}" for name in names if result.get(name) is not None]
     lines.append("explanation: " + "  ".join(found))
     per_class = [["label", "precision", "recall", "f1", "support"]]

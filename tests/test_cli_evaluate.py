@@ -71,7 +71,7 @@ def test_upstream_csv_hand_counted(upstream_csv, capsys):
     low, high = result["weighted_f1_ci95"]
     assert 0 <= low <= high <= 100
     assert {"bleu", "rouge1", "rouge2", "rougeL"} <= set(result)
-    assert "bert_score_f1" not in result and "bart_score" not in result
+    assert "bert_score" not in result and "bart_score" not in result
     reseeded = run_json(capsys, "DR", str(upstream_csv), "--seed", "3")
     assert reseeded["bootstrap"] == {"resamples": 1000, "seed": 3, "level": 95}
 
@@ -199,7 +199,7 @@ def test_bert_and_bart_scores(upstream_csv, demo_models, tmp_path, capsys):
     args = ["--bertscore-model", str(minilm), "--bertscore-layers", "6"]
     args += ["--bartscore-model", demo_models["bart-score"], "--device", "cpu"]
     result = run_json(capsys, "DR", str(upstream_csv), *args)
-    assert 0 < result["bert_score_f1"] <= 1
+    assert 0 < result["bert_score"] <= 1
     assert result["bart_score"] < 0  # a mean log-likelihood
 
 
