@@ -11,6 +11,10 @@ min_version("8.20")
 configfile: os.path.join(workflow.basedir, "workflow_config", "config.yaml")
 
 
+# `snakemake --report report.html`: the tables (category Tables) and their provenance.
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/fetch.smk"
 include: "rules/demo.smk"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -94,6 +95,55 @@ def to_markdown(table: pd.DataFrame, title: str, notes: Sequence[str] = ()) -> s
     return "\n".join(lines).rstrip() + "\n"
 
 
+def to_html(table: pd.DataFrame, title: str, notes: Sequence[str] = ()) -> str:
+    """A standalone HTML page of the table (for `snakemake --report`), same cells as Markdown."""
+    body = table.to_html(
+        index=False, na_rep="-", float_format=lambda v: f"{v:.2f}", border=0, justify="right"
+    )
+    items = "".join(f"<li>{html.escape(note)}</li>" for note in notes)
+    return (
+        '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title>"
+        "<style>body{font-family:sans-serif}table{border-collapse:collapse}"
+        "td,th{padding:2px 8px;border-bottom:1px solid #ccc;text-align:right}</style>"
+        f"</head><body><h2>{html.escape(title)}</h2>\n{body}\n"
+        + (f"<ul>{items}</ul>" if items else "")
+        + "</body></html>\n"
+    )
+
+
+def cell_provenance(record: dict) -> dict:
+    """What made one (model, dataset) cell, from its summary's nested provenance: checkpoints
+    (hub id, resolved revision or local path), test-set sha256, decoding settings, seed."""
+    labels = record.get("labels", {})
+    generation = labels.get("generation", {})
+    test_set = generation.get("test_set", {})
+    return {
+        "model": {
+            "name": generation.get("model"),
+            "kind": generation.get("kind"),
+            "hub_id": generation.get("hub_id"),
+            "requested_revision": generation.get("requested_revision"),
+            "checkpoints": generation.get("checkpoints"),
+        },
+        "test_set": {
+            key: test_set.get(key) for key in ("dataset", "task", "split", "source", "sha256")
+        },
+        "rows": generation.get("rows"),
+        "generation_settings": generation.get("generation_settings"),
+        "seed": generation.get("seed"),
+        "device": generation.get("device"),
+        "labelers": labels.get("labelers"),
+        "classifier": labels.get("classifier"),
+        "scorers": record.get("scorers"),
+        "scorer_checkpoints": record.get("scorer_checkpoints"),
+        "git_sha": {
+            stage: rec.get("git_sha")
+            for stage, rec in (("generate", generation), ("label", labels), ("score", record))
+        },
+    }
+
+
 def published_rows(path: str | Path, datasets: Sequence[str]) -> pd.DataFrame:
     """Published weighted F1 rows (CSV: model,<dataset>...) restricted to `datasets`."""
     try:
@@ -117,7 +167,9 @@ def write_tables(
     published: str | Path | None = None,
     provenance: dict | None = None,
 ) -> list[Path]:
-    """Write every table as .parquet and .md, the long table, and the provenance sidecar."""
+    """Write every table as .parquet, .md and .html, the long table, and the provenance
+    sidecar: the aggregate's own record, every input summary's full record (`inputs`), and per
+    (model, dataset) cell what made it (`cells`, see `cell_provenance`)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     summaries = load_summaries(summary_paths)
@@ -131,15 +183,21 @@ def write_tables(
                 [table, published_rows(published, table.columns[1:])], ignore_index=True
             )
             table_notes.append(f"Rows marked (published) come from {published}, not from this run.")
-        markdown = out_dir / f"{spec.name}.md"
-        tmp = atomic_path(markdown)
-        tmp.write_text(to_markdown(shown, spec.title, table_notes), encoding="utf-8")
-        tmp.replace(markdown)
-        written += [out_dir / f"{spec.name}.parquet", markdown]
+        written.append(out_dir / f"{spec.name}.parquet")
+        for ext, render in (("md", to_markdown), ("html", to_html)):
+            path = out_dir / f"{spec.name}.{ext}"
+            tmp = atomic_path(path)
+            tmp.write_text(render(shown, spec.title, table_notes), encoding="utf-8")
+            tmp.replace(path)
+            written.append(path)
     write_table(summaries, out_dir / "all_metrics.parquet", provenance)
-    sidecar = {
-        "aggregate": provenance or {},
-        "inputs": {str(p): read_provenance(p) for p in summary_paths},
-    }
+    inputs = {str(p): read_provenance(p) for p in summary_paths}
+    cells: dict[str, dict] = {}
+    for path, record in inputs.items():
+        cells.setdefault(record.get("model", path), {})[record.get("dataset", path)] = {
+            "summary": path,
+            **cell_provenance(record),
+        }
+    sidecar = {"aggregate": provenance or {}, "cells": cells, "inputs": inputs}
     write_json(sidecar, out_dir / "provenance.json")
     return written

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
+import os
 import platform
 import subprocess
+import sys
 from importlib import metadata
 from pathlib import Path
 
@@ -56,9 +59,38 @@ def checkpoint_provenance(directory: str | Path) -> dict:
     return {"local_path": str(Path(directory).resolve()), "resolved_revision": None}
 
 
-def build_provenance(stage: str, **fields: object) -> dict:
-    """A provenance record for one output file of `stage`."""
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def snakemake_job() -> dict | None:
+    """The Snakemake job running this process, when called from a workflow script: its rule,
+    wildcards, the workflow's seed, the sha256 of every input file (directories are checkpoints,
+    described by their fetch manifest), and the SLURM job id under `--executor slurm`."""
+    job = getattr(sys.modules.get("__main__"), "snakemake", None)
+    if job is None or not hasattr(job, "rule") or not hasattr(job, "input"):
+        return None
     return {
+        "rule": job.rule,
+        "wildcards": {k: str(v) for k, v in job.wildcards.items()},
+        "seed": job.config.get("seed"),
+        "inputs_sha256": {
+            str(path): file_sha256(path) if Path(path).is_file() else None for path in job.input
+        },
+        "host": platform.node(),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+    }
+
+
+def build_provenance(stage: str, **fields: object) -> dict:
+    """A provenance record for one output file of `stage`; inside a Snakemake job it also
+    records the job (see `snakemake_job`) and the workflow's seed, unless `fields` has one."""
+    job = snakemake_job()
+    record = {
         "stage": stage,
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "imhibench_version": imhibench.__version__,
@@ -67,3 +99,7 @@ def build_provenance(stage: str, **fields: object) -> dict:
         "packages": package_versions(),
         **fields,
     }
+    if job is not None:
+        record["job"] = job
+        record.setdefault("seed", job["seed"])
+    return record

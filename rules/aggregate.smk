@@ -6,7 +6,7 @@ rule aggregate:
     input:
         get_metrics_inputs,
     output:
-        get_table_outputs(),
+        get_report_outputs(),
     log:
         "logs/aggregate/tables.log",
     conda:

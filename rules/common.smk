@@ -40,11 +40,37 @@ def get_final_outputs():
 
 
 def get_table_outputs():
-    names = [f"{spec.name}.{ext}" for spec in TABLES for ext in ("parquet", "md")]
+    names = [
+        f"{spec.name}.{ext}" for spec in TABLES for ext in ("parquet", "md", "html")
+    ]
     return [f"results/tables/{n}" for n in names] + [
         "results/tables/all_metrics.parquet",
         "results/tables/provenance.json",
     ]
+
+
+def get_report_outputs():
+    """The aggregate's outputs; the HTML tables and the provenance go into `--report`."""
+    group_names = {"main": "IMHI test sets", "expert": "Expert-written sets"}
+    subcategory = {
+        f"results/tables/{s.name}.html": group_names[s.group] for s in TABLES
+    }
+    outputs = []
+    for path in get_table_outputs():
+        if path in subcategory:
+            metric = Path(path).stem.removeprefix("expert_")
+            path = report(
+                path,
+                caption=f"../report/{metric}.rst",
+                category="Tables",
+                subcategory=subcategory[path],
+            )
+        elif path.endswith("provenance.json"):
+            path = report(
+                path, caption="../report/provenance.rst", category="Provenance"
+            )
+        outputs.append(path)
+    return outputs
 
 
 # ---- fetch -------------------------------------------------------------------------------

@@ -68,9 +68,17 @@ def _uncommented_keys(text: str) -> list[str]:
     return missing
 
 
-@pytest.mark.parametrize("name", ["config.yaml", "demo.yaml"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "workflow_config/config.yaml",
+        "workflow_config/demo.yaml",
+        "profiles/default/config.yaml",
+        "profiles/slurm/config.yaml",
+    ],
+)
 def test_every_config_key_has_a_comment(name):
-    assert _uncommented_keys((REPO / "workflow_config" / name).read_text()) == []
+    assert _uncommented_keys((REPO / name).read_text()) == []
 
 
 def test_comment_check_can_fail():

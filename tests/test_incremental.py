@@ -1,0 +1,83 @@
+"""Incremental reruns: after a finished run, a config change reruns exactly the jobs it affects
+(read from `snakemake --dry-run`'s job list), and a change that cannot alter a number (the
+cluster resources, the IMHI mirror) reruns nothing."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from small_demo import finished_small_demo, run, snakemake_command, write_config
+
+pytestmark = pytest.mark.slow
+MODELS, DATASETS = ("demo-llama", "demo-bart"), ("DR", "SAD")
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    return finished_small_demo(tmp_path_factory)
+
+
+def planned_jobs(demo, tmp_path, change: dict | None = None) -> set[tuple[str, ...]]:
+    """(rule, *wildcard values) of every job a dry run with `change` on top plans, minus `all`."""
+    workdir, config = demo
+    configs = (config, write_config(tmp_path / "change.yaml", change)) if change else (config,)
+    result = run(snakemake_command(workdir, "--dry-run", "--cores", "2", configs=configs))
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    jobs: list[list[str]] = []
+    for line in output.splitlines():
+        if match := re.fullmatch(r"(?:local)?rule (\w+):", line):
+            jobs.append([match[1]])
+        elif (match := re.fullmatch(r"\s+wildcards: (.+)", line)) and jobs:
+            jobs[-1] += [item.split("=", 1)[1] for item in match[1].split(", ")]
+    planned = {tuple(job) for job in jobs if job[0] != "all"}
+    if not planned:
+        assert "Nothing to be done" in output
+    return planned
+
+
+def stages(*cells: tuple[str, str]) -> set[tuple[str, ...]]:
+    return {(rule, *cell) for rule in ("generate", "label", "score") for cell in cells}
+
+
+def test_nothing_changed_runs_nothing(demo, tmp_path):
+    assert planned_jobs(demo, tmp_path) == set()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"model_catalog": {"demo-llama": {"resources": {"mem_mb": 9000, "runtime": 99}}}},
+        {"stage_resources": {"score": {"gpu": 1, "cpus": 2, "mem_mb": 100, "runtime": 1}}},
+        {"imhi": {"source": "https://mirror.invalid/imhi"}},
+    ],
+    ids=["model-resources", "stage-resources", "imhi-mirror"],
+)
+def test_changes_that_cannot_alter_a_number_run_nothing(demo, tmp_path, change):
+    assert planned_jobs(demo, tmp_path, change) == set()
+
+
+def test_new_revision_of_one_model_reruns_only_its_jobs(demo, tmp_path):
+    change = {"model_catalog": {"demo-llama": {"revision": "v2"}}}
+    expected = stages(*(("demo-llama", d) for d in DATASETS)) | {("aggregate",)}
+    assert planned_jobs(demo, tmp_path, change) == expected
+
+
+def test_new_decoding_settings_of_one_model_rerun_only_its_jobs(demo, tmp_path):
+    change = {"model_catalog": {"demo-bart": {"generation": {"max_new_tokens": 8}}}}
+    expected = stages(*(("demo-bart", d) for d in DATASETS)) | {("aggregate",)}
+    assert planned_jobs(demo, tmp_path, change) == expected
+
+
+def test_new_dataset_runs_only_its_jobs(demo, tmp_path):
+    change = {"datasets": [*DATASETS, "t-sid"]}
+    fetches = {("fetch_test_set", split, "t-sid") for split in ("instruction", "completion")}
+    expected = stages(*((m, "t-sid") for m in MODELS)) | fetches | {("aggregate",)}
+    assert planned_jobs(demo, tmp_path, change) == expected
+
+
+def test_new_scorer_setting_reruns_only_scoring(demo, tmp_path):
+    change = {"scorers": {"bert_score": {"num_layers": 5}}}
+    expected = {("score", m, d) for m in MODELS for d in DATASETS} | {("aggregate",)}
+    assert planned_jobs(demo, tmp_path, change) == expected

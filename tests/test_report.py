@@ -1,0 +1,127 @@
+"""`snakemake --report` carries the tables, and the tables' sidecar says what made every cell."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+
+import pandas as pd
+import pytest
+from small_demo import COMMIT, finished_small_demo, run, snakemake_command
+
+from imhibench.aggregate import cell_provenance, to_html
+from imhibench.io import read_provenance
+
+DATA_URI = re.compile(r'"data:([\w/+.-]+);charset=[\w-]+;filename=([^;"]+);base64,([\w+/=]+)"')
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    return finished_small_demo(tmp_path_factory)
+
+
+def test_html_table_matches_markdown_cells():
+    table = pd.DataFrame({"model": ["m1", "m2 <b>"], "DR": [12.3456, float("nan")]})
+    page = to_html(table, "F1 & co", ["note <i>"])
+    assert "<td>12.35</td>" in page and "<td>-</td>" in page
+    assert "m2 &lt;b&gt;" in page and "F1 &amp; co" in page and "note &lt;i&gt;" in page
+
+
+@pytest.mark.slow
+def test_report_html_contains_every_table_with_its_numbers(demo, tmp_path):
+    workdir, config = demo
+    report = tmp_path / "report.html"
+    result = run(snakemake_command(workdir, "--report", str(report), configs=(config,)))
+    assert result.returncode == 0, result.stderr[-3000:]
+    embedded = {
+        name: base64.b64decode(data).decode()
+        for mime, name, data in DATA_URI.findall(report.read_text())
+        if mime == "text/html"
+    }
+    assert set(embedded) == {"weighted_f1.html", "bart_score.html"}
+    for name, page in embedded.items():
+        table = pd.read_parquet(workdir / "results" / "tables" / name.replace(".html", ".parquet"))
+        for row in table.itertuples(index=False):
+            cells = "".join(f"<td>{v:.2f}</td>\\s*" for v in row[1:])
+            assert re.search(f"<td>{row[0]}</td>\\s*{cells}", page), (name, row, page)
+    assert "provenance.json" in report.read_text()
+
+
+@pytest.mark.slow
+def test_sidecar_names_every_input_of_a_cell(demo):
+    workdir, _ = demo
+    tables = workdir / "results" / "tables"
+    sidecar = json.loads((tables / "provenance.json").read_text())
+    cell = sidecar["cells"]["demo-llama"]["SAD"]
+    # the model checkpoint (a local demo model: its path; a hub model: hub_id + resolved revision)
+    assert cell["model"]["checkpoints"]["model"]["local_path"].endswith("demo_models/causal")
+    assert "resolved_revision" in cell["model"]["checkpoints"]["model"]
+    # the test file, by checksum and source
+    fetched = read_provenance(workdir / "resources" / "imhi" / "instruction" / "SAD.parquet")
+    assert cell["test_set"]["sha256"] == fetched["sha256"] and len(fetched["sha256"]) == 64
+    assert cell["test_set"]["source"].endswith("test_data/test_instruction/SAD.csv")
+    assert COMMIT not in cell["test_set"]["source"]  # a mirror, recorded as such
+    # decoding settings, seed, classifier, scorers and their checkpoints, the code
+    assert cell["generation_settings"]["max_new_tokens"] == 16 and cell["seed"] == 42
+    assert cell["rows"] == 2 and cell["labelers"] == ["mentalbert", "rule"]
+    assert cell["classifier"]["local_path"].endswith("classifiers/SAD")
+    assert cell["scorers"]["bert_score"]["num_layers"] == 6
+    assert set(cell["scorer_checkpoints"]) == {"bart_score", "bert_score"}
+    assert set(cell["git_sha"]) == {"generate", "label", "score"}
+    assert cell["summary"] == "results/metrics/demo-llama/SAD.parquet"
+    # every stage's file records its own inputs' sha256 and the seed
+    for stage in ("label", "score"):
+        record = read_provenance(workdir / "results" / stage / "demo-llama" / "SAD.parquet")
+        assert record["seed"] == 42 and record["job"]["rule"] == stage
+        digests = record["job"]["inputs_sha256"]
+        assert digests["results/generate/demo-llama/SAD.parquet"]
+        assert digests["resources/imhi/instruction/SAD.parquet"]
+    assert len(sidecar["aggregate"]["job"]["inputs_sha256"]) == 4
+    assert set(sidecar["inputs"]) == {f"results/metrics/{c}.parquet" for c in (
+        "demo-llama/DR", "demo-llama/SAD", "demo-bart/DR", "demo-bart/SAD"
+    )}  # fmt: skip
+
+
+def test_cell_provenance_of_a_hub_model():
+    record = {
+        "model": "m", "dataset": "DR", "seed": 1, "scorers": {"rouge": {}},
+        "scorer_checkpoints": {}, "git_sha": "c",
+        "labels": {
+            "classifier": {"hub_id": "Tianlin668/DR", "resolved_revision": "b" * 40},
+            "labelers": ["mentalbert"], "git_sha": "b",
+            "generation": {
+                "model": "m", "kind": "causal", "hub_id": "o/m", "requested_revision": "main",
+                "checkpoints": {"model": {"hub_id": "o/m", "resolved_revision": "a" * 40}},
+                "generation_settings": {"max_new_tokens": 4}, "seed": 1, "git_sha": "a",
+                "test_set": {"dataset": "DR", "split": "instruction", "sha256": "f" * 64},
+            },
+        },
+    }  # fmt: skip
+    cell = cell_provenance(record)
+    assert cell["model"]["checkpoints"]["model"]["resolved_revision"] == "a" * 40
+    assert cell["test_set"]["sha256"] == "f" * 64 and cell["test_set"]["source"] is None
+    assert cell["classifier"]["resolved_revision"] == "b" * 40
+    assert cell["git_sha"] == {"generate": "a", "label": "b", "score": "c"}
+
+
+def test_a_workflow_job_records_its_inputs_seed_and_slurm_job(tmp_path, monkeypatch):
+    import sys
+    from types import SimpleNamespace
+
+    from imhibench.provenance import build_provenance
+
+    data = tmp_path / "in.parquet"
+    data.write_bytes(b"abc")
+    job = SimpleNamespace(
+        rule="label", input=[str(data), str(tmp_path)], wildcards={"model": "m"}, config={"seed": 7}
+    )
+    monkeypatch.setattr(sys.modules["__main__"], "snakemake", job, raising=False)
+    monkeypatch.setenv("SLURM_JOB_ID", "123")
+    record = build_provenance("label")
+    assert record["seed"] == 7 and record["job"]["slurm_job_id"] == "123"
+    assert record["job"]["inputs_sha256"] == {
+        str(data): "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+        str(tmp_path): None,
+    }
+    assert build_provenance("score", seed=1)["seed"] == 1

@@ -1,0 +1,252 @@
+"""`snakemake --profile profiles/slurm` on a real single-node SLURM cluster on localhost.
+
+Starts munged, slurmctld and slurmd from Debian's packages (slurmctld, slurmd, slurm-client,
+munge; .ci/run installs them) with a `gpu` GRES backed by /dev/null, runs the small demo through
+the shipped SLURM profile (with the changes of `local_cluster_profile`), checks that every
+non-local job went through sbatch, and that the tables equal those of a local run. See
+docs/cluster.md; the settings follow the local-cluster notes verified on this machine kind.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from small_demo import REPO, finished_small_demo, run, snakemake_command, write_config
+
+pytestmark = pytest.mark.slow
+SLURM_ETC = Path("/etc/slurm")  # the jobstep plugin's inner srun needs the default location
+MARKER = "# written by imhi-bench tests/test_slurm.py"
+DAEMONS = ("munged", "slurmctld", "slurmd")
+LOCAL_RULES = {"build_demo_models", "fetch_test_set", "aggregate", "all"}
+
+
+def sbin(name: str) -> str | None:
+    return shutil.which(name) or next(
+        (str(p) for p in (Path("/usr/sbin") / name, Path("/sbin") / name) if p.is_file()), None
+    )
+
+
+def munge_works() -> bool:
+    try:
+        credential = subprocess.run(["munge", "-n"], capture_output=True, timeout=10, check=True)
+        subprocess.run(["unmunge"], input=credential.stdout, capture_output=True, timeout=10,
+                       check=True)  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return True
+
+
+def stop_pid_file(pid_file: Path, timeout: float = 15) -> None:
+    """SIGTERM the daemon whose pid is in `pid_file`, SIGKILL if it is still there."""
+    try:
+        pid = int(pid_file.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5)):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.2)
+
+
+def stale_pid_files() -> list[Path]:
+    """Pid files named by a slurm.conf that an earlier, killed run of this test left behind."""
+    conf = SLURM_ETC / "slurm.conf"
+    if not conf.is_file() or MARKER not in conf.read_text():
+        return []
+    names = re.findall(r"^Slurm(?:ctld|d)PidFile=(.+)$", conf.read_text(), re.MULTILINE)
+    return [Path(name) for name in names]
+
+
+def slurm_conf(state: Path) -> str:
+    cpus = os.cpu_count() or 1
+    available_mb = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2**20
+    return f"""{MARKER}; removed after it.
+ClusterName=imhibench
+SlurmctldHost=localhost
+SlurmUser=root
+AuthType=auth/munge
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core_Memory
+GresTypes=gpu
+AccountingStorageType=accounting_storage/none
+JobAcctGatherType=jobacct_gather/none
+ReturnToService=2
+# jobs stay visible to squeue this long after they end (the plugin polls with squeue)
+MinJobAge=600
+StateSaveLocation={state}/ctld
+SlurmdSpoolDir={state}/spool
+SlurmctldPidFile={state}/slurmctld.pid
+SlurmdPidFile={state}/slurmd.pid
+SlurmctldLogFile={state}/slurmctld.log
+SlurmdLogFile={state}/slurmd.log
+NodeName=localhost NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={int(available_mb * 0.9)} Gres=gpu:1
+PartitionName=cpu Nodes=localhost Default=YES MaxTime=INFINITE State=UP
+PartitionName=gpu Nodes=localhost MaxTime=INFINITE State=UP
+"""
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster(tmp_path_factory):
+    """A running single-node cluster; every daemon it started is stopped afterwards."""
+    missing = [name for name in (*DAEMONS, "sbatch", "squeue", "sinfo", "munge") if not sbin(name)]
+    if missing:
+        pytest.skip(
+            f"SLURM is not installed ({', '.join(missing)} not found); install it with "
+            "apt-get install slurmctld slurmd slurm-client munge (.ci/run does, as root)"
+        )
+    if os.geteuid() != 0:
+        pytest.skip("starting munged, slurmctld and slurmd needs root")
+    conf = SLURM_ETC / "slurm.conf"
+    if conf.exists() and MARKER not in conf.read_text():
+        pytest.skip(f"{conf} exists and is not this test's: refusing to replace a real cluster's")
+    for pid_file in stale_pid_files():
+        stop_pid_file(pid_file)
+    if subprocess.run(["scontrol", "ping"], capture_output=True, timeout=30).returncode == 0:
+        pytest.skip("a SLURM controller is already answering on this machine")
+
+    state = tmp_path_factory.mktemp("slurm")
+    started: list[Path] = []  # pid files of the daemons this fixture started
+
+    def stop() -> None:
+        jobs = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True)
+        if jobs.returncode == 0 and jobs.stdout.split():
+            subprocess.run(["scancel", *jobs.stdout.split()], capture_output=True, timeout=30)
+        for pid_file in reversed(started):
+            stop_pid_file(pid_file)
+        for name in ("slurm.conf", "gres.conf"):
+            path = SLURM_ETC / name
+            if path.is_file() and MARKER in path.read_text():
+                path.unlink()
+
+    began = time.monotonic()
+    try:
+        SLURM_ETC.mkdir(exist_ok=True)
+        conf.write_text(slurm_conf(state))
+        (SLURM_ETC / "gres.conf").write_text(
+            f"{MARKER}; removed after it.\n"
+            "# File=/dev/null: a GPU that a CPU-only machine can schedule\n"
+            "NodeName=localhost Name=gpu Count=1 File=/dev/null\n"
+        )
+        if not munge_works():
+            run_dir = Path("/run/munge")
+            run_dir.mkdir(parents=True, exist_ok=True)
+            shutil.chown(run_dir, "munge", "munge")
+            subprocess.run(["runuser", "-u", "munge", "--", sbin("munged")], check=True)
+            started.append(run_dir / "munged.pid")
+        subprocess.run([sbin("slurmctld")], check=True)
+        started.append(state / "slurmctld.pid")
+        subprocess.run([sbin("slurmd"), "-N", "localhost"], check=True)
+        started.append(state / "slurmd.pid")
+        node_state = ""
+        for _ in range(300):
+            node_state = subprocess.run(
+                ["sinfo", "-h", "-n", "localhost", "-o", "%t"], capture_output=True, text=True
+            ).stdout.strip()
+            if node_state == "idle" or node_state.startswith(("drain", "inval")):
+                break
+            time.sleep(0.2)
+        if node_state != "idle":
+            logs = "".join(
+                (state / f"{name}.log").read_text()[-1500:]
+                for name in ("slurmctld", "slurmd")
+                if (state / f"{name}.log").is_file()
+            )
+            pytest.fail(f"SLURM node state {node_state!r}, not idle:\n{logs}")
+        start_seconds = time.monotonic() - began
+        yield {"state": state, "start_seconds": start_seconds}
+    finally:
+        stop()
+
+
+def local_cluster_profile(directory: Path) -> Path:
+    """profiles/slurm with this cluster's differences: no slurmdbd, so squeue for job status
+    and no account to validate; a short first status check."""
+    profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
+    assert profile["executor"] == "slurm"
+    profile["default-resources"].pop("slurm_account")
+    profile.update(
+        {
+            "slurm-status-command": "squeue",
+            "slurm-no-account": True,
+            "slurm-init-seconds-before-status-checks": 1,
+            "slurm-keep-successful-logs": True,
+            "latency-wait": 10,
+        }
+    )
+    (directory / "slurm").mkdir()
+    write_config(directory / "slurm" / "config.yaml", profile)
+    return directory / "slurm"
+
+
+def scontrol_job(job_id: str) -> dict[str, str]:
+    shown = subprocess.run(
+        ["scontrol", "-o", "show", "job", job_id], capture_output=True, text=True, check=True
+    ).stdout
+    return dict(re.findall(r"(\w+)=(\S*)", shown))
+
+
+def test_demo_through_slurm_equals_local_run(slurm_cluster, tmp_path_factory, tmp_path):
+    local, config = finished_small_demo(tmp_path_factory)
+    workdir = tmp_path / "work"
+    profile = local_cluster_profile(tmp_path)
+    command = snakemake_command(
+        workdir, "--profile", str(profile), "--local-cores", "2", configs=(config,)
+    )
+    began = time.monotonic()
+    result = run(["timeout", "-s", "INT", "-k", "30", "600", *command], timeout=700)
+    seconds = time.monotonic() - began
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-5000:]
+    print(f"cluster start {slurm_cluster['start_seconds']:.1f} s, SLURM run {seconds:.0f} s")
+
+    # every job but the localrules was submitted with sbatch, and SLURM ran it to completion
+    submitted = re.findall(r"Job (\d+) has been submitted with SLURM jobid (\d+)", output)
+    table = output.split("Job stats:")[1].split("\n\n")[0]
+    stats = dict(re.findall(r"^(\w+)\s+(\d+)$", table, re.MULTILINE))
+    remote = {rule: int(n) for rule, n in stats.items() if rule not in LOCAL_RULES | {"total"}}
+    assert remote == {"generate": 4, "label": 4, "score": 4}
+    assert len({slurm_id for _, slurm_id in submitted}) == sum(remote.values())
+    gpus = []
+    for _, slurm_id in submitted:
+        job = scontrol_job(slurm_id)
+        assert job["JobState"] == "COMPLETED" and job["Partition"] == "gpu", job
+        rule = re.match(r"rule_(\w+?)_wildcards", job.get("Comment", ""))
+        assert rule and rule[1] in remote, job
+        if "gres/gpu=1" in job.get("TRES", "") or "gpu" in job.get("TresPerJob", ""):
+            gpus.append(job["Comment"])
+    # demo-llama asks for one GPU (small_demo.SMALL): its generate jobs got the gpu GRES
+    assert sorted(gpus) == [f"rule_generate_wildcards_demo-llama_{d}" for d in ("DR", "SAD")], gpus
+
+    # the same tables as the local run, cell for cell
+    tables = sorted(p.name for p in (local / "results" / "tables").glob("*.parquet"))
+    assert tables == sorted(p.name for p in (workdir / "results" / "tables").glob("*.parquet"))
+    for name in tables:
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(workdir / "results" / "tables" / name),
+            pd.read_parquet(local / "results" / "tables" / name),
+            check_exact=True,
+        )
+    # and the files say which SLURM job made them
+    from imhibench.io import read_provenance
+
+    record = read_provenance(workdir / "results" / "score" / "demo-bart" / "SAD.parquet")
+    assert record["job"]["slurm_job_id"] in {slurm_id for _, slurm_id in submitted}
