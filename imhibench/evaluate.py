@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 LABELERS = ("rule", "mentalbert")
 SPLITS = ("instruction", "completion")
 
+
 @dataclass(frozen=True)
 class ResponseRows:
     """One dataset's rows, aligned: gold label None where the gold answer fits no template."""

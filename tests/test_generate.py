@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -286,3 +287,56 @@ def test_import_row_id_csv_errors(tmp_path):
     (tmp_path / "bad.parquet").write_text("not parquet")
     with pytest.raises(ImhiBenchError, match=r"bad\.parquet: unreadable"):
         import_responses(str(tmp_path / "bad.parquet"), ["1"], ["g"])
+
+
+def test_greedy_even_if_the_checkpoint_samples(demo_models, tmp_path):
+    """Llama-2-chat checkpoints ship do_sample=True, temperature 0.6, top_p 0.9: ignored."""
+    import json
+
+    copy = shutil.copytree(demo_models["causal"], tmp_path / "sampling")
+    config_path = copy / "generation_config.json"
+    config = json.loads(config_path.read_text())
+    config.update(do_sample=True, temperature=0.6, top_p=0.9, max_length=4096)
+    config_path.write_text(json.dumps(config))
+    sampling = load_backend("causal", model_dir=str(copy), settings=SETTINGS, device="cpu")
+    assert sampling.model.generation_config.do_sample  # the checkpoint asks for sampling
+    assert not sampling.generation_config.do_sample and sampling.generation_config.num_beams == 1
+    assert sampling.generation_config.max_new_tokens == SETTINGS.max_new_tokens
+    expected = _backend(demo_models, "causal", "causal").generate_token_ids(QUERIES)
+    for seed in (0, 1):
+        seeded = GenerationSettings(**{**SETTINGS.__dict__, "seed": seed})
+        sampling.settings = seeded
+        assert sampling.generate_token_ids(QUERIES) == expected
+
+
+def test_batch_callback_and_prompt_lengths(demo_models):
+    settings = GenerationSettings(max_new_tokens=10, batch_tokens=100_000, max_batch_size=2)
+    backend = _backend(demo_models, "causal", "causal", settings)
+    calls: list[tuple[int, int]] = []
+    result = backend.generate(QUERIES, on_batch=lambda rows, tokens: calls.append((rows, tokens)))
+    assert [rows for rows, _ in calls] == [2, 2, 1]
+    assert sum(tokens for _, tokens in calls) == sum(result.n_output_tokens)
+    assert backend.prompt_lengths(QUERIES) == [len(x) for x in backend.encode(QUERIES)]
+
+
+def test_bench_script_smoke(tmp_path, capsys, monkeypatch):
+    """scripts/bench_generate.py runs both sides on the tiny model (it measures; no timing here)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "bench_generate.py"
+    spec = importlib.util.spec_from_file_location("bench_generate", path)
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bench_generate", bench)
+    spec.loader.exec_module(bench)
+    csv = tmp_path / "q.csv"
+    pd.DataFrame({"query": [*QUERIES, "one more query"]}).to_csv(csv, index=False)
+    args = ["--csv", str(csv), "--max-new-tokens", "3", "--threads", "1", "--device", "cpu"]
+    assert bench.main(args) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^imhi-bench float32 +\d+ +[\d.]+ +18 ", out, re.MULTILINE)
+    assert re.search(r"^upstream +float32 +1 +[\d.]+ +18 ", out, re.MULTILINE)
+    assert "speed-up (imhi-bench tokens/s / upstream tokens/s):" in out
+    assert re.search(r"identical responses: \d/6", out)
+    pd.DataFrame({"post": ["x"]}).to_csv(csv, index=False)
+    with pytest.raises(ImhiBenchError, match=r"q\.csv: no 'query' column"):
+        bench.main(["--csv", str(csv)])

@@ -51,10 +51,20 @@ class GenerationResult:
     n_output_tokens: list[int]
 
 
+#: Called after each batch with (rows, output tokens) of that batch; for progress reports.
+BatchCallback = Callable[[int, int], None]
+
+
 class GenerationBackend(Protocol):
     """Anything that answers a list of queries, one response per query, same order."""
 
-    def generate(self, queries: list[str]) -> GenerationResult: ...
+    def generate(
+        self, queries: list[str], on_batch: BatchCallback | None = None
+    ) -> GenerationResult: ...
+
+    def prompt_lengths(self, queries: list[str]) -> list[int]:
+        """Prompt length of each query (tokens); generation order and shards sort by it."""
+        ...
 
 
 BackendLoader = Callable[..., GenerationBackend]

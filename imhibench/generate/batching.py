@@ -33,6 +33,18 @@ def plan_batches(
     return batches
 
 
+def plan_shards(lengths: list[int], shard_rows: int) -> list[list[int]]:
+    """Query indices, longest first (ties in input order), cut into chunks of ``shard_rows``.
+
+    A pure function of the lengths: a restarted job plans the same shards, so a shard it
+    recomputes is batched, and therefore answered, exactly as in an uninterrupted run.
+    """
+    if shard_rows < 1:
+        raise ImhiBenchError("generation settings: shard_rows must be >= 1")
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    return [order[k : k + shard_rows] for k in range(0, len(order), shard_rows)]
+
+
 def split_on_oom(items: list[T], run: Callable[[list[T]], list]) -> list:
     """``run(items)``; on CUDA out-of-memory retry both halves, down to single items."""
     import torch

@@ -6,7 +6,12 @@ import copy
 import logging
 
 from imhibench.errors import ImhiBenchError
-from imhibench.generate.base import GenerationResult, GenerationSettings, resolve_device
+from imhibench.generate.base import (
+    BatchCallback,
+    GenerationResult,
+    GenerationSettings,
+    resolve_device,
+)
 from imhibench.generate.batching import plan_batches, split_on_oom
 
 log = logging.getLogger(__name__)
@@ -78,14 +83,25 @@ class HFGenerator:
             return None
         return getattr(self.model.config, "max_position_embeddings", None)
 
-    def generate(self, queries: list[str]) -> GenerationResult:
+    def prompt_lengths(self, queries: list[str]) -> list[int]:
+        """Prompt length of each query in tokens (what batching sorts by)."""
+        return [len(x) for x in self.encode(queries)]
+
+    def generate(
+        self, queries: list[str], on_batch: BatchCallback | None = None
+    ) -> GenerationResult:
         """One greedy response per query, in query order."""
-        ids = self.generate_token_ids(queries)
+        ids = self.generate_token_ids(queries, on_batch)
         texts = [self.tokenizer.decode(x, skip_special_tokens=True) for x in ids]
         return GenerationResult(texts=texts, n_output_tokens=[len(x) for x in ids])
 
-    def generate_token_ids(self, queries: list[str]) -> list[list[int]]:
-        """The new token ids of each query's response, cut before the first EOS."""
+    def generate_token_ids(
+        self, queries: list[str], on_batch: BatchCallback | None = None
+    ) -> list[list[int]]:
+        """The new token ids of each query's response, cut before the first EOS.
+
+        ``on_batch(rows, output_tokens)`` is called after each batch (progress reports).
+        """
         import torch
 
         torch.manual_seed(self.settings.seed)
@@ -96,10 +112,12 @@ class HFGenerator:
         )
         results: list[list[int]] = [[] for _ in ids]
         for k, batch in enumerate(batches, 1):
-            log.info("batch %d/%d: %d queries", k, len(batches), len(batch))
+            log.debug("batch %d/%d: %d queries", k, len(batches), len(batch))
             outputs = split_on_oom(batch, lambda b: self._run([ids[i] for i in b]))
             for i, out in zip(batch, outputs, strict=True):
                 results[i] = out
+            if on_batch is not None:
+                on_batch(len(batch), sum(len(x) for x in outputs))
         return results
 
     def _run(self, batch: list[list[int]]) -> list[list[int]]:
