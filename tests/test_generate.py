@@ -31,15 +31,7 @@ UPSTREAM_DR = "examples/response_generation_examples/DR.csv"
 EXPERT_DR = "human_evaluation/test_instruction_expert/DR.csv"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread; many threads spin when the CPUs are shared."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _backend(demo_models, name: str, kind: str, settings=SETTINGS, base: str | None = None):

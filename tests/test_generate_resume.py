@@ -37,14 +37,7 @@ run_generate(**json.loads(sys.argv[1]))
 SAVED = re.compile(r"saved (shard-\d+\.parquet)")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -24,14 +24,7 @@ SETTINGS = {"max_new_tokens": 8, "batch_tokens": 4096, "max_batch_size": 4,
 N_SHARDS = 4  # ceil(14 / 4)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _queries(n: int, salt: str = "") -> list[str]:
