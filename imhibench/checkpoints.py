@@ -8,7 +8,6 @@ manifest (sha256 of every file) that is also written to ``dest/imhibench_checkpo
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -28,8 +27,9 @@ from huggingface_hub.errors import (
 from huggingface_hub.utils import filter_repo_objects
 
 from imhibench.errors import ImhiBenchError
+from imhibench.provenance import CHECKPOINT_MANIFEST, sha256_file
 
-MANIFEST_NAME = "imhibench_checkpoint.json"
+MANIFEST_NAME = CHECKPOINT_MANIFEST
 PARTIAL_MARKER = ".imhibench_partial.json"
 HF_LOCAL_DIR_METADATA = ".cache"  # huggingface_hub's bookkeeping inside a `local_dir` download
 
@@ -40,7 +40,6 @@ DEFAULT_ALLOW_PATTERNS: tuple[str, ...] = ("*.json", "*.safetensors", "*.model",
 BIN_PATTERNS: tuple[str, ...] = ("*.bin",)
 PICKLE_SUFFIXES: tuple[str, ...] = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 WEIGHTS_CHOICES: tuple[str, ...] = ("safetensors", "bin")
-HASH_CHUNK = 8 << 20
 
 
 def _hub_errors() -> tuple[type[BaseException], ...]:
@@ -56,15 +55,6 @@ def _hub_errors() -> tuple[type[BaseException], ...]:
 
 
 HUB_ERRORS = _hub_errors()
-
-
-def sha256_file(path: str | Path) -> str:
-    """Streamed sha256 hex digest of a file (constant memory, fine for multi-GB shards)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _iter_files(root: Path) -> Iterable[str]:

@@ -18,7 +18,8 @@ PACKAGES = (
     "imhibench", "torch", "transformers", "peft", "huggingface_hub", "tokenizers", "safetensors",
     "pandas", "pyarrow", "scikit-learn", "rouge-score", "sacrebleu", "bert-score", "snakemake",
 )  # fmt: skip
-CHECKPOINT_MANIFEST = "imhibench_checkpoint.json"
+CHECKPOINT_MANIFEST = "imhibench_checkpoint.json"  # written by imhibench.checkpoints
+HASH_CHUNK = 8 << 20
 
 
 def package_versions() -> dict[str, str | None]:
@@ -59,10 +60,11 @@ def checkpoint_provenance(directory: str | Path) -> dict:
     return {"local_path": str(Path(directory).resolve()), "resolved_revision": None}
 
 
-def file_sha256(path: str | Path) -> str:
+def sha256_file(path: str | Path) -> str:
+    """Streamed sha256 hex digest of a file (constant memory, fine for multi-GB shards)."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
+        while chunk := fh.read(HASH_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
 
@@ -79,7 +81,7 @@ def snakemake_job() -> dict | None:
         "wildcards": {k: str(v) for k, v in job.wildcards.items()},
         "seed": job.config.get("seed"),
         "inputs_sha256": {
-            str(path): file_sha256(path) if Path(path).is_file() else None for path in job.input
+            str(path): sha256_file(path) if Path(path).is_file() else None for path in job.input
         },
         "host": platform.node(),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),

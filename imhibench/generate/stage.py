@@ -18,7 +18,12 @@ import pandas as pd
 from imhibench.generate.shards import ShardStore, dir_fingerprint
 from imhibench.generate.signals import GenerationStopped, StopOnSignal
 from imhibench.io import read_provenance, read_table, write_table
-from imhibench.provenance import build_provenance, checkpoint_provenance, package_versions
+from imhibench.provenance import (
+    build_provenance,
+    checkpoint_provenance,
+    package_versions,
+    sha256_file,
+)
 
 log = logging.getLogger(__name__)
 
@@ -203,8 +208,6 @@ class _ShardedJob:
 
     def _resume_key(self, test_set_path: str, n_rows: int, plan: list[list[str]]) -> dict:
         """Everything saved shards depend on; shards saved under another key are discarded."""
-        from imhibench.checkpoints import sha256_file
-
         checkpoints = {"model": self.model_dir, "base": self.base_model_dir}
         versions = package_versions()
         key = {
