@@ -240,8 +240,9 @@ def evaluate(
     Rows whose gold answer matches no template are counted (`unparsed_gold`) and left out
     of correctness; `ood` always counts answers matching no rule keyword.
     """
+    from imhibench.devices import resolve_device
     from imhibench.io import read_provenance
-    from imhibench.label import resolve_device, rule_labels
+    from imhibench.label import rule_labels
     from imhibench.metrics.correctness import agreement
     from imhibench.metrics.explanation import compute_explanation_metrics
 

@@ -15,7 +15,6 @@ from imhibench.tasks import Task
 log = logging.getLogger(__name__)
 
 CLASSIFIER_MAX_LENGTH = 512  # as upstream label_inference.py
-__all__ = ["MentalBertLabeler", "label_responses", "resolve_device", "rule_labels", "run_label"]
 
 
 def rule_labels(task: Task, responses: Sequence[str]) -> tuple[list[str], list[bool]]:

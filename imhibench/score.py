@@ -79,8 +79,8 @@ def run_score(
     import logging
 
     from imhibench.config import SCORER_CHECKPOINT_OPTION
+    from imhibench.devices import resolve_device
     from imhibench.io import read_provenance, read_table, write_table
-    from imhibench.label import resolve_device
     from imhibench.provenance import build_provenance, checkpoint_provenance
 
     log = logging.getLogger(__name__)
