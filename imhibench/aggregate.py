@@ -1,18 +1,43 @@
-"""Aggregate stage: the paper's tables (rows = models, columns = test sets), Parquet + Markdown."""
+"""Aggregate stage: the paper's tables (rows = models in the paper's order, columns = test sets
+in the paper's order) beside the published numbers, with bootstrap intervals and paired tests.
+
+Every table is built once as an `imhibench.tables.Table` and written as Parquet, Markdown,
+HTML and LaTeX.
+"""
 
 from __future__ import annotations
 
-import html
+import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from imhibench.errors import ImhiBenchError
-from imhibench.io import atomic_path, read_provenance, read_table, write_json, write_table
+from imhibench.io import read_provenance, read_table, write_json, write_table
+from imhibench.metrics.paired import paired_weighted_f1_difference
 from imhibench.score import SUMMARY_COLUMNS
+from imhibench.tables import DisplayRow, Table, number, with_interval, write_table_files
+
+# The transcription of the paper's weighted F1 that ships with imhi-bench (the default of the
+# config key `published_weighted_f1`), and its caveat, shown under every table that uses it.
+SHIPPED_PUBLISHED = Path(__file__).parent / "data" / "published_weighted_f1.csv"
+SHIPPED_PUBLISHED_CAVEAT = (
+    "Published values: imhi-bench's transcription of the MentaLLaMA paper (Yang et al., WWW 2024) "
+    "from two third-party summaries that agree with each other; not yet checked against the "
+    "paper's PDF. Point the config key published_weighted_f1 at your own file to replace it."
+)
+PROVENANCE_SIDECAR = "provenance.json"
+LABEL_COLUMNS = ["row_id", "gold_label"]
+
+STATUS_REPRODUCED = "reproduced"
+STATUS_PUBLISHED_ONLY = "published only"
+UNITS = {
+    "weighted_f1": "weighted F1 x100 (scikit-learn, average='weighted')",
+    "bart_score": "BARTScore: mean token log-likelihood of the gold answer given the response",
+}
 
 
 @dataclass(frozen=True)
@@ -37,7 +62,8 @@ def table_specs(
         specs.append(
             TableSpec(
                 f"{prefix}weighted_f1",
-                f"Correctness: weighted F1 (x100, {primary_labeler} labels), {where}",
+                f"Correctness: weighted F1 (x100, {primary_labeler} labels, 95% bootstrap "
+                f"interval), {where}",
                 "weighted_f1",
                 primary_labeler,
                 group,
@@ -57,6 +83,11 @@ def table_specs(
     return specs
 
 
+def paired_table_names(groups: Sequence[str]) -> list[str]:
+    """Names of the paired-test tables (one per table group)."""
+    return [f"{'' if group == 'main' else group + '_'}weighted_f1_paired" for group in groups]
+
+
 def load_summaries(paths: Sequence[str | Path]) -> pd.DataFrame:
     """All per-(model, dataset) summaries in one long table."""
     if not paths:
@@ -65,51 +96,250 @@ def load_summaries(paths: Sequence[str | Path]) -> pd.DataFrame:
 
 
 def pivot(
-    summaries: pd.DataFrame, spec: TableSpec, models: Sequence[str], datasets: Sequence[str]
+    summaries: pd.DataFrame,
+    metric: str,
+    labeler: str | None,
+    models: Sequence[str],
+    datasets: Sequence[str],
 ) -> pd.DataFrame:
     """Rows = models, columns = datasets (NaN where a model has no such job)."""
-    selected = summaries[summaries["metric"] == spec.metric]
-    if spec.labeler is None:
+    selected = summaries[summaries["metric"] == metric]
+    if labeler is None:
         selected = selected[selected["labeler"].isna()]
     else:
-        selected = selected[selected["labeler"] == spec.labeler]
+        selected = selected[selected["labeler"] == labeler]
     wide = selected.pivot_table(index="model", columns="dataset", values="value", aggfunc="first")
     wide = wide.reindex(index=list(models), columns=list(datasets))
     wide.columns.name = None
-    return wide.rename_axis("model").reset_index()
+    return wide
 
 
-def to_markdown(table: pd.DataFrame, title: str, notes: Sequence[str] = ()) -> str:
-    """A GitHub Markdown table, 2 decimals, '-' for a missing cell."""
-
-    def cell(value: object) -> str:
-        if isinstance(value, float):
-            return "-" if math.isnan(value) else f"{value:.2f}"
-        return str(value)
-
-    header = "| " + " | ".join(table.columns) + " |"
-    rule = "|" + "|".join(["---"] + ["---:"] * (len(table.columns) - 1)) + "|"
-    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
-    lines = [f"## {title}", "", header, rule, *body, ""]
-    lines += [f"- {note}" for note in notes]
-    return "\n".join(lines).rstrip() + "\n"
+# ---- published numbers -------------------------------------------------------------------------
 
 
-def to_html(table: pd.DataFrame, title: str, notes: Sequence[str] = ()) -> str:
-    """A standalone HTML page of the table (for `snakemake --report`), same cells as Markdown."""
-    body = table.to_html(
-        index=False, na_rep="-", float_format=lambda v: f"{v:.2f}", border=0, justify="right"
+def load_published(path: str | Path) -> pd.DataFrame:
+    """Published weighted F1: rows = the paper's models (file order = paper order), columns =
+    task names (file order = paper order)."""
+    try:
+        published = pd.read_csv(path)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise ImhiBenchError(f"{path}: cannot read published results: {err}") from err
+    if "model" not in published.columns:
+        raise ImhiBenchError(f"{path}: published results need a 'model' column")
+    published["model"] = published["model"].astype(str)
+    if dupes := sorted(set(published["model"][published["model"].duplicated()])):
+        raise ImhiBenchError(f"{path}: model(s) listed twice: {dupes}")
+    values = published.set_index("model")
+    for column in values.columns:
+        try:
+            values[column] = pd.to_numeric(values[column]).astype(float)
+        except (ValueError, TypeError) as err:
+            raise ImhiBenchError(f"{path}: column {column!r} is not numeric: {err}") from err
+    return values
+
+
+def paper_dataset_order(
+    datasets: Sequence[str], task_of: Mapping[str, str], paper_tasks: Sequence[str]
+) -> list[str]:
+    """`datasets` sorted by their task's position in the paper (the published file's column
+    order); datasets of other tasks keep their order, after those."""
+    position = {task: i for i, task in enumerate(paper_tasks)}
+    return sorted(datasets, key=lambda d: position.get(task_of[d], len(position)))
+
+
+@dataclass(frozen=True)
+class TableRow:
+    """A row: our `model` (None for a published-only row) and its `published` name, if any."""
+
+    label: str
+    model: str | None
+    published: str | None
+
+
+def paper_row_order(
+    models: Sequence[str], published_as: Mapping[str, str | None], published_models: Sequence[str]
+) -> list[TableRow]:
+    """The paper's rows in its order, each one ours where a model is `published_as` it, else
+    published only; then our models that have no published row, in config order."""
+    ours = {name: model for model, name in published_as.items() if name and model in models}
+    unknown = sorted(n for n in ours if n not in published_models)
+    if unknown:
+        raise ImhiBenchError(
+            f"published_as names {unknown} are not rows of the published file "
+            f"({list(published_models)})"
+        )
+    rows = [TableRow(ours.get(name, name), ours.get(name), name) for name in published_models]
+    rows += [TableRow(m, m, None) for m in models if m not in ours.values()]
+    return rows
+
+
+# ---- the tables ---------------------------------------------------------------------------------
+
+
+def metric_table(
+    summaries: pd.DataFrame,
+    spec: TableSpec,
+    rows: Sequence[TableRow],
+    datasets: Sequence[str],
+    task_of: Mapping[str, str],
+    published: pd.DataFrame | None,
+    notes: Sequence[str] = (),
+    metadata: Mapping | None = None,
+) -> Table:
+    """One paper table: our value (with its 95% interval where the summaries have one) per
+    cell; under each reproduced model with published values, the published row and the
+    difference (ours - published); published-only rows in italics."""
+    models = [r.model for r in rows if r.model]
+    values = pivot(summaries, spec.metric, spec.labeler, models, datasets)
+    lows = pivot(summaries, f"{spec.metric}_ci_low", spec.labeler, models, datasets)
+    highs = pivot(summaries, f"{spec.metric}_ci_high", spec.labeler, models, datasets)
+    has_ci = bool(lows.notna().to_numpy().any())
+
+    def published_value(name: str | None, dataset: str) -> float:
+        if published is None or name is None or name not in published.index:
+            return math.nan
+        task = task_of[dataset]
+        return float(published.at[name, task]) if task in published.columns else math.nan
+
+    records, display = [], []
+    for row in rows:
+        if row.model is None and published is None:
+            continue
+        record = {
+            "model": row.label,
+            "status": STATUS_REPRODUCED if row.model else STATUS_PUBLISHED_ONLY,
+            "published_as": row.published,
+        }
+        ours, theirs, differences = [], [], []
+        for dataset in datasets:
+            value = values.at[row.model, dataset] if row.model else math.nan
+            low = lows.at[row.model, dataset] if row.model else math.nan
+            high = highs.at[row.model, dataset] if row.model else math.nan
+            reference = published_value(row.published, dataset)
+            difference = value - reference
+            record[dataset] = value
+            if has_ci:
+                record[f"{dataset}_ci_low"], record[f"{dataset}_ci_high"] = low, high
+            if published is not None:
+                record[f"{dataset}_published"] = reference
+                record[f"{dataset}_difference"] = difference
+            ours.append(with_interval(value, low, high) if has_ci else number(value))
+            theirs.append(number(reference))
+            differences.append(number(difference, signed=True))
+        records.append(record)
+        if row.model is None:
+            display.append(
+                DisplayRow(f"{row.label} (published only)", tuple(theirs), "published-only")
+            )
+            continue
+        display.append(DisplayRow(row.label, tuple(ours)))
+        if any(t != "-" for t in theirs):
+            display.append(DisplayRow(f"published ({row.published})", tuple(theirs), "published"))
+            display.append(DisplayRow("difference", tuple(differences), "difference"))
+    frame = pd.DataFrame.from_records(records)
+    table_notes = list(notes)
+    if has_ci:
+        table_notes.insert(
+            0, "Brackets: seeded percentile bootstrap 95% interval (1000 resamples of the rows)."
+        )
+    return Table(
+        spec.name, spec.title, list(datasets), display, frame, table_notes, dict(metadata or {})
     )
-    items = "".join(f"<li>{html.escape(note)}</li>" for note in notes)
-    return (
-        '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
-        f"<title>{html.escape(title)}</title>"
-        "<style>body{font-family:sans-serif}table{border-collapse:collapse}"
-        "td,th{padding:2px 8px;border-bottom:1px solid #ccc;text-align:right}</style>"
-        f"</head><body><h2>{html.escape(title)}</h2>\n{body}\n"
-        + (f"<ul>{items}</ul>" if items else "")
-        + "</body></html>\n"
+
+
+def paired_table(
+    name: str,
+    label_paths: Mapping[tuple[str, str], str | Path],
+    models: Sequence[str],
+    datasets: Sequence[str],
+    labeler: str,
+    seed: int,
+    metadata: Mapping | None = None,
+) -> Table:
+    """Paired bootstrap of the weighted-F1 difference of every pair of models per test set, on
+    the rows both answered (matched by row_id); `*` marks a 95% interval that excludes 0."""
+    records = []
+    pairs = list(itertools.combinations(models, 2))
+    for dataset in datasets:
+        for model_a, model_b in pairs:
+            if (model_a, dataset) not in label_paths or (model_b, dataset) not in label_paths:
+                continue
+            column = f"label_{labeler}"
+            a = read_table(label_paths[model_a, dataset], [*LABEL_COLUMNS, column])
+            b = read_table(label_paths[model_b, dataset], [*LABEL_COLUMNS, column])
+            both = a.merge(b, on="row_id", suffixes=("_a", "_b"), validate="one_to_one")
+            if not both["gold_label_a"].equals(both["gold_label_b"]):
+                raise ImhiBenchError(
+                    f"{label_paths[model_a, dataset]} and {label_paths[model_b, dataset]}: "
+                    "different gold labels for the same row_id"
+                )
+            if both.empty:
+                continue
+            test = paired_weighted_f1_difference(
+                both["gold_label_a"].tolist(),
+                both[f"{column}_a"].tolist(),
+                both[f"{column}_b"].tolist(),
+                seed=seed,
+            )
+            records.append(
+                {
+                    "dataset": dataset,
+                    "model_a": model_a,
+                    "model_b": model_b,
+                    "labeler": labeler,
+                    "n_rows": test.n_rows,
+                    "difference": test.difference,
+                    "ci_low": test.ci_low,
+                    "ci_high": test.ci_high,
+                    "p_value": test.p_value,
+                    "significant": test.significant,
+                }
+            )
+    columns = [
+        "dataset",
+        "model_a",
+        "model_b",
+        "labeler",
+        "n_rows",
+        "difference",
+        "ci_low",
+        "ci_high",
+        "p_value",
+        "significant",
+    ]
+    frame = pd.DataFrame.from_records(records, columns=columns)
+    display = []
+    for model_a, model_b in pairs:
+        found = frame[(frame["model_a"] == model_a) & (frame["model_b"] == model_b)]
+        if found.empty:
+            continue
+        by_dataset = found.set_index("dataset")
+        cells = []
+        for dataset in datasets:
+            if dataset not in by_dataset.index:
+                cells.append("-")
+                continue
+            test = by_dataset.loc[dataset]
+            text = with_interval(test["difference"], test["ci_low"], test["ci_high"])
+            cells.append(
+                ("+" if test["difference"] > 0 else "")
+                + text
+                + (" *" if test["significant"] else "")
+            )
+        display.append(DisplayRow(f"{model_a} - {model_b}", tuple(cells)))
+    notes = [
+        f"Weighted F1 ({labeler} labels) of the first model minus the second, on the rows both "
+        "answered (by row_id), with a seeded paired percentile bootstrap 95% interval "
+        f"(1000 resamples, seed {seed}). * = the interval excludes 0 (significant at 5%, "
+        "no correction for multiple comparisons); p-values are in the Parquet file."
+    ]
+    title = f"Paired test: weighted-F1 differences between models ({labeler} labels)"
+    return Table(
+        name, title, list(datasets), display, frame, notes, dict(metadata or {}), corner="models"
     )
+
+
+# ---- provenance ----------------------------------------------------------------------------------
 
 
 def cell_provenance(record: dict) -> dict:
@@ -144,17 +374,12 @@ def cell_provenance(record: dict) -> dict:
     }
 
 
-def published_rows(path: str | Path, datasets: Sequence[str]) -> pd.DataFrame:
-    """Published weighted F1 rows (CSV: model,<dataset>...) restricted to `datasets`."""
-    try:
-        published = pd.read_csv(path)
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        raise ImhiBenchError(f"{path}: cannot read published results: {err}") from err
-    if "model" not in published.columns:
-        raise ImhiBenchError(f"{path}: published results need a 'model' column")
-    published = published.reindex(columns=["model", *datasets])
-    published["model"] = published["model"].astype(str) + " (published)"
-    return published
+def bart_score_variants(inputs: Mapping[str, dict]) -> list[str]:
+    """The BARTScore variants (score provenance key `bart_score_variant`) of the summaries."""
+    return sorted({r["bart_score_variant"] for r in inputs.values() if r.get("bart_score_variant")})
+
+
+# ---- the stage -----------------------------------------------------------------------------------
 
 
 def write_tables(
@@ -163,35 +388,75 @@ def write_tables(
     specs: Sequence[TableSpec],
     models: Sequence[str],
     datasets_by_group: dict[str, list[str]],
+    task_of: Mapping[str, str] | None = None,
     notes: Sequence[str] = (),
     published: str | Path | None = None,
+    published_as: Mapping[str, str | None] | None = None,
+    label_paths: Mapping[tuple[str, str], str | Path] | None = None,
+    seed: int = 0,
     provenance: dict | None = None,
 ) -> list[Path]:
-    """Write every table as .parquet, .md and .html, the long table, and the provenance
-    sidecar: the aggregate's own record, every input summary's full record (`inputs`), and per
+    """Write every table (and, given `label_paths`, a paired-test table per group) as .parquet,
+    .md, .html and .tex, the long table of all metrics, and the provenance sidecar: the
+    aggregate's own record, every input summary's full record (`inputs`), and per
     (model, dataset) cell what made it (`cells`, see `cell_provenance`)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     summaries = load_summaries(summary_paths)
+    inputs = {str(p): read_provenance(p) for p in summary_paths}
+    task_of = dict(task_of or {d: d for g in datasets_by_group.values() for d in g})
+    published_values = load_published(published) if published is not None else None
+    paper_tasks = list(published_values.columns) if published_values is not None else []
+    rows = paper_row_order(
+        models,
+        published_as or {},
+        list(published_values.index) if published_values is not None else [],
+    )
+    published_note = []
+    if published is not None:
+        shipped = Path(published).resolve() == SHIPPED_PUBLISHED.resolve()
+        published_note = [
+            SHIPPED_PUBLISHED_CAVEAT if shipped else f"Published values: {published}."
+        ]
+    variants = bart_score_variants(inputs)
     written = []
     for spec in specs:
-        table = pivot(summaries, spec, models, datasets_by_group[spec.group])
-        write_table(table, out_dir / f"{spec.name}.parquet", provenance)
-        shown, table_notes = table, list(notes)
-        if published is not None and spec.metric == "weighted_f1" and spec.group == "main":
-            shown = pd.concat(
-                [table, published_rows(published, table.columns[1:])], ignore_index=True
-            )
-            table_notes.append(f"Rows marked (published) come from {published}, not from this run.")
-        written.append(out_dir / f"{spec.name}.parquet")
-        for ext, render in (("md", to_markdown), ("html", to_html)):
-            path = out_dir / f"{spec.name}.{ext}"
-            tmp = atomic_path(path)
-            tmp.write_text(render(shown, spec.title, table_notes), encoding="utf-8")
-            tmp.replace(path)
-            written.append(path)
+        datasets = paper_dataset_order(datasets_by_group[spec.group], task_of, paper_tasks)
+        with_published = spec.metric == "weighted_f1" and spec.group == "main"
+        metadata = {
+            "units": UNITS.get(spec.metric, spec.metric),
+            "labeler": spec.labeler,
+            "scorer_variant": ", ".join(variants) if spec.metric == "bart_score" else None,
+            "published_source": str(published) if with_published and published else None,
+            "provenance": PROVENANCE_SIDECAR,
+        }
+        table = metric_table(
+            summaries,
+            spec,
+            rows if with_published else [r for r in rows if r.model],
+            datasets,
+            task_of,
+            published_values if with_published else None,
+            [*notes, *(published_note if with_published else [])],
+            metadata,
+        )
+        if spec.metric == "bart_score" and variants:
+            table.title += f" [{', '.join(variants)}]"
+        written += write_table_files(table, out_dir, provenance)
+    if label_paths is not None:
+        primary = next(s.labeler for s in specs if s.metric == "weighted_f1")
+        order = [r.model for r in rows if r.model]
+        groups = [group for group, datasets in datasets_by_group.items() if datasets]
+        for group, name in zip(groups, paired_table_names(groups), strict=True):
+            datasets = paper_dataset_order(datasets_by_group[group], task_of, paper_tasks)
+            metadata = {
+                "units": "difference of weighted F1 x100",
+                "labeler": primary,
+                "provenance": PROVENANCE_SIDECAR,
+            }
+            table = paired_table(name, label_paths, order, datasets, primary, seed, metadata)
+            written += write_table_files(table, out_dir, provenance)
     write_table(summaries, out_dir / "all_metrics.parquet", provenance)
-    inputs = {str(p): read_provenance(p) for p in summary_paths}
     cells: dict[str, dict] = {}
     for path, record in inputs.items():
         cells.setdefault(record.get("model", path), {})[record.get("dataset", path)] = {
@@ -199,5 +464,5 @@ def write_tables(
             **cell_provenance(record),
         }
     sidecar = {"aggregate": provenance or {}, "cells": cells, "inputs": inputs}
-    write_json(sidecar, out_dir / "provenance.json")
+    write_json(sidecar, out_dir / PROVENANCE_SIDECAR)
     return written

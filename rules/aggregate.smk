@@ -4,7 +4,9 @@ localrules:
 
 rule aggregate:
     input:
-        get_metrics_inputs,
+        summaries=get_metrics_inputs,
+        labels=get_label_inputs,
+        published=get_published_file,
     output:
         get_report_outputs(),
     log:
@@ -13,10 +15,13 @@ rule aggregate:
         "../envs/aggregate.yaml"
     params:
         models=PLAN.models_with_jobs(),
+        jobs=PLAN.jobs,
         datasets=get_table_datasets,
+        tasks=get_task_names,
         labelers=config["labelers"],
         scorers=list(config["scorers"]),
         notes=get_table_notes,
-        published=config.get("published_weighted_f1"),
+        published_as=get_published_names,
+        seed=config["seed"],
     script:
         "../scripts/aggregate.py"

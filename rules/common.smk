@@ -5,7 +5,7 @@ from pathlib import Path
 # Rules and scripts use the imhibench package that ships with this workflow.
 sys.path.insert(0, workflow.basedir)
 
-from imhibench.aggregate import table_specs
+from imhibench.aggregate import SHIPPED_PUBLISHED, paired_table_names, table_specs
 from imhibench.config import Plan, checkpoint_dir, validate_config
 from imhibench.tasks import all_tasks
 
@@ -28,11 +28,10 @@ wildcard_constraints:
 
 
 SCRIPTS = Path(workflow.basedir) / "scripts"
-TABLES = table_specs(
-    config["labelers"][0],
-    list(config["scorers"]),
-    [g for g in ("main", "expert") if PLAN.table_datasets(g)],
-)
+TABLE_GROUPS = [g for g in ("main", "expert") if PLAN.table_datasets(g)]
+TABLES = table_specs(config["labelers"][0], list(config["scorers"]), TABLE_GROUPS)
+PAIRED_TABLES = paired_table_names(TABLE_GROUPS)
+TABLE_FORMATS = ("parquet", "md", "html", "tex")
 
 
 def get_final_outputs():
@@ -40,9 +39,8 @@ def get_final_outputs():
 
 
 def get_table_outputs():
-    names = [
-        f"{spec.name}.{ext}" for spec in TABLES for ext in ("parquet", "md", "html")
-    ]
+    table_names = [spec.name for spec in TABLES] + PAIRED_TABLES
+    names = [f"{name}.{ext}" for name in table_names for ext in TABLE_FORMATS]
     return [f"results/tables/{n}" for n in names] + [
         "results/tables/all_metrics.parquet",
         "results/tables/provenance.json",
@@ -55,6 +53,8 @@ def get_report_outputs():
     subcategory = {
         f"results/tables/{s.name}.html": group_names[s.group] for s in TABLES
     }
+    for group, name in zip(TABLE_GROUPS, PAIRED_TABLES):
+        subcategory[f"results/tables/{name}.html"] = group_names[group]
     outputs = []
     for path in get_table_outputs():
         if path in subcategory:
@@ -161,6 +161,24 @@ def get_stage_resource(stage, name):
 
 def get_metrics_inputs(wildcards):
     return [f"results/metrics/{m}/{d}.parquet" for m, d in PLAN.jobs]
+
+
+def get_label_inputs(wildcards):
+    """Per-row labels of every job, in PLAN.jobs order (paired tests, confusion matrices)."""
+    return [f"results/label/{m}/{d}.parquet" for m, d in PLAN.jobs]
+
+
+def get_published_file(wildcards):
+    """The published weighted F1 file: the config's, else the transcription that ships."""
+    return config["published_weighted_f1"] or str(SHIPPED_PUBLISHED)
+
+
+def get_published_names(wildcards):
+    return {m: PLAN.model(m).get("published_as") for m in PLAN.models_with_jobs()}
+
+
+def get_task_names(wildcards):
+    return {d: PLAN.task_of(d) for d in PLAN.datasets}
 
 
 def get_table_datasets(wildcards):

@@ -1,4 +1,4 @@
-"""Snakemake script: the paper's tables from every (model, dataset) summary."""
+"""Snakemake script: the paper's tables from every (model, dataset) summary and label file."""
 
 import sys
 
@@ -11,15 +11,19 @@ from imhibench.logs import configure_job
 from imhibench.provenance import build_provenance
 
 configure_job(snakemake.log[0])
-datasets = snakemake.params.datasets
-groups = [group for group in ("main", "expert") if datasets[group]]
+datasets = {group: d for group, d in snakemake.params.datasets.items() if d}
+jobs = [tuple(job) for job in snakemake.params.jobs]
 write_tables(
-    summary_paths=list(snakemake.input),
+    summary_paths=list(snakemake.input.summaries),
     out_dir=Path(snakemake.output[0]).parent,
-    specs=table_specs(snakemake.params.labelers[0], snakemake.params.scorers, groups),
+    specs=table_specs(snakemake.params.labelers[0], snakemake.params.scorers, list(datasets)),
     models=snakemake.params.models,
     datasets_by_group=datasets,
+    task_of=snakemake.params.tasks,
     notes=snakemake.params.notes,
-    published=snakemake.params.published,
+    published=snakemake.input.published,
+    published_as=snakemake.params.published_as,
+    label_paths=dict(zip(jobs, snakemake.input.labels, strict=True)),
+    seed=snakemake.params.seed,
     provenance=build_provenance("aggregate", inputs=len(snakemake.input)),
 )
