@@ -68,7 +68,8 @@ def write_parquet(table: Table, path: str | Path, provenance: dict | None = None
     """The table's data with its description (and the stage provenance) in the schema metadata."""
     arrow = pa.Table.from_pandas(table.frame, preserve_index=False)
     metadata = dict(arrow.schema.metadata or {})
-    description = {"name": table.name, "title": table.title, "notes": table.notes}
+    description = {"name": table.name, "title": table.title, "columns": table.columns}
+    description["notes"] = table.notes
     metadata[TABLE_METADATA_KEY] = json.dumps({**description, **table.metadata}).encode()
     if provenance is not None:
         metadata[PROVENANCE_KEY] = json.dumps(provenance, sort_keys=True, default=str).encode()

@@ -1,5 +1,7 @@
 localrules:
     aggregate,
+    plots,
+    answer_sample,
 
 
 rule aggregate:
@@ -25,3 +27,43 @@ rule aggregate:
         seed=config["seed"],
     script:
         "../scripts/aggregate.py"
+
+
+rule plots:
+    input:
+        tables=get_plot_tables,
+        all_metrics="results/tables/all_metrics.parquet",
+        labels=get_label_inputs,
+    output:
+        get_plot_outputs(),
+    log:
+        "logs/aggregate/plots.log",
+    conda:
+        "../envs/aggregate.yaml"
+    params:
+        jobs=PLAN.jobs,
+        labeler=config["labelers"][0],
+        labelers=config["labelers"],
+        task_labels=get_task_labels,
+    script:
+        "../scripts/plots.py"
+
+
+rule answer_sample:
+    input:
+        unpack(get_sample_input),
+    output:
+        report(
+            "results/samples/{model}/{dataset}.html",
+            caption="../report/samples.rst",
+            category="Answers",
+            subcategory="{model}",
+        ),
+    log:
+        "logs/aggregate/samples/{model}/{dataset}.log",
+    conda:
+        "../envs/aggregate.yaml"
+    params:
+        labelers=config["labelers"],
+    script:
+        "../scripts/answer_sample.py"

@@ -11,7 +11,8 @@ from imhibench.tasks import all_tasks
 
 validate_config(config, Path(workflow.basedir) / "workflow_config" / "schema.yaml")
 PLAN = Plan(config)
-ALL_TASKS = list(all_tasks())
+ALL_TASKS_BY_NAME = all_tasks()
+ALL_TASKS = list(ALL_TASKS_BY_NAME)
 for message in PLAN.skip_messages():
     logger.warning(f"imhi-bench: {message}")
 
@@ -35,7 +36,12 @@ TABLE_FORMATS = ("parquet", "md", "html", "tex")
 
 
 def get_final_outputs():
-    return get_table_outputs()
+    return get_table_outputs() + get_plot_outputs() + get_sample_outputs()
+
+
+def get_sample_outputs():
+    """One page of answers per (model, dataset), worst-scoring first (in `--report`)."""
+    return [f"results/samples/{m}/{d}.html" for m, d in PLAN.jobs]
 
 
 def get_table_outputs():
@@ -70,6 +76,35 @@ def get_report_outputs():
                 path, caption="../report/provenance.rst", category="Provenance"
             )
         outputs.append(path)
+    return outputs
+
+
+def get_plot_names():
+    """Figures (without extension) under results/plots, by report subcategory."""
+    names = {"Tables": [spec.name for spec in TABLES]}
+    if {"mentalbert", "rule"} <= set(config["labelers"]):
+        names["Labelers"] = ["labelers"]
+    names["Confusion matrices"] = [f"confusion/{m}/{d}" for m, d in PLAN.jobs]
+    return names
+
+
+def get_plot_outputs():
+    """Every figure as PNG (in `--report`) and SVG."""
+    captions = {
+        "Tables": "../report/plot_table.rst",
+        "Labelers": "../report/plot_labelers.rst",
+        "Confusion matrices": "../report/plot_confusion.rst",
+    }
+    outputs = []
+    for subcategory, names in get_plot_names().items():
+        for name in names:
+            png = report(
+                f"results/plots/{name}.png",
+                caption=captions[subcategory],
+                category="Plots",
+                subcategory=subcategory,
+            )
+            outputs += [png, f"results/plots/{name}.svg"]
     return outputs
 
 
@@ -175,6 +210,24 @@ def get_published_file(wildcards):
 
 def get_published_names(wildcards):
     return {m: PLAN.model(m).get("published_as") for m in PLAN.models_with_jobs()}
+
+
+def get_sample_input(wildcards):
+    job = f"{wildcards.model}/{wildcards.dataset}.parquet"
+    return {
+        "test_set": get_test_set(wildcards),
+        "responses": f"results/generate/{job}",
+        "labels": f"results/label/{job}",
+        "scores": f"results/score/{job}",
+    }
+
+
+def get_plot_tables(wildcards):
+    return [f"results/tables/{spec.name}.parquet" for spec in TABLES]
+
+
+def get_task_labels(wildcards):
+    return {d: list(ALL_TASKS_BY_NAME[PLAN.task_of(d)].labels) for d in PLAN.datasets}
 
 
 def get_task_names(wildcards):

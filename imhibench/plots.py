@@ -1,0 +1,252 @@
+"""Figures of the aggregate stage, each saved as PNG and SVG.
+
+matplotlib's object API without pyplot: no GUI backend, no global state (Agg renders PNG).
+
+Readable in greyscale: models differ by marker shape or bar hatch, not by colour alone.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from sklearn.metrics import confusion_matrix
+
+from imhibench.io import atomic_path
+
+FORMATS = ("png", "svg")
+DPI = 100
+CHART_SIZE = (9.0, 4.5)  # inches: 900 x 450 px at DPI
+HEATMAP_SIZE = (5.0, 4.5)  # 500 x 450 px
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h")
+HATCHES = ("", "//", "..", "xx", "\\\\", "--", "++", "oo", "**", "||")
+GREYS = ("0.0", "0.35", "0.55", "0.2", "0.45", "0.65", "0.1", "0.3", "0.5", "0.6")
+
+
+def _subplots(*grid: int, figsize: tuple[float, float]):
+    figure = Figure(figsize=figsize, dpi=DPI, layout="constrained")
+    return figure, figure.subplots(*grid)
+
+
+def save(figure, out_base: str | Path) -> list[Path]:
+    """`<out_base>.png` and `.svg`, each written atomically."""
+    out_base = Path(out_base)
+    written = []
+    for ext in FORMATS:
+        path = out_base.with_name(f"{out_base.name}.{ext}")
+        tmp = atomic_path(path)
+        figure.savefig(tmp, format=ext, dpi=DPI)
+        tmp.replace(path)
+        written.append(path)
+    return written
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, (int, float)) and not math.isnan(value)
+
+
+def metric_chart(
+    frame: pd.DataFrame,
+    datasets: Sequence[str],
+    title: str,
+    ylabel: str,
+    out_base: str | Path,
+) -> list[Path]:
+    """Dot chart of a results table (the Parquet frame of `imhibench.aggregate.metric_table`):
+    one marker per reproduced model and test set, its 95% interval as whiskers where present,
+    and the published value as a hollow marker of the same shape."""
+    reproduced = frame[frame["status"] == "reproduced"].reset_index(drop=True)
+    figure, axes = _subplots(figsize=CHART_SIZE)
+    width = 0.8 / max(len(reproduced), 1)
+    x = np.arange(len(datasets))
+    any_published = False
+    for i, row in reproduced.iterrows():
+        offset = x - 0.4 + width * (i + 0.5)
+        marker, grey = MARKERS[i % len(MARKERS)], GREYS[i % len(GREYS)]
+        values = np.array([row.get(d, np.nan) for d in datasets], dtype=float)
+        low = np.array([row.get(f"{d}_ci_low", np.nan) for d in datasets], dtype=float)
+        high = np.array([row.get(f"{d}_ci_high", np.nan) for d in datasets], dtype=float)
+        errors = None
+        if np.isfinite(low).any():
+            errors = np.vstack([values - low, high - values])
+        axes.errorbar(
+            offset,
+            values,
+            yerr=errors,
+            fmt=marker,
+            color=grey,
+            ecolor=grey,
+            capsize=3,
+            markersize=7,
+            label=str(row["model"]),
+        )
+        published = np.array([row.get(f"{d}_published", np.nan) for d in datasets], dtype=float)
+        if np.isfinite(published).any():
+            any_published = True
+            axes.plot(
+                offset,
+                published,
+                linestyle="none",
+                marker=marker,
+                markersize=9,
+                markerfacecolor="none",
+                markeredgecolor="black",
+                markeredgewidth=1.2,
+            )
+    if any_published:
+        axes.plot(
+            [],
+            [],
+            linestyle="none",
+            marker="o",
+            markerfacecolor="none",
+            markeredgecolor="black",
+            label="published (hollow)",
+        )
+    axes.set_xticks(x, list(datasets), rotation=30 if len(datasets) > 6 else 0)
+    axes.set_xlim(-0.6, len(datasets) - 0.4)
+    axes.set_xlabel("test set")
+    axes.set_ylabel(ylabel)
+    axes.set_title(title, fontsize=10)
+    axes.grid(axis="y", color="0.85")
+    axes.legend(fontsize=8, loc="best")
+    return save(figure, out_base)
+
+
+def confusion_heatmap(
+    gold: Sequence[str],
+    predicted: Sequence[str],
+    labels: Sequence[str],
+    title: str,
+    out_base: str | Path,
+) -> list[Path]:
+    """Counts of gold (rows) vs predicted (columns) labels, in greys, each cell annotated."""
+    matrix = confusion_matrix(gold, predicted, labels=list(labels))
+    figure, axes = _subplots(figsize=HEATMAP_SIZE)
+    image = axes.imshow(matrix, cmap="Greys", vmin=0, vmax=max(int(matrix.max()), 1))
+    threshold = matrix.max() / 2
+    for (i, j), count in np.ndenumerate(matrix):
+        axes.text(
+            j,
+            i,
+            str(count),
+            ha="center",
+            va="center",
+            fontsize=8,
+            color="white" if count > threshold else "black",
+        )
+    ticks = range(len(labels))
+    axes.set_xticks(ticks, list(labels), rotation=45, ha="right", fontsize=8)
+    axes.set_yticks(ticks, list(labels), fontsize=8)
+    axes.set_xlabel("predicted label")
+    axes.set_ylabel("gold label")
+    axes.set_title(title, fontsize=9)
+    figure.colorbar(image, ax=axes, label="rows")
+    return save(figure, out_base)
+
+
+def labeler_chart(
+    summaries: pd.DataFrame,
+    models: Sequence[str],
+    datasets: Sequence[str],
+    out_base: str | Path,
+) -> list[Path]:
+    """Two panels of hatched bars per model and test set: MentalBERT-vs-rule agreement (% of
+    rows with the same label) and the rule labeler's out-of-domain rate (% of rows)."""
+
+    def value(model: str, dataset: str, metric: str) -> float:
+        found = summaries[
+            (summaries["model"] == model)
+            & (summaries["dataset"] == dataset)
+            & (summaries["metric"] == metric)
+        ]
+        return float(found["value"].iloc[0]) if len(found) else math.nan
+
+    panels = {
+        "MentalBERT vs rule labeler agreement (% of rows)": {
+            (m, d): value(m, d, "labeler_agreement") for m in models for d in datasets
+        },
+        "Rule labeler out-of-domain rate (% of rows)": {
+            (m, d): 100.0 * value(m, d, "ood") / value(m, d, "n") for m in models for d in datasets
+        },
+    }
+    figure, all_axes = _subplots(1, 2, figsize=CHART_SIZE)
+    width = 0.8 / max(len(models), 1)
+    x = np.arange(len(datasets))
+    for axes, (title, values) in zip(all_axes, panels.items(), strict=True):
+        for i, model in enumerate(models):
+            heights = [values[model, d] for d in datasets]
+            axes.bar(
+                x - 0.4 + width * (i + 0.5),
+                np.nan_to_num(heights),
+                width,
+                color="white",
+                edgecolor=GREYS[i % len(GREYS)] if i else "black",
+                hatch=HATCHES[i % len(HATCHES)],
+                label=model,
+            )
+        axes.set_xticks(x, list(datasets), rotation=30 if len(datasets) > 4 else 0, fontsize=8)
+        axes.set_ylim(0, 100)
+        axes.set_xlabel("test set")
+        axes.set_ylabel("% of rows")
+        axes.set_title(title, fontsize=9)
+    all_axes[0].legend(fontsize=7, loc="lower left")
+    return save(figure, out_base)
+
+
+def write_confusion_heatmaps(
+    label_paths: Mapping[tuple[str, str], str | Path],
+    labeler: str,
+    task_labels: Mapping[str, Sequence[str]],
+    out_dir: str | Path,
+) -> list[Path]:
+    """`<out_dir>/<model>/<dataset>.png|svg` per job, from its label file."""
+    from imhibench.io import read_table
+    from imhibench.metrics.correctness import label_order
+
+    written = []
+    for (model, dataset), path in label_paths.items():
+        labels = read_table(path, ["gold_label", f"label_{labeler}"])
+        gold, predicted = labels["gold_label"].tolist(), labels[f"label_{labeler}"].tolist()
+        order = label_order(task_labels[dataset], gold, predicted)
+        out_base = Path(out_dir) / model / dataset
+        out_base.parent.mkdir(parents=True, exist_ok=True)
+        title = f"{model} on {dataset}: gold vs {labeler} labels ({len(gold)} rows)"
+        written += confusion_heatmap(gold, predicted, order, title, out_base)
+    return written
+
+
+def write_plots(
+    table_paths: Sequence[str | Path],
+    all_metrics_path: str | Path,
+    label_paths: Mapping[tuple[str, str], str | Path],
+    labeler: str,
+    task_labels: Mapping[str, Sequence[str]],
+    out_dir: str | Path,
+    labeler_comparison: bool,
+) -> list[Path]:
+    """Every figure of the aggregate stage under `out_dir`: `<table>.png|svg` per results table,
+    `confusion/<model>/<dataset>.png|svg` per job and, when both labelers ran,
+    `labelers.png|svg`."""
+    from imhibench.io import read_table
+    from imhibench.tables import read_table_metadata
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path in map(Path, table_paths):
+        frame = read_table(path, ["model", "status"])
+        meta = read_table_metadata(path)
+        datasets = meta["columns"]
+        written += metric_chart(frame, datasets, meta["title"], meta["units"], out_dir / path.stem)
+    written += write_confusion_heatmaps(label_paths, labeler, task_labels, out_dir / "confusion")
+    if labeler_comparison:
+        summaries = read_table(all_metrics_path, ["model", "dataset", "metric", "value"])
+        models = list(dict.fromkeys(model for model, _ in label_paths))
+        datasets = list(dict.fromkeys(dataset for _, dataset in label_paths))
+        written += labeler_chart(summaries, models, datasets, out_dir / "labelers")
+    return written
