@@ -420,8 +420,15 @@ def write_tables(
         ]
     variants = bart_score_variants(inputs)
     written = []
+
+    def answered(group_datasets: Sequence[str]) -> list[TableRow]:
+        """Rows of a group's tables: models with a summary there, and published-only rows."""
+        found = set(summaries.loc[summaries["dataset"].isin(group_datasets), "model"])
+        return [r for r in rows if r.model is None or r.model in found]
+
     for spec in specs:
         datasets = paper_dataset_order(datasets_by_group[spec.group], task_of, paper_tasks)
+        group_rows = answered(datasets)
         with_published = spec.metric == "weighted_f1" and spec.group == "main"
         metadata = {
             "units": UNITS.get(spec.metric, spec.metric),
@@ -433,7 +440,7 @@ def write_tables(
         table = metric_table(
             summaries,
             spec,
-            rows if with_published else [r for r in rows if r.model],
+            group_rows if with_published else [r for r in group_rows if r.model],
             datasets,
             task_of,
             published_values if with_published else None,
@@ -445,10 +452,10 @@ def write_tables(
         written += write_table_files(table, out_dir, provenance)
     if label_paths is not None:
         primary = next(s.labeler for s in specs if s.metric == "weighted_f1")
-        order = [r.model for r in rows if r.model]
         groups = [group for group, datasets in datasets_by_group.items() if datasets]
         for group, name in zip(groups, paired_table_names(groups), strict=True):
             datasets = paper_dataset_order(datasets_by_group[group], task_of, paper_tasks)
+            order = [r.model for r in answered(datasets) if r.model]
             metadata = {
                 "units": "difference of weighted F1 x100",
                 "labeler": primary,

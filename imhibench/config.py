@@ -48,6 +48,12 @@ def _check_names(config: dict) -> None:
             problems.append(
                 f"models: {model!r} is not in model_catalog {sorted(config['model_catalog'])}"
             )
+    for model, spec in config["model_catalog"].items():
+        for dataset in spec.get("datasets", []):
+            if dataset not in config["dataset_catalog"]:
+                problems.append(
+                    f"model_catalog.{model}.datasets: {dataset!r} is not in dataset_catalog"
+                )
     for dataset in config["datasets"]:
         if dataset not in config["dataset_catalog"]:
             problems.append(f"datasets: {dataset!r} is not in dataset_catalog {catalog}")
@@ -102,7 +108,7 @@ class Plan:
         for model in self.models:
             split = self.model(model)["split"]
             for dataset in self.datasets:
-                reason = self._skip_reason(dataset, split)
+                reason = self._skip_reason(dataset, split) or self._answers_only(model, dataset)
                 if reason:
                     self.skipped.append(Skipped(model, dataset, reason))
                 else:
@@ -118,6 +124,23 @@ class Plan:
                 f"dataset_catalog.{dataset}.files.{split}: {{local_path: ..., sha256: ...}}"
             )
         return f"{dataset} has no {split} split (it has {sorted(files)})"
+
+    def _answers_only(self, model: str, dataset: str) -> str | None:
+        """A model that lists the `datasets` it answers (e.g. imported answers) skips others."""
+        answered = self.model(model).get("datasets")
+        if answered is None or dataset in answered:
+            return None
+        return f"{model} answers only {answered} (model_catalog.{model}.datasets)"
+
+    def rows_of(self, model: str) -> int | None:
+        """Rows per test set of a model: its own `rows_per_dataset`, else the global one."""
+        return self.model(model).get("rows_per_dataset", self.config["rows_per_dataset"])
+
+    def example_responses_source(self, dataset: str) -> str:
+        """URL of the upstream example answers for `dataset` (key imhi_example_responses)."""
+        spec = self.config["imhi_example_responses"][dataset]
+        base = self.config["imhi"]["source"] or f"{UPSTREAM_REPO}/{self.config['imhi']['commit']}"
+        return source_url(base, spec["path"])
 
     def skip_messages(self) -> list[str]:
         """One line per skipped (dataset, reason), naming the models it affects."""

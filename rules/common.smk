@@ -145,6 +145,14 @@ def get_model_spec(wildcards):
     return {k: v for k, v in PLAN.model(wildcards.model).items() if k != "resources"}
 
 
+def get_generation_rows(wildcards):
+    return PLAN.rows_of(wildcards.model)
+
+
+def get_example_responses_sha256(wildcards):
+    return config["imhi_example_responses"][wildcards.dataset]["sha256"]
+
+
 def get_generation_settings(wildcards):
     return PLAN.generation_settings(wildcards.model)
 

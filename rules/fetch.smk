@@ -2,6 +2,7 @@
 localrules:
     fetch_test_set,
     fetch_checkpoint,
+    fetch_example_responses,
 
 
 rule fetch_test_set:
@@ -30,3 +31,16 @@ rule fetch_checkpoint:
         spec=get_checkpoint_spec,
     script:
         "../scripts/fetch_checkpoint.py"
+
+
+rule fetch_example_responses:
+    output:
+        "resources/imhi/examples/{dataset}.csv",
+    log:
+        "logs/fetch/imhi/examples/{dataset}.log",
+    conda:
+        "../envs/fetch.yaml"
+    params:
+        sha256=get_example_responses_sha256,
+    script:
+        "../scripts/fetch_example_responses.py"

@@ -18,7 +18,7 @@ rule generate:
     params:
         model_spec=get_model_spec,
         settings=get_generation_settings,
-        rows=config["rows_per_dataset"],
+        rows=get_generation_rows,
         device=config["device"],
         seed=config["seed"],
     script:

@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 from small_demo import COMMIT, finished_small_demo, run, snakemake_command
 
-from imhibench.aggregate import cell_provenance, to_html
+from imhibench.aggregate import cell_provenance
 from imhibench.io import read_provenance
+from imhibench.tables import DisplayRow, Table, to_html
 
 DATA_URI = re.compile(r'"data:([\w/+.-]+);charset=[\w-]+;filename=([^;"]+);base64,([\w+/=]+)"')
 
@@ -21,30 +22,42 @@ def demo(tmp_path_factory):
     return finished_small_demo(tmp_path_factory)
 
 
-def test_html_table_matches_markdown_cells():
-    table = pd.DataFrame({"model": ["m1", "m2 <b>"], "DR": [12.3456, float("nan")]})
-    page = to_html(table, "F1 & co", ["note <i>"])
+def test_html_table_escapes_names_title_and_notes():
+    rows = [DisplayRow("m1", ("12.35",)), DisplayRow("m2 <b>", ("-",), "published-only")]
+    table = Table("t", "F1 & co", ["DR"], rows, pd.DataFrame(), ["note <i>"])
+    page = to_html(table)
     assert "<td>12.35</td>" in page and "<td>-</td>" in page
     assert "m2 &lt;b&gt;" in page and "F1 &amp; co" in page and "note &lt;i&gt;" in page
+    assert '<tr class="published-only">' in page
 
 
 @pytest.mark.slow
-def test_report_html_contains_every_table_with_its_numbers(demo, tmp_path):
+def test_report_html_contains_every_table_plot_and_answer_page(demo, tmp_path):
     workdir, config = demo
     report = tmp_path / "report.html"
     result = run(snakemake_command(workdir, "--report", str(report), configs=(config,)))
     assert result.returncode == 0, result.stderr[-3000:]
-    embedded = {
-        name: base64.b64decode(data).decode()
+    embedded = [
+        (mime, name, base64.b64decode(data))
         for mime, name, data in DATA_URI.findall(report.read_text())
-        if mime == "text/html"
-    }
-    assert set(embedded) == {"weighted_f1.html", "bart_score.html"}
-    for name, page in embedded.items():
+    ]
+    pages = {name: data.decode() for mime, name, data in embedded if mime == "text/html"}
+    tables = {"weighted_f1.html", "bart_score.html", "weighted_f1_paired.html"}
+    assert tables <= set(pages)
+    for name in tables - {"weighted_f1_paired.html"}:
         table = pd.read_parquet(workdir / "results" / "tables" / name.replace(".html", ".parquet"))
-        for row in table.itertuples(index=False):
-            cells = "".join(f"<td>{v:.2f}</td>\\s*" for v in row[1:])
-            assert re.search(f"<td>{row[0]}</td>\\s*{cells}", page), (name, row, page)
+        for row in table[table["status"] == "reproduced"].itertuples(index=False):
+            row = row._asdict()
+            for dataset in ("DR", "SAD"):
+                assert re.search(f"<td>{row['model']}</td>.*<td>{row[dataset]:.2f}[ <]",
+                                 pages[name]), (name, row)  # fmt: skip
+    # one answer page per job (each model's DR.html and SAD.html), worst rows first
+    answer_pages = [p for n, p in pages.items() if n in ("DR.html", "SAD.html")]
+    assert len([n for _, n, _ in embedded if n in ("DR.html", "SAD.html")]) == 4
+    assert all("worst first" in p for p in answer_pages)
+    pngs = [data for mime, _, data in embedded if mime == "image/png"]
+    # one chart per table, the labeler chart and one confusion matrix per job
+    assert len(pngs) == 2 + 1 + 4 and all(p.startswith(b"\x89PNG") for p in pngs)
     assert "provenance.json" in report.read_text()
 
 
@@ -64,7 +77,7 @@ def test_sidecar_names_every_input_of_a_cell(demo):
     assert COMMIT not in cell["test_set"]["source"]  # a mirror, recorded as such
     # decoding settings, seed, classifier, scorers and their checkpoints, the code
     assert cell["generation_settings"]["max_new_tokens"] == 16 and cell["seed"] == 42
-    assert cell["rows"] == 2 and cell["labelers"] == ["mentalbert", "rule"]
+    assert cell["rows"] == 2 and cell["labelers"] == ["rule", "mentalbert"]
     assert cell["classifier"]["local_path"].endswith("classifiers/SAD")
     assert cell["scorers"]["bert_score"]["num_layers"] == 6
     assert set(cell["scorer_checkpoints"]) == {"bart_score", "bert_score"}
@@ -77,7 +90,8 @@ def test_sidecar_names_every_input_of_a_cell(demo):
         digests = record["job"]["inputs_sha256"]
         assert digests["results/generate/demo-llama/SAD.parquet"]
         assert digests["resources/imhi/instruction/SAD.parquet"]
-    assert len(sidecar["aggregate"]["job"]["inputs_sha256"]) == 4
+    # 4 summaries, 4 label files (paired tests) and the published file
+    assert len(sidecar["aggregate"]["job"]["inputs_sha256"]) == 4 + 4 + 1
     assert set(sidecar["inputs"]) == {f"results/metrics/{c}.parquet" for c in (
         "demo-llama/DR", "demo-llama/SAD", "demo-bart/DR", "demo-bart/SAD"
     )}  # fmt: skip

@@ -48,34 +48,63 @@ def demo_run(tmp_path_factory):
 def test_every_table_exists_with_models_as_rows_and_test_sets_as_columns(demo_run):
     workdir, _ = demo_run
     tables = workdir / "results" / "tables"
-    main = [d for d in DEMO["datasets"] if not d.endswith("-expert")]
+    main = ["DR", "t-sid", "SAD", "CAMS"]  # the paper's column order
     expert = [d for d in DEMO["datasets"] if d.endswith("-expert")]
-    for name, columns in [
-        ("weighted_f1", main), ("bart_score", main),
-        ("expert_weighted_f1", expert), ("expert_bart_score", expert),
+    demo_models = [m for m in DEMO["models"] if m.startswith("demo-")]
+    # models without a job in a table's test sets have no row there (no expert completion split)
+    expert_models = ["demo-llama", "demo-llama-lora", "MentaLLaMA-examples"]
+    for name, columns, models in [
+        ("weighted_f1", main, demo_models), ("bart_score", main, demo_models),
+        ("expert_weighted_f1", expert, expert_models),
+        ("expert_bart_score", expert, expert_models),
     ]:  # fmt: skip
         table = pd.read_parquet(tables / f"{name}.parquet")
-        assert list(table.columns) == ["model", *columns]
-        assert table["model"].tolist() == DEMO["models"]
-        markdown = (tables / f"{name}.md").read_text()
-        assert markdown.count("\n| demo-") == len(DEMO["models"])
-        values = table.drop(columns="model")
-        completion = table["model"].isin(["demo-bart", "demo-t5"])
-        if name.startswith("expert"):
-            # the expert sets have no completion split: those cells are empty, the rest are not
-            assert values[completion].isna().all().all()
-            values = values[~completion]
+        assert [c for c in table.columns if c in DEMO["datasets"]] == columns
+        reproduced = table[table["status"] == "reproduced"].set_index("model")
+        assert reproduced.index.tolist() == models
+        for ext in ("md", "html", "tex"):
+            assert all(m in (tables / f"{name}.{ext}").read_text() for m in models)
+        values = reproduced[columns]
         assert values.notna().all().all(), f"{name} has missing cells:\n{table}"
         if name.endswith("weighted_f1"):
             assert ((values >= 0) & (values <= 100)).all().all()
+            assert (reproduced[[f"{c}_ci_low" for c in columns]].to_numpy()
+                    <= values.to_numpy()).sum() == values.notna().sum().sum()  # fmt: skip
         else:  # BART-score is a mean log-likelihood: finite and negative
             assert values.map(lambda v: math.isfinite(v) and v < 0).all().all()
+    # the main weighted-F1 table shows the paper's rows, published only
+    f1 = pd.read_parquet(tables / "weighted_f1.parquet")
+    assert f1.loc[f1["status"] == "published only", "model"].tolist()[:2] == [
+        "MentalRoBERTa", "ChatGPT zero-shot",
+    ]  # fmt: skip
+    for paired in ("weighted_f1_paired", "expert_weighted_f1_paired"):
+        assert len(pd.read_parquet(tables / f"{paired}.parquet")) > 0
+
+
+def test_the_real_answers_are_scored_on_all_35_rows(demo_run):
+    workdir, _ = demo_run
+    for dataset in [d for d in DEMO["datasets"] if d.endswith("-expert")]:
+        labels = pd.read_parquet(
+            workdir / "results/label/MentaLLaMA-examples" / f"{dataset}.parquet"
+        )
+        assert len(labels) == 35 and labels["label_rule"].notna().all()
+    page = (workdir / "results/samples/MentaLLaMA-examples/DR-expert.html").read_text()
+    assert "35 rows" in page and "Reasoning" in page
+
+
+def test_plots_exist_for_every_table_and_job(demo_run):
+    workdir, _ = demo_run
+    plots = workdir / "results" / "plots"
+    for name in ("weighted_f1", "expert_bart_score", "labelers",
+                 "confusion/MentaLLaMA-examples/SAD-expert", "confusion/demo-t5/CAMS"):  # fmt: skip
+        for ext in ("png", "svg"):
+            assert (plots / f"{name}.{ext}").stat().st_size > 1000
 
 
 def test_every_row_id_flows_through_every_stage(demo_run):
     workdir, _ = demo_run
     rows = DEMO["rows_per_dataset"]
-    for model in DEMO["models"]:
+    for model in [m for m in DEMO["models"] if m.startswith("demo-")]:
         for stage in ("generate", "label", "score"):
             table = pd.read_parquet(workdir / "results" / stage / model / "DR.parquet")
             assert table["row_id"].tolist() == [f"DR-{i:05d}" for i in range(rows)]
@@ -104,7 +133,8 @@ def test_logs_benchmarks_and_provenance(demo_run):
     assert generation["generation_settings"]["max_new_tokens"] == 16
     assert generation["packages"]["torch"]
     sidecar = json.loads((workdir / "results" / "tables" / "provenance.json").read_text())
-    assert len(sidecar["inputs"]) == 2 * 5 + 2 * 4  # instruction models x5, completion x4
+    # instruction models x9 (4 main + 5 expert), completion models x4, the real answers x5
+    assert len(sidecar["inputs"]) == 2 * 9 + 2 * 4 + 5
 
 
 def test_rerun_with_nothing_changed_runs_nothing(demo_run):
