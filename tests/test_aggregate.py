@@ -205,8 +205,10 @@ def test_paired_table_marks_significant_differences(summaries, tmp_path):
         ("m2", "DR"): label_file(tmp_path / "b.parquet", gold, wrong),
         ("m3", "DR"): label_file(tmp_path / "c.parquet", gold, gold),
     }
+    m3 = tmp_path / "m3-DR.parquet"
+    write_table(summary("m3", "DR", 100.0, -1.0), m3)
     out = tmp_path / "tables"
-    written = write_tables(summaries, out, table_specs("mentalbert", [], ["main"]),
+    written = write_tables([*summaries, m3], out, table_specs("mentalbert", [], ["main"]),
                            ["m1", "m2", "m3"], {"main": ["DR"], "expert": []}, TASKS,
                            label_paths=labels, seed=3)  # fmt: skip
     assert out / "weighted_f1_paired.tex" in written
