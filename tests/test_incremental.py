@@ -37,8 +37,14 @@ def planned_jobs(demo, tmp_path, change: dict | None = None) -> set[tuple[str, .
     return planned
 
 
+# Whatever changes a number reruns the tables and the figures made from them.
+TABLES = {("aggregate",), ("plots",)}
+
+
 def stages(*cells: tuple[str, str]) -> set[tuple[str, ...]]:
-    return {(rule, *cell) for rule in ("generate", "label", "score") for cell in cells}
+    """The per-cell jobs of `cells`: generate, label, score and the answer page."""
+    rules = ("generate", "label", "score", "answer_sample")
+    return {(rule, *cell) for rule in rules for cell in cells}
 
 
 def test_nothing_changed_runs_nothing(demo, tmp_path):
@@ -60,24 +66,31 @@ def test_changes_that_cannot_alter_a_number_run_nothing(demo, tmp_path, change):
 
 def test_new_revision_of_one_model_reruns_only_its_jobs(demo, tmp_path):
     change = {"model_catalog": {"demo-llama": {"revision": "v2"}}}
-    expected = stages(*(("demo-llama", d) for d in DATASETS)) | {("aggregate",)}
+    expected = stages(*(("demo-llama", d) for d in DATASETS)) | TABLES
     assert planned_jobs(demo, tmp_path, change) == expected
 
 
 def test_new_decoding_settings_of_one_model_rerun_only_its_jobs(demo, tmp_path):
     change = {"model_catalog": {"demo-bart": {"generation": {"max_new_tokens": 8}}}}
-    expected = stages(*(("demo-bart", d) for d in DATASETS)) | {("aggregate",)}
+    expected = stages(*(("demo-bart", d) for d in DATASETS)) | TABLES
     assert planned_jobs(demo, tmp_path, change) == expected
 
 
 def test_new_dataset_runs_only_its_jobs(demo, tmp_path):
     change = {"datasets": [*DATASETS, "t-sid"]}
     fetches = {("fetch_test_set", split, "t-sid") for split in ("instruction", "completion")}
-    expected = stages(*((m, "t-sid") for m in MODELS)) | fetches | {("aggregate",)}
+    expected = stages(*((m, "t-sid") for m in MODELS)) | fetches | TABLES
     assert planned_jobs(demo, tmp_path, change) == expected
 
 
 def test_new_scorer_setting_reruns_only_scoring(demo, tmp_path):
     change = {"scorers": {"bert_score": {"num_layers": 5}}}
-    expected = {("score", m, d) for m in MODELS for d in DATASETS} | {("aggregate",)}
+    cells = [(m, d) for m in MODELS for d in DATASETS]
+    expected = {(rule, *cell) for rule in ("score", "answer_sample") for cell in cells} | TABLES
     assert planned_jobs(demo, tmp_path, change) == expected
+
+
+def test_another_published_file_reruns_only_the_tables(demo, tmp_path):
+    published = tmp_path / "published.csv"
+    published.write_text("model,DR,SAD\nSomeone else,50.0,40.0\n")
+    assert planned_jobs(demo, tmp_path, {"published_weighted_f1": str(published)}) == TABLES
