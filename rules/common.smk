@@ -36,7 +36,7 @@ TABLE_FORMATS = ("parquet", "md", "html", "tex")
 
 
 def get_final_outputs():
-    return get_table_outputs() + get_plot_outputs() + get_sample_outputs()
+    return get_table_outputs() + get_plot_paths() + get_sample_outputs()
 
 
 def get_sample_outputs():
@@ -88,8 +88,18 @@ def get_plot_names():
     return names
 
 
+def get_plot_paths():
+    return [
+        f"results/plots/{name}.{ext}"
+        for names in get_plot_names().values()
+        for name in names
+        for ext in ("png", "svg")
+    ]
+
+
 def get_plot_outputs():
-    """Every figure as PNG (in `--report`) and SVG."""
+    """Every figure as PNG (in `--report`) and SVG; for rule plots (captions are relative to
+    the rules/ directory)."""
     captions = {
         "Tables": "../report/plot_table.rst",
         "Labelers": "../report/plot_labelers.rst",
