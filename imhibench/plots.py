@@ -144,7 +144,7 @@ def confusion_heatmap(
     axes.set_yticks(ticks, list(labels), fontsize=8)
     axes.set_xlabel("predicted label")
     axes.set_ylabel("gold label")
-    axes.set_title(title, fontsize=9)
+    figure.suptitle(title, fontsize=9)  # above the colour bar too
     figure.colorbar(image, ax=axes, label="rows")
     return save(figure, out_base)
 
@@ -184,7 +184,7 @@ def labeler_chart(
                 x - 0.4 + width * (i + 0.5),
                 np.nan_to_num(heights),
                 width,
-                color="white",
+                color="0.85" if i == 0 else "white",  # the unhatched first model is filled
                 edgecolor=GREYS[i % len(GREYS)] if i else "black",
                 hatch=HATCHES[i % len(HATCHES)],
                 label=model,
