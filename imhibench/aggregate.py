@@ -144,6 +144,36 @@ def cell_provenance(record: dict) -> dict:
     }
 
 
+def bart_score_variant(records: dict[str, dict]) -> str:
+    """The one BARTScore variant (score provenance ``bart_score_variant``) of every summary;
+    raises when summaries were scored with different variants or do not say which."""
+    by_variant: dict[str | None, list[str]] = {}
+    for path, record in records.items():
+        by_variant.setdefault(record.get("bart_score_variant"), []).append(path)
+    if None in by_variant:
+        raise ImhiBenchError(
+            f"{by_variant[None][0]}: its provenance names no BARTScore variant; rerun its score "
+            "job with this version of imhi-bench"
+        )
+    if len(by_variant) != 1:
+        mixed = "; ".join(f"{v}: {paths[0]}" for v, paths in sorted(by_variant.items()))
+        raise ImhiBenchError(
+            f"BART-scores of different variants would share a table ({mixed}); rescore them "
+            "with one scorers.bart_score setting"
+        )
+    return next(iter(by_variant))
+
+
+def bart_score_note(variant: str) -> str:
+    """The BART-score table's note on the variant it reports."""
+    if "no ParaBank2" in variant:
+        return (
+            f"BART-scores from {variant}: upstream loads the ParaBank2 weights file "
+            "(bart_score.pth), so these are not comparable with the paper's BART-scores."
+        )
+    return f"BART-scores from {variant} (the weights upstream loads, bart_score.pth)."
+
+
 def published_rows(path: str | Path, datasets: Sequence[str]) -> pd.DataFrame:
     """Published weighted F1 rows (CSV: model,<dataset>...) restricted to `datasets`."""
     try:
@@ -173,11 +203,19 @@ def write_tables(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     summaries = load_summaries(summary_paths)
+    inputs = {str(p): read_provenance(p) for p in summary_paths}
+    variant = None
+    if any(spec.metric == "bart_score" for spec in specs):
+        variant = bart_score_variant(inputs)
     written = []
     for spec in specs:
         table = pivot(summaries, spec, models, datasets_by_group[spec.group])
-        write_table(table, out_dir / f"{spec.name}.parquet", provenance)
-        shown, table_notes = table, list(notes)
+        shown, table_notes, title, table_provenance = table, list(notes), spec.title, provenance
+        if spec.metric == "bart_score":
+            title = f"{spec.title} [{variant}]"
+            table_notes.append(bart_score_note(variant))
+            table_provenance = {**(provenance or {}), "bart_score_variant": variant}
+        write_table(table, out_dir / f"{spec.name}.parquet", table_provenance)
         if published is not None and spec.metric == "weighted_f1" and spec.group == "main":
             shown = pd.concat(
                 [table, published_rows(published, table.columns[1:])], ignore_index=True
@@ -187,11 +225,10 @@ def write_tables(
         for ext, render in (("md", to_markdown), ("html", to_html)):
             path = out_dir / f"{spec.name}.{ext}"
             tmp = atomic_path(path)
-            tmp.write_text(render(shown, spec.title, table_notes), encoding="utf-8")
+            tmp.write_text(render(shown, title, table_notes), encoding="utf-8")
             tmp.replace(path)
             written.append(path)
     write_table(summaries, out_dir / "all_metrics.parquet", provenance)
-    inputs = {str(p): read_provenance(p) for p in summary_paths}
     cells: dict[str, dict] = {}
     for path, record in inputs.items():
         cells.setdefault(record.get("model", path), {})[record.get("dataset", path)] = {
@@ -199,5 +236,7 @@ def write_tables(
             **cell_provenance(record),
         }
     sidecar = {"aggregate": provenance or {}, "cells": cells, "inputs": inputs}
+    if variant is not None:
+        sidecar["bart_score_variant"] = variant
     write_json(sidecar, out_dir / "provenance.json")
     return written

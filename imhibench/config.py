@@ -185,8 +185,20 @@ class Plan:
             options = {k: v for k, v in spec.items() if k not in CHECKPOINT_FIELDS}
             if name in SCORER_CHECKPOINT_OPTION:
                 options[SCORER_CHECKPOINT_OPTION[name]] = checkpoint_dir(spec)
+            if name == "bart_score" and "weights_file" in options:
+                options["weights_file"] = self.bart_score_weights_path()
             settings[name] = options
         return settings
+
+    def bart_score_weights(self) -> dict | None:
+        """Where the BARTScore weights file comes from (scorers.bart_score.weights_file)."""
+        return self.config["scorers"].get("bart_score", {}).get("weights_file")
+
+    def bart_score_weights_path(self) -> str | None:
+        """The fetched weights file the score stage reads, or None for plain checkpoint."""
+        from imhibench.scorer_weights import WEIGHTS_PATH
+
+        return WEIGHTS_PATH if self.bart_score_weights() else None
 
     def hub_checkpoints(self) -> dict[str, dict]:
         """Every hub checkpoint the planned jobs need, by checkpoint_key."""

@@ -36,11 +36,17 @@ def source_url(base: str, relative_path: str) -> str:
     return (Path(base).resolve() / relative_path).as_uri()
 
 
-def download(url: str, dest: str | Path, sha256: str | None, retries: int = 3) -> str:
+def download(
+    url: str,
+    dest: str | Path,
+    sha256: str | None,
+    retries: int = 3,
+    what: str = "pinned IMHI file",
+) -> str:
     """Stream `url` to `dest` atomically and return its sha256.
 
-    Raises if the checksum differs from `sha256`; `sha256=None` accepts any content (the caller
-    warns and records the digest).
+    Raises if the checksum differs from `sha256` (the message says the source does not hold
+    `what`); `sha256=None` accepts any content (the caller warns and records the digest).
     """
     dest = Path(dest)
     tmp = atomic_path(dest)
@@ -69,18 +75,20 @@ def download(url: str, dest: str | Path, sha256: str | None, retries: int = 3) -
         tmp.unlink(missing_ok=True)
         raise ImhiBenchError(
             f"sha256 mismatch for {url}: expected {sha256}, got {actual}. The source does not "
-            "hold the pinned IMHI file; nothing was written."
+            f"hold the {what}; nothing was written."
         )
     os.replace(tmp, dest)
     return actual
 
 
-def copy_local(path: str | Path, dest: str | Path, sha256: str | None) -> str:
+def copy_local(
+    path: str | Path, dest: str | Path, sha256: str | None, what: str = "pinned IMHI file"
+) -> str:
     """Copy a user-supplied local file through the same checksum code as a download."""
     path = Path(path)
     if not path.is_file():
-        raise ImhiBenchError(f"test file {path} does not exist")
-    digest = download(path.resolve().as_uri(), dest, sha256)
+        raise ImhiBenchError(f"{path} does not exist (expected the {what})")
+    digest = download(path.resolve().as_uri(), dest, sha256, what=what)
     shutil.copymode(path, dest)
     return digest
 

@@ -26,14 +26,24 @@ def rule_labels(task: Task, responses: Sequence[str]) -> tuple[list[str], list[b
 class MentalBertLabeler:
     """A task's MentalBERT sequence classifier (upstream label_inference.py), batched by length."""
 
-    def __init__(self, checkpoint: str, task: Task, device: str = "auto", batch_size: int = 64):
-        import torch
+    def __init__(
+        self,
+        checkpoint: str,
+        task: Task,
+        device: str = "auto",
+        batch_size: int = 64,
+        dtype: str = "float32",
+    ):
+        """``dtype`` float32 (default, as upstream on every device) or bfloat16/float16, which
+        is faster on GPU but moves the logits and can flip near-tie argmaxes."""
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        from imhibench.metrics.bartscore import resolve_dtype
 
         self.task = task
         self.device = resolve_device(device)
         self.batch_size = batch_size
-        dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
+        dtype = resolve_dtype(dtype, "label_dtype")
         self.tokenizer = AutoTokenizer.from_pretrained(checkpoint)
         self.model = AutoModelForSequenceClassification.from_pretrained(checkpoint, dtype=dtype)
         self.model.to(self.device).eval()
@@ -115,6 +125,7 @@ def run_label(
     classifier_dir: str | None,
     device: str = "auto",
     batch_size: int = 64,
+    dtype: str = "float32",
 ) -> pd.DataFrame:
     """Label stage for one (model, dataset): read, label, write with provenance."""
     from imhibench.io import read_provenance, read_table, write_table
@@ -130,12 +141,13 @@ def run_label(
         if not classifier_dir:
             raise ImhiBenchError(f"labeler mentalbert needs a classifier for task {task_name}")
         log.info("loading MentalBERT classifier from %s", classifier_dir)
-        classifier = MentalBertLabeler(classifier_dir, task, device, batch_size)
+        classifier = MentalBertLabeler(classifier_dir, task, device, batch_size, dtype)
     table = label_responses(responses, test_set, task, labelers, classifier)
     provenance = build_provenance(
         "label",
         task=task_name,
         labelers=list(labelers),
+        classifier_dtype=dtype if classifier is not None else None,
         classifier=checkpoint_provenance(classifier_dir) if classifier_dir else None,
         generation=read_provenance(responses_path),
     )

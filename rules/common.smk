@@ -7,6 +7,7 @@ sys.path.insert(0, workflow.basedir)
 
 from imhibench.aggregate import table_specs
 from imhibench.config import Plan, checkpoint_dir, validate_config
+from imhibench.scorer_weights import WEIGHTS_PATH as BART_SCORE_WEIGHTS
 from imhibench.tasks import all_tasks
 
 validate_config(config, Path(workflow.basedir) / "workflow_config" / "schema.yaml")
@@ -88,6 +89,16 @@ def get_checkpoint_spec(wildcards):
     return PLAN.hub_checkpoints()[wildcards.checkpoint]
 
 
+def get_bart_score_weights_spec(wildcards):
+    return PLAN.bart_score_weights()
+
+
+def get_bart_score_weights_local(wildcards):
+    """A local weights file is an input (so a demo-built one is made first)."""
+    spec = PLAN.bart_score_weights() or {}
+    return [spec["local_path"]] if spec.get("local_path") else []
+
+
 # ---- generate ----------------------------------------------------------------------------
 
 
@@ -142,6 +153,8 @@ def get_score_input(wildcards):
     }
     for name, checkpoint in PLAN.scorer_checkpoints().items():
         inputs[name] = checkpoint_dir(checkpoint)
+    if PLAN.bart_score_weights_path():
+        inputs["bart_score_weights"] = PLAN.bart_score_weights_path()
     return inputs
 
 
@@ -165,6 +178,10 @@ def get_metrics_inputs(wildcards):
 
 def get_table_datasets(wildcards):
     return {group: PLAN.table_datasets(group) for group in ("main", "expert")}
+
+
+def get_label_dtype(wildcards):
+    return config["label_dtype"]
 
 
 def get_table_notes(wildcards):

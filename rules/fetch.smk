@@ -2,6 +2,7 @@
 localrules:
     fetch_test_set,
     fetch_checkpoint,
+    fetch_bart_score_weights,
 
 
 rule fetch_test_set:
@@ -30,3 +31,19 @@ rule fetch_checkpoint:
         spec=get_checkpoint_spec,
     script:
         "../scripts/fetch_checkpoint.py"
+
+
+rule fetch_bart_score_weights:
+    input:
+        get_bart_score_weights_local,
+    output:
+        weights=BART_SCORE_WEIGHTS,
+        record=f"{BART_SCORE_WEIGHTS}.json",
+    log:
+        "logs/fetch/bart_score_weights.log",
+    conda:
+        "../envs/fetch.yaml"
+    params:
+        spec=get_bart_score_weights_spec,
+    script:
+        "../scripts/fetch_bart_score_weights.py"

@@ -19,6 +19,7 @@ rule label:
         task=get_task_name,
         labelers=config["labelers"],
         batch_size=config["label_batch_size"],
+        dtype=get_label_dtype,
         device=config["device"],
     script:
         "../scripts/label.py"

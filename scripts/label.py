@@ -17,4 +17,5 @@ run_label(
     classifier_dir=snakemake.input.get("classifier"),
     device=snakemake.params.device,
     batch_size=snakemake.params.batch_size,
+    dtype=snakemake.params.dtype,
 )

@@ -157,11 +157,49 @@ def test_scorer_settings_resolve_checkpoints(paper):
     settings = Plan(paper).scorer_settings()
     assert settings["bart_score"] == {
         "checkpoint": "resources/checkpoints/facebook--bart-large-cnn@main",
-        "weights_file": None, "batch_size": 4, "max_length": 1024,
+        "weights_file": "resources/scorers/bart_score.pth", "batch_size": 4, "max_length": 1024,
+        "dtype": "float32",
     }  # fmt: skip
     assert settings["bert_score"]["model"] == "resources/checkpoints/roberta-large@main"
     assert settings["bert_score"]["num_layers"] == 17
     assert settings["rouge"] == {} and settings["bleu"] == {}
+
+
+def test_paper_config_scores_as_upstream(paper):
+    """ParaBank2 weights from the BARTScore Google Drive file, float32 everywhere."""
+    plan = Plan(paper)
+    assert plan.bart_score_weights() == {
+        "gdrive_id": "1_7JfF7KOInb7ZrxKHIigTMR4ChVET01m", "sha256": None,
+    }  # fmt: skip
+    assert paper["label_dtype"] == "float32"
+    assert paper["scorers"]["bert_score"]["dtype"] == "float32"
+    assert paper["scorers"]["bart_score"]["dtype"] == "float32"
+
+
+def test_demo_config_uses_a_local_weights_file(paper):
+    config = merged(paper, load("demo.yaml"))
+    validate_config(config, SCHEMA)
+    source = Plan(config).bart_score_weights()
+    assert source["local_path"] == "resources/demo_models/bart-score-weights.pth"
+    assert source["gdrive_id"] is None
+
+
+def test_without_weights_file_nothing_is_fetched(paper):
+    paper["scorers"]["bart_score"]["weights_file"] = None
+    plan = Plan(paper)
+    assert plan.bart_score_weights_path() is None
+    assert plan.scorer_settings()["bart_score"]["weights_file"] is None
+
+
+@pytest.mark.parametrize(
+    "weights_file",
+    [{"sha256": None}, {"url": "http://x/y.pth", "local_path": "/y.pth", "sha256": None},
+     {"url": "http://x/y.pth"}],
+)  # fmt: skip
+def test_weights_file_needs_one_source_and_a_sha256_key(paper, weights_file):
+    paper["scorers"]["bart_score"]["weights_file"] = weights_file
+    with pytest.raises(ImhiBenchError, match="scorers.bart_score"):
+        validate_config(paper, SCHEMA)
 
 
 def test_skip_messages_group_models(paper):
