@@ -65,6 +65,19 @@ def test_run_label_end_to_end(tmp_path, demo_models):
     provenance = read_provenance(out)
     assert provenance["generation"] == {"stage": "generate"}
     assert provenance["classifier"]["local_path"]
+    assert provenance["classifier_dtype"] == "float32"
+
+
+def test_classifier_is_float32_unless_bfloat16_is_asked(demo_models):
+    import torch
+
+    task = get_task("SAD")
+    full = MentalBertLabeler(demo_models["classifiers/SAD"], task, device="cpu")
+    assert full.model.dtype == torch.float32
+    half = MentalBertLabeler(demo_models["classifiers/SAD"], task, device="cpu", dtype="bfloat16")
+    assert half.model.dtype == torch.bfloat16
+    with pytest.raises(ImhiBenchError, match="label_dtype: unknown dtype 'float8'"):
+        MentalBertLabeler(demo_models["classifiers/SAD"], task, device="cpu", dtype="float8")
 
 
 def test_null_response_is_an_error_naming_file_and_row(tmp_path):
