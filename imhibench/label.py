@@ -17,9 +17,12 @@ log = logging.getLogger(__name__)
 CLASSIFIER_MAX_LENGTH = 512  # as upstream label_inference.py
 
 
-def rule_labels(task: Task, responses: Sequence[str]) -> tuple[list[str], list[bool]]:
-    """Upstream IMHI.py's keyword labels and out-of-domain flags for each response."""
-    pairs = [task.rule_label(text) for text in responses]
+def rule_labels(
+    task: Task, responses: Sequence[str], corrected: bool = False
+) -> tuple[list[str], list[bool]]:
+    """Upstream IMHI.py's keyword labels and out-of-domain flags for each response
+    (``corrected``: with the task's ``rule_corrections``, the `rule_corrected` labeler)."""
+    pairs = [task.rule_label(text, corrected) for text in responses]
     return [label for label, _ in pairs], [ood for _, ood in pairs]
 
 
@@ -106,12 +109,17 @@ def label_responses(
     for labeler in labelers:
         if labeler == "rule":
             table["label_rule"], table["rule_ood"] = rule_labels(task, texts)
+        elif labeler == "rule_corrected":
+            table["label_rule_corrected"], table["rule_corrected_ood"] = rule_labels(
+                task, texts, corrected=True
+            )
         elif labeler == "mentalbert":
             if classifier is None:
                 raise ImhiBenchError("labeler mentalbert needs a classifier checkpoint")
             table["label_mentalbert"] = classifier.predict(texts)
         else:
-            raise ImhiBenchError(f"unknown labeler {labeler!r} (known: mentalbert, rule)")
+            known = "mentalbert, rule, rule_corrected"
+            raise ImhiBenchError(f"unknown labeler {labeler!r} (known: {known})")
     table["empty_response"] = [not t.strip() for t in texts]
     return table
 
