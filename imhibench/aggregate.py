@@ -171,7 +171,10 @@ def bart_score_note(variant: str) -> str:
             f"BART-scores from {variant}: upstream loads the ParaBank2 weights file "
             "(bart_score.pth), so these are not comparable with the paper's BART-scores."
         )
-    return f"BART-scores from {variant} (the weights upstream loads, bart_score.pth)."
+    return (
+        f"BART-scores from {variant}: the checkpoint with a ParaBank2 weights file loaded, as "
+        "upstream does (the file's source and sha256 are in provenance.json)."
+    )
 
 
 def published_rows(path: str | Path, datasets: Sequence[str]) -> pd.DataFrame:

@@ -70,6 +70,11 @@ def test_every_table_exists_with_models_as_rows_and_test_sets_as_columns(demo_ru
             assert ((values >= 0) & (values <= 100)).all().all()
         else:  # BART-score is a mean log-likelihood: finite and negative
             assert values.map(lambda v: math.isfinite(v) and v < 0).all().all()
+            # the demo scores with a weights file (demo stand-in for ParaBank2's bart_score.pth)
+            assert markdown.startswith("## ") and "[bart-score + ParaBank2]" in markdown
+            assert read_provenance(tables / f"{name}.parquet")["bart_score_variant"] == (
+                "bart-score + ParaBank2"
+            )
 
 
 def test_every_row_id_flows_through_every_stage(demo_run):
