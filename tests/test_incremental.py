@@ -81,3 +81,13 @@ def test_new_scorer_setting_reruns_only_scoring(demo, tmp_path):
     change = {"scorers": {"bert_score": {"num_layers": 5}}}
     expected = {("score", m, d) for m in MODELS for d in DATASETS} | {("aggregate",)}
     assert planned_jobs(demo, tmp_path, change) == expected
+
+
+def test_new_bart_score_weights_file_refetches_it_and_reruns_only_scoring(demo, tmp_path):
+    other = tmp_path / "other-bart-score.pth"
+    other.write_bytes(b"another weights file")  # a dry run: the file is never loaded
+    change = {"scorers": {"bart_score": {"weights_file": {"local_path": str(other)}}}}
+    expected = {("score", m, d) for m in MODELS for d in DATASETS}
+    assert planned_jobs(demo, tmp_path, change) == expected | {
+        ("fetch_bart_score_weights",), ("aggregate",),
+    }  # fmt: skip

@@ -26,7 +26,9 @@ pytestmark = pytest.mark.slow
 SLURM_ETC = Path("/etc/slurm")  # the jobstep plugin's inner srun needs the default location
 MARKER = "# written by imhi-bench tests/test_slurm.py"
 DAEMONS = ("munged", "slurmctld", "slurmd")
-LOCAL_RULES = {"build_demo_models", "fetch_test_set", "aggregate", "all"}
+LOCAL_RULES = {
+    "build_demo_models", "fetch_test_set", "fetch_bart_score_weights", "aggregate", "all",
+}  # fmt: skip
 
 
 def sbin(name: str) -> str | None:
