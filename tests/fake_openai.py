@@ -1,7 +1,8 @@
 """A loopback fake of an OpenAI-compatible endpoint (chat and plain completions) that records
 every request and misbehaves on demand, as real APIs do.
 
-Per query, ``faults[query]`` lists what the 1st, 2nd, ... request for it gets; after the list
+``sequence`` lists what the 1st, 2nd, ... request of all gets; after it, per query,
+``faults[query]`` lists what the 1st, 2nd, ... request for that query gets; after the list
 (or for other queries) ``default`` applies. Actions: ``ok``, ``429`` (with ``Retry-After``),
 ``500``, ``slow`` (answers after ``slow_s``), ``malformed`` (200, invalid JSON), ``filter``
 (``finish_reason: content_filter``, no content), ``drop`` (connection closed, no answer),
@@ -33,6 +34,7 @@ def answer_text(query: str) -> str:
 class FakeOpenAI:
     key: str = "sk-test-fake-key"
     faults: dict[str, list[str]] = field(default_factory=dict)
+    sequence: list[str] = field(default_factory=list)
     default: str = "ok"
     retry_after: str = "0.1"
     slow_s: float = 3.0
@@ -48,7 +50,10 @@ class FakeOpenAI:
     def action(self, query: str) -> str:
         with self.lock:
             n = sum(r["query"] == query for r in self.requests)
+            total = len(self.requests)
             self.requests.append({"query": query})
+        if total < len(self.sequence):
+            return self.sequence[total]
         planned = self.faults.get(query, [])
         return planned[n] if n < len(planned) else self.default
 
