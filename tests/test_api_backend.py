@@ -167,3 +167,11 @@ def test_generate_protocol_keeps_query_order(monkeypatch):
     with serve(fake) as url:
         result = backend(url, monkeypatch, concurrency=4).generate(QUERIES)
     assert result.texts == [answer_text(q) for q in QUERIES]
+
+
+def test_keyless_server_needs_no_key_variable(monkeypatch):
+    """api_key_env: null, as for a vLLM server started without --api-key."""
+    fake = FakeOpenAI(key="none")
+    with serve(fake) as url:
+        result = answers(backend(url, monkeypatch, api_key_env=None), QUERIES[:2])
+    assert [a.response for a in result] == [answer_text(q) for q in QUERIES[:2]]
