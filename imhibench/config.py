@@ -21,6 +21,10 @@ log = logging.getLogger(__name__)
 CHECKPOINT_ROOT = "resources/checkpoints"
 IMHI_ROOT = "resources/imhi"
 CHECKPOINT_FIELDS = ("hub_id", "revision", "weights", "path")
+# Model kinds that read no checkpoint (imported answers; answers from an API endpoint).
+KINDS_WITHOUT_CHECKPOINT = ("responses", "api")
+# The generate rule of a model, by (kind, run_on); every other model uses rule `generate`.
+GENERATE_RULES = {("api", "local"): "generate_api_local", ("api", "cluster"): "generate_api"}
 # The option through which each model-based scorer receives its checkpoint directory.
 SCORER_CHECKPOINT_OPTION = {"bart_score": "checkpoint", "bert_score": "model"}
 
@@ -164,12 +168,20 @@ class Plan:
     def model_checkpoints(self, model: str) -> dict[str, dict]:
         """Checkpoints a model's generation reads: {'model': spec, 'base': spec}."""
         spec = self.model(model)
-        if spec["kind"] == "responses":
+        if spec["kind"] in KINDS_WITHOUT_CHECKPOINT:
             return {}
         found = {"model": spec}
         if spec["kind"] == "lora":
             found["base"] = spec["base"]
         return found
+
+    def generate_rule(self, model: str) -> str:
+        """The rule that generates a model's answers (API models run where `run_on` says)."""
+        spec = self.model(model)
+        return GENERATE_RULES.get((spec["kind"], spec.get("run_on")), "generate")
+
+    def models_of_generate_rule(self, rule: str) -> list[str]:
+        return [m for m in self.config["model_catalog"] if self.generate_rule(m) == rule]
 
     def classifier(self, dataset: str) -> dict:
         return self.config["classifiers"][self.task_of(dataset)]

@@ -116,6 +116,11 @@ def get_generate_input(wildcards):
     return inputs
 
 
+def get_generate_models(rule_name):
+    """Wildcard constraint: the models whose answers `rule_name` generates."""
+    return _alternatives(PLAN.models_of_generate_rule(rule_name))
+
+
 def get_model_spec(wildcards):
     """The model's entry without its cluster resources (those must not trigger reruns)."""
     return {k: v for k, v in PLAN.model(wildcards.model).items() if k != "resources"}

@@ -7,6 +7,8 @@ rule generate:
         "logs/generate/{model}/{dataset}.log",
     benchmark:
         "benchmarks/generate/{model}/{dataset}.tsv"
+    wildcard_constraints:
+        model=get_generate_models("generate"),
     conda:
         "../envs/generate.yaml"
     threads: get_generate_resource("cpus")

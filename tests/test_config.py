@@ -36,18 +36,23 @@ def test_paper_config_is_valid_and_plans_the_paper(paper):
     plan = Plan(paper)
     assert plan.models == [
         "MentaLLaMA-chat-7B", "MentaLLaMA-chat-13B", "MentalBART", "MentalT5",
-        "MentaLLaMA-33B-lora",
+        "MentaLLaMA-33B-lora", "ChatGPT-zero-shot", "LLaMA2-chat-7B-zero-shot",
     ]  # fmt: skip
     assert plan.table_datasets("main") == [
         "DR", "dreaddit", "swmh", "t-sid", "SAD", "CAMS", "loneliness", "MultiWD", "Irf",
     ]  # fmt: skip
     # CLP is never released: every model skips it, with a reason saying how to add it
     clp = [s for s in plan.skipped if s.dataset == "CLP"]
-    assert len(clp) == 5 and all("never released" in s.reason for s in clp)
+    assert len(clp) == 7 and all("never released" in s.reason for s in clp)
     # completion models skip the instruction-only expert sets
     assert ("MentalBART", "DR-expert") not in plan.jobs
     assert ("MentaLLaMA-chat-7B", "DR-expert") in plan.jobs
-    assert len(plan.jobs) == 3 * 18 + 2 * 9
+    assert len(plan.jobs) == 5 * 18 + 2 * 9
+    # the API baseline reads no checkpoint; the LLaMA2 baseline is fetched from the hub
+    assert plan.model_checkpoints("ChatGPT-zero-shot") == {}
+    assert "meta-llama--Llama-2-7b-chat-hf@main" in plan.hub_checkpoints()
+    assert plan.generate_rule("ChatGPT-zero-shot") == "generate_api_local"
+    assert plan.generate_rule("LLaMA2-chat-7B-zero-shot") == "generate"
 
 
 def _uncommented_keys(text: str) -> list[str]:
@@ -110,6 +115,16 @@ def test_demo_config_is_valid_and_local(paper):
         (lambda c: c.update(rows_per_dataset=0), r"rows_per_dataset"),
         (lambda c: c["generation"].update(max_new_tokens="many"), r"generation.max_new_tokens"),
         (lambda c: c.update(colour="blue"), r"'colour' was unexpected"),
+        (lambda c: c["model_catalog"]["ChatGPT-zero-shot"].pop("api"), r"'api' is a required"),
+        (lambda c: c["model_catalog"]["ChatGPT-zero-shot"]["api"].update(mode="edit"),
+         r"ChatGPT-zero-shot.api.mode"),
+        (lambda c: c["model_catalog"]["ChatGPT-zero-shot"]["api"].update(api_key="sk-1"),
+         r"'api_key' was unexpected"),
+        (lambda c: c["model_catalog"]["ChatGPT-zero-shot"]["resources"].update(gpu=1),
+         r"ChatGPT-zero-shot.resources.gpu: 0 was expected"),
+        (lambda c: c["model_catalog"]["ChatGPT-zero-shot"].update(run_on="cluster"),
+         r"'slurm_partition' is a required"),
+        (lambda c: c["model_catalog"]["MentalT5"].update(run_on="local"), r"MentalT5"),
     ],
 )  # fmt: skip
 def test_bad_config_names_the_key(paper, edit, message):

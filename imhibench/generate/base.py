@@ -76,6 +76,7 @@ _REGISTRY: dict[str, BackendLoader | str] = {
     "seq2seq": "imhibench.generate.seq2seq:load_seq2seq",
     "lora": "imhibench.generate.lora:load_lora",
     "responses": "imhibench.generate.responses:load_responses",
+    "api": "imhibench.generate.api:load_api",
 }
 
 
@@ -96,8 +97,12 @@ def load_backend(
     base_model_dir: str | None = None,
     settings: GenerationSettings,
     device: str | None = None,
+    **options: object,
 ) -> GenerationBackend:
-    """Load the backend of ``kind`` (``causal``, ``seq2seq``, ``lora``, ...) from local dirs."""
+    """Load the backend of ``kind`` (``causal``, ``seq2seq``, ``lora``, ...) from local dirs.
+
+    ``options`` go to the loader as they are (e.g. ``api=`` and ``label=`` for ``kind: api``).
+    """
     if kind not in _REGISTRY:
         raise ImhiBenchError(f"unknown generation backend kind {kind!r}; known: {known_kinds()}")
     loader = _REGISTRY[kind]
@@ -105,7 +110,11 @@ def load_backend(
         module, _, name = loader.partition(":")
         loader = getattr(importlib.import_module(module), name)
     return loader(
-        model_dir=model_dir, base_model_dir=base_model_dir, settings=settings, device=device
+        model_dir=model_dir,
+        base_model_dir=base_model_dir,
+        settings=settings,
+        device=device,
+        **options,
     )
 
 

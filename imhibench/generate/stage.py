@@ -67,6 +67,15 @@ def run_generate(
             table["n_output_tokens"] = pd.array([None] * len(table), dtype="Int64")
             table = table.head(rows) if rows else table
             checkpoints: dict = {"responses": responses_path}
+        elif kind == "api":
+            from imhibench.generate.api_stage import run_api_job
+
+            subset = test_set.head(rows) if rows else test_set
+            table, extra = run_api_job(
+                subset, test_set_path, out_path, model, model_spec, settings, seed, stop,
+                progress_interval_s,
+            )  # fmt: skip
+            checkpoints = {"endpoint": extra.pop("endpoint")}
         else:
             subset = test_set.head(rows) if rows else test_set
             job = _ShardedJob(model, kind, model_dir, base_model_dir, settings, seed, device)
@@ -96,7 +105,8 @@ def run_generate(
             **extra,
         )
         with stop.deferred():
-            write_table(table[RESPONSE_COLUMNS], out_path, provenance)
+            extra_columns = [c for c in table.columns if c not in RESPONSE_COLUMNS]  # api
+            write_table(table[RESPONSE_COLUMNS + extra_columns], out_path, provenance)
             if store is not None:
                 store.remove()
     log.info("%s: wrote %d responses to %s in %.1f s", model, len(table), out_path, seconds)
