@@ -179,12 +179,17 @@ def run_fetch_test_set(
     csv_out: str,
     parquet_out: str,
 ) -> dict:
-    """Download + verify one IMHI file and write its test-set Parquet; returns the provenance."""
+    """Download (or, for a local path, copy) + verify one IMHI file and write its test-set
+    Parquet; returns the provenance."""
     from imhibench.io import write_table
     from imhibench.provenance import build_provenance
 
     log.info("fetching %s (%s split) from %s", dataset, split, url)
-    actual = download(url, csv_out, sha256)
+    if urlparse(url).scheme in ("http", "https", "file"):
+        actual = download(url, csv_out, sha256)
+    else:  # a user's own file (local_path), absolute or relative to the working directory
+        actual = copy_local(url, csv_out, sha256)
+        url = str(Path(url).resolve())
     if sha256 is None:
         log.warning(
             "%s (%s): no sha256 is pinned in the config; got %s. Pin it in "

@@ -232,3 +232,18 @@ def test_unexpected_error_leaves_no_temporary_file(tmp_path, monkeypatch):
         with pytest.raises(RuntimeError, match="disk on fire"):
             download(f"{base}/src/f.csv", tmp_path / "out" / "f.csv", None)
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_run_fetch_copies_a_local_path(tmp_path):
+    """`local_path` files (absolute here; relative ones resolve against the working directory)."""
+    mirror = require_mirror()
+    csv, parquet = tmp_path / "DR.csv", tmp_path / "DR.parquet"
+    provenance = run_fetch_test_set(
+        str(mirror / DR), mirror_sha256(DR), "DR", "DR", "instruction", csv, parquet
+    )
+    assert provenance["source"] == str((mirror / DR).resolve())
+    assert len(read_table(parquet)) == 405
+    with pytest.raises(ImhiBenchError, match="missing.csv does not exist"):
+        run_fetch_test_set(
+            str(tmp_path / "missing.csv"), None, "DR", "DR", "instruction", csv, parquet
+        )

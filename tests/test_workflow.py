@@ -115,6 +115,18 @@ def test_rerun_with_nothing_changed_runs_nothing(demo_run):
     assert "Nothing to be done" in run.stdout + run.stderr
 
 
+def test_replacing_the_published_numbers_reruns_aggregate(demo_run, tmp_path):
+    workdir, _ = demo_run
+    published = tmp_path / "published.csv"
+    published.write_text("model,DR\nMentaLLaMA-chat-7B,83.95\n")
+    table = workdir / "results" / "tables" / "weighted_f1.md"
+    for value in ("83.95", "77.77"):
+        published.write_text(f"model,DR\nMentaLLaMA-chat-7B,{value}\n")
+        run = snakemake(workdir, "--config", f"published_weighted_f1={published}")
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert f"| MentaLLaMA-chat-7B (published) | {value} |" in table.read_text()
+
+
 def test_wrong_sha256_stops_fetch_with_a_clear_error(tmp_path):
     mirror = require_mirror()
     bad = tmp_path / "bad.yaml"
@@ -160,3 +172,37 @@ def test_fetch_checkpoint_rule_downloads_a_pinned_hub_revision(tmp_path, demo_mo
     assert manifest["hub_id"] == "Tianlin668/DR" and manifest["resolved_revision"] == sha
     assert (tmp_path / target / "model.safetensors").read_bytes() == files["model.safetensors"]
     assert (tmp_path / "logs" / "fetch" / "checkpoints" / "Tianlin668--DR@main.log").is_file()
+
+
+CLP_ROWS = "query,gpt-3.5-turbo\n" + "".join(
+    f'"Consider this post: post {i} Question: Does the poster suffer from depression?",'
+    f'"{answer}, the poster {verb} from depression. Reasoning: reason {i}."\n'
+    for i, (answer, verb) in enumerate([("Yes", "suffers"), ("No", "does not suffer")] * 2)
+)
+
+
+def test_local_test_file_is_fetched_and_is_an_input(tmp_path):
+    """The README's route for CLP: a file of one's own, by a path relative to the workdir."""
+    (tmp_path / "my_data").mkdir()
+    (tmp_path / "my_data" / "CLP.csv").write_text(CLP_ROWS)
+    config = tmp_path / "clp.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {"dataset_catalog": {"CLP": {"files": {"instruction": {
+                "local_path": "my_data/CLP.csv", "sha256": None}}}}}
+        )
+    )  # fmt: skip
+    target = "resources/imhi/instruction/CLP.parquet"
+    run = snakemake(tmp_path, "--configfile", str(config), "--", target, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    table = pd.read_parquet(tmp_path / target)
+    assert table["row_id"].tolist() == [f"CLP-{i:05d}" for i in range(4)]
+    assert table["gold_label"].tolist() == ["yes", "no", "yes", "no"]
+    provenance = read_provenance(tmp_path / target)
+    assert provenance["source"] == str(tmp_path / "my_data" / "CLP.csv")
+    assert provenance["sha256_pinned"] is False
+    # Replacing the user's file reruns the fetch (it is a rule input).
+    (tmp_path / "my_data" / "CLP.csv").write_text(CLP_ROWS.replace("reason 0", "new reason"))
+    dry = snakemake(tmp_path, "--configfile", str(config), "--dry-run", "--", target)
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    assert "fetch_test_set" in dry.stdout + dry.stderr
