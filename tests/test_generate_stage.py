@@ -292,3 +292,24 @@ def test_stop_signal_raises_or_waits_for_a_write():
         finished.append(True)  # the block runs to its end first
     assert finished == [True]
     assert signal.getsignal(signal.SIGTERM) is previous
+
+
+def test_bart_past_its_positions_finishes_with_capped_answers(
+    test_set, tmp_path, demo_models, caplog
+):
+    """BART has 1024 learned decoder positions: 1100 forced new tokens used to crash."""
+    spec = {"kind": "seq2seq", "split": "completion"}
+    settings = {**SETTINGS, "max_new_tokens": 1100, "min_new_tokens": 1100}
+    out = tmp_path / "bart.parquet"
+    with caplog.at_level(logging.WARNING, logger="imhibench"):
+        table = run_generate(str(test_set), str(out), "bart", spec, demo_models["seq2seq-bart"],
+                             None, None, settings, rows=2, device="cpu")  # fmt: skip
+    assert table["n_output_tokens"].tolist() == [1024, 1024]
+    assert caplog.text.count("does not fit the decoder's 1024 learned positions") == 1
+    provenance = read_provenance(out)
+    assert provenance["max_new_tokens_cap"] == 1024
+    assert provenance["generation_settings"]["max_new_tokens"] == 1100
+    # T5's relative positions set no cap.
+    t5 = load_backend("seq2seq", model_dir=demo_models["seq2seq-t5"], device="cpu",
+                      settings=GenerationSettings(max_new_tokens=1100))  # fmt: skip
+    assert t5.max_new_tokens_cap is None and t5.generation_config.max_new_tokens == 1100
