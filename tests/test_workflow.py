@@ -206,3 +206,79 @@ def test_local_test_file_is_fetched_and_is_an_input(tmp_path):
     dry = snakemake(tmp_path, "--configfile", str(config), "--dry-run", "--", target)
     assert dry.returncode == 0, dry.stderr[-3000:]
     assert "fetch_test_set" in dry.stdout + dry.stderr
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below `pid` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def test_orphaned_generate_job_loses_no_row(tmp_path, demo_models):
+    """`snakemake` killed (-9) while a generate job runs: the orphaned job finishes, but its output
+    stays marked incomplete. `--rerun-incomplete` deletes that output; the rerun rebuilds it from
+    the shards the job left, without generating a row."""
+    import signal
+    import time
+
+    mirror = require_mirror()
+    config = tmp_path / "orphan.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "models": ["demo-llama"], "datasets": ["DR"], "rows_per_dataset": 400,
+                "imhi": {"commit": COMMIT, "source": str(mirror)},
+                "generation": {"max_new_tokens": 24, "shard_rows": 8},
+                "model_catalog": {"demo-llama": {"path": demo_models["causal"]}},
+            }
+        )
+    )  # fmt: skip
+    target = "results/generate/demo-llama/DR.parquet"
+    out, shards = tmp_path / target, tmp_path / f"{target}.shards"
+    command = [
+        sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+        "--directory", str(tmp_path), "--cores", "1",
+        "--configfile", str(REPO / "workflow_config" / "demo.yaml"), str(config), "--", target,
+    ]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    with (tmp_path / "snakemake1.log").open("w") as log:
+        first = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    deadline = time.monotonic() + 300
+    while not list(shards.glob("shard-*.parquet")):
+        assert first.poll() is None, (tmp_path / "snakemake1.log").read_text()[-3000:]
+        assert time.monotonic() < deadline, "no shard after 300 s"
+        time.sleep(0.05)
+    job = _descendants(first.pid)
+    first.send_signal(signal.SIGKILL)  # the login session is lost
+    first.wait()
+    while any(Path(f"/proc/{pid}").exists() for pid in job):  # the orphan runs to its end
+        assert time.monotonic() < deadline + 300, "the orphaned job did not finish"
+        time.sleep(0.2)
+    assert out.is_file(), (tmp_path / "logs/generate/demo-llama/DR.log").read_text()[-3000:]
+    orphan_output = pd.read_parquet(out)
+    assert list((tmp_path / ".snakemake" / "incomplete").iterdir())  # still marked
+
+    unlock = subprocess.run([*command[:-2], "--unlock"], capture_output=True, text=True, env=env)
+    assert unlock.returncode == 0, unlock.stderr[-3000:]
+    rerun = subprocess.run(
+        [*command[:-2], "--rerun-incomplete", "--", target],
+        capture_output=True, text=True, env=env, timeout=600,
+    )  # fmt: skip
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "generate" in rerun.stdout + rerun.stderr  # the job did run again ...
+    provenance = read_provenance(out)
+    assert (
+        provenance["generated_rows"] == 0 and provenance["resumed_rows"] == 400
+    )  # ... from shards
+    pd.testing.assert_frame_equal(pd.read_parquet(out), orphan_output)
