@@ -18,7 +18,7 @@ from imhibench.generate.progress import Progress
 from imhibench.generate.shards import ShardStore, release_shards, shard_dir
 from imhibench.generate.signals import GenerationStopped, StopOnSignal
 from imhibench.generate.stage import generate_code_sha256, run_generate
-from imhibench.io import read_provenance, read_table, write_table
+from imhibench.io import read_provenance, read_table, write_json, write_table
 
 ROWS = 14
 SETTINGS = {"max_new_tokens": 8, "batch_tokens": 4096, "max_batch_size": 4,
@@ -313,3 +313,21 @@ def test_bart_past_its_positions_finishes_with_capped_answers(
     t5 = load_backend("seq2seq", model_dir=demo_models["seq2seq-t5"], device="cpu",
                       settings=GenerationSettings(max_new_tokens=1100))  # fmt: skip
     assert t5.max_new_tokens_cap is None and t5.generation_config.max_new_tokens == 1100
+
+
+def test_a_job_whose_shards_were_taken_over_writes_no_output(
+    test_set, tmp_path, demo_models, monkeypatch
+):
+    """An orphaned job still running while a rerun with other settings took over its shards."""
+    out = tmp_path / "out.parquet"
+    write = ShardStore.write
+
+    def write_then_taken_over(self, table, provenance):
+        path = write(self, table, provenance)
+        write_json({"key": {"settings": "other"}, "info": {}}, shard_dir(out) / "manifest.json")
+        return path
+
+    monkeypatch.setattr(ShardStore, "write", write_then_taken_over)
+    with pytest.raises(ImhiBenchError, match="another run with other inputs took over"):
+        _generate(test_set, out, demo_models, rows=3)
+    assert not out.exists()

@@ -136,6 +136,16 @@ class ShardStore:
         path.unlink(missing_ok=True)
         return None
 
+    def check_still_current(self) -> None:
+        """Raise if another run, with other inputs, has taken over the shard directory since
+        ``open`` (e.g. a rerun while this orphaned job still ran): its output would be stale."""
+        manifest = self._read_manifest()
+        if key_sha256(manifest.get("key") or {}) != self.key_sha256:
+            raise ImhiBenchError(
+                f"{self.dir}: another run with other inputs took over these shards while this "
+                "job ran; this job's answers are stale, so its output is not written"
+            )
+
     def write(self, table: pd.DataFrame, provenance: dict) -> Path:
         """Save a shard atomically, under a name unique to this write."""
         if self.key_sha256 is None:

@@ -102,6 +102,7 @@ def run_generate(
             **extra,
         )
         if store is not None:
+            store.check_still_current()
             provenance[KEY_FIELD] = store.key_sha256
         with stop.deferred():  # the shards stay: see shards.release_shards
             write_table(table[RESPONSE_COLUMNS], out_path, provenance)
