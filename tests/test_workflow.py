@@ -102,6 +102,9 @@ def test_logs_benchmarks_and_provenance(demo_run):
         "20a9edab07c4f3888ec6536779465be20b96683e7d5bbdedfb763d6f791a485a"
     )
     assert generation["generation_settings"]["max_new_tokens"] == 16
+    # Each generate job left its shards; the label job on its accepted output removed them.
+    assert generation["resume_key_sha256"] and generation["generated_rows"] == 4
+    assert not list((workdir / "results" / "generate").glob("*/*.parquet.shards"))
     assert generation["packages"]["torch"]
     sidecar = json.loads((workdir / "results" / "tables" / "provenance.json").read_text())
     assert len(sidecar["inputs"]) == 2 * 5 + 2 * 4  # instruction models x5, completion x4
