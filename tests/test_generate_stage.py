@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -147,7 +148,11 @@ def test_restart_keeps_saved_rows(test_set, tmp_path, demo_models, writes, caplo
     lost = _shards(out)[2]  # ... or while this shard was in flight
     lost_rows = sorted(read_table(lost)["row_id"])
     lost.unlink()
-    (shard_dir(out) / f".{lost.name}.tmp-1").write_text("partial")
+    partial = shard_dir(out) / f".{lost.name}.tmp-1"
+    partial.write_text("partial")
+    os.utime(partial, (time.time() - 3600, time.time() - 3600))  # cut short an hour ago
+    in_progress = shard_dir(out) / ".shard-0123456789abcdef.parquet.tmp-2"
+    in_progress.write_text("another job's write, now")
     writes.clear()
     with caplog.at_level(logging.INFO, logger="imhibench"):
         again = _generate(test_set, out, demo_models)
@@ -155,7 +160,7 @@ def test_restart_keeps_saved_rows(test_set, tmp_path, demo_models, writes, caplo
     assert f"resuming: {ROWS - len(lost_rows)} of {ROWS} rows already saved" in caplog.text
     pd.testing.assert_frame_equal(again, first)
     assert read_provenance(out)["resumed_rows"] == ROWS - len(lost_rows)
-    assert not list(shard_dir(out).glob(".*tmp*"))
+    assert list(shard_dir(out).glob(".*tmp*")) == [in_progress]
 
 
 def test_broken_shards_are_recomputed(test_set, tmp_path, demo_models, writes, caplog):

@@ -18,6 +18,7 @@ import json
 import logging
 import re
 import shutil
+import time
 import uuid
 from pathlib import Path
 
@@ -33,6 +34,9 @@ SHARD_COLUMNS = ["row_id", "response", "n_output_tokens"]
 _SHARD_NAME = re.compile(r"shard-[0-9a-f]+\.parquet")
 # Provenance field of a shard and of the output: sha256 of the resume key they were made under.
 KEY_FIELD = "resume_key_sha256"
+# A temporary shard file this old is a write cut short; a younger one may be another job's
+# write in progress (an orphaned job still running beside its rerun), so it is left alone.
+STALE_TMP_S = 600
 
 
 def shard_dir(out_path: str | Path) -> Path:
@@ -72,8 +76,9 @@ class ShardStore:
         ``info`` (e.g. the git sha) is kept in the manifest for that message only.
         """
         self.dir.mkdir(parents=True, exist_ok=True)
-        for partial in self.dir.glob(".*.tmp-*"):  # writes cut short by a kill
-            partial.unlink(missing_ok=True)
+        for partial in self.dir.glob(".*.tmp-*"):  # writes cut short by a kill ...
+            if time.time() - partial.stat().st_mtime > STALE_TMP_S:  # ... not one in progress
+                partial.unlink(missing_ok=True)
         self.key_sha256 = key_sha256(key)
         previous = self._read_manifest()
         if previous.get("key") != key:
