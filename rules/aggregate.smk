@@ -4,7 +4,7 @@ localrules:
 
 rule aggregate:
     input:
-        get_metrics_inputs,
+        unpack(get_aggregate_input),
     output:
         get_report_outputs(),
     log:
@@ -17,6 +17,5 @@ rule aggregate:
         labelers=config["labelers"],
         scorers=list(config["scorers"]),
         notes=get_table_notes,
-        published=config.get("published_weighted_f1"),
     script:
         "../scripts/aggregate.py"

@@ -81,6 +81,13 @@ def get_test_file_sha256(wildcards):
     return PLAN.test_file(wildcards.dataset, wildcards.split)["sha256"]
 
 
+def get_local_test_file(wildcards):
+    """A user's own test file (`local_path`, relative to the working directory) is an input:
+    replacing it refetches and reruns what depends on it."""
+    spec = PLAN.test_file(wildcards.dataset, wildcards.split)
+    return {"local": spec["local_path"]} if "local_path" in spec else {}
+
+
 def get_task_name(wildcards):
     return PLAN.task_of(wildcards.dataset)
 
@@ -179,6 +186,14 @@ def get_stage_resource(stage, name):
 
 def get_metrics_inputs(wildcards):
     return [f"results/metrics/{m}/{d}.parquet" for m, d in PLAN.jobs]
+
+
+def get_aggregate_input(wildcards):
+    """Every summary, and the published-numbers CSV when set (an input: replacing it reruns)."""
+    inputs = {"metrics": get_metrics_inputs(wildcards)}
+    if config.get("published_weighted_f1"):
+        inputs["published"] = config["published_weighted_f1"]
+    return inputs
 
 
 def get_table_datasets(wildcards):

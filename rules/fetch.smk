@@ -6,6 +6,8 @@ localrules:
 
 
 rule fetch_test_set:
+    input:
+        unpack(get_local_test_file),
     output:
         csv="resources/imhi/{split}/{dataset}.csv",
         parquet="resources/imhi/{split}/{dataset}.parquet",

@@ -14,12 +14,12 @@ configure_job(snakemake.log[0])
 datasets = snakemake.params.datasets
 groups = [group for group in ("main", "expert") if datasets[group]]
 write_tables(
-    summary_paths=list(snakemake.input),
+    summary_paths=list(snakemake.input.metrics),
     out_dir=Path(snakemake.output[0]).parent,
     specs=table_specs(snakemake.params.labelers[0], snakemake.params.scorers, groups),
     models=snakemake.params.models,
     datasets_by_group=datasets,
     notes=snakemake.params.notes,
-    published=snakemake.params.published,
-    provenance=build_provenance("aggregate", inputs=len(snakemake.input)),
+    published=snakemake.input.get("published"),
+    provenance=build_provenance("aggregate", inputs=len(snakemake.input.metrics)),
 )

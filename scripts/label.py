@@ -4,10 +4,13 @@ import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")
 
+from imhibench.generate.shards import release_shards
 from imhibench.label import run_label
 from imhibench.logs import configure_job
 
 configure_job(snakemake.log[0], snakemake.threads)
+# Snakemake accepted the responses (this job runs on them): their generation shards can go.
+release_shards(snakemake.input.responses)
 run_label(
     responses_path=snakemake.input.responses,
     test_set_path=snakemake.input.test_set,

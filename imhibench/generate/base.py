@@ -11,6 +11,9 @@ from typing import Protocol
 from imhibench.errors import ImhiBenchError
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+# Settings that change how fast answers come, not what they are: saved answers are reused when
+# only these change (generate resume key), and they trigger no rerun.
+EXECUTION_SETTINGS = frozenset({"shard_rows", "batch_tokens", "max_batch_size", "engine"})
 
 
 @dataclass(frozen=True)
