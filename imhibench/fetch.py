@@ -88,7 +88,7 @@ def download(
         if sha256 is not None and actual != sha256.lower():
             raise ImhiBenchError(
                 f"sha256 mismatch for {url}: expected {sha256}, got {actual}. The source does "
-                "not hold the pinned IMHI file; nothing was written."
+                f"not hold the {what}; nothing was written."
             )
         os.replace(tmp, dest)
     finally:
