@@ -12,6 +12,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from imhibench.config_overrides import read_strings_as_yaml
 from imhibench.errors import ImhiBenchError
 from imhibench.fetch import UPSTREAM_REPO, source_url
 from imhibench.tasks import all_tasks
@@ -20,6 +21,8 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_ROOT = "resources/checkpoints"
 IMHI_ROOT = "resources/imhi"
+# imhi.source keyword (as null): GitHub raw files at imhi.commit; reads right on a command line.
+UPSTREAM_SOURCE = "upstream"
 CHECKPOINT_FIELDS = ("hub_id", "revision", "weights", "path")
 # The option through which each model-based scorer receives its checkpoint directory.
 SCORER_CHECKPOINT_OPTION = {"bart_score": "checkpoint", "bert_score": "model"}
@@ -30,9 +33,12 @@ def _key_path(error: jsonschema.ValidationError) -> str:
 
 
 def validate_config(config: dict, schema_path: str | Path) -> None:
-    """Validate against the JSON schema, then cross-check names; errors name the key."""
+    """Validate against the JSON schema, then cross-check names; errors name the key.
+    Strings from `--config` that the schema wants as numbers, booleans or null are first read
+    as YAML, in place (see `imhibench.config_overrides`)."""
     schema = yaml.safe_load(Path(schema_path).read_text(encoding="utf-8"))
     validator = jsonschema.validators.validator_for(schema)(schema)
+    read_strings_as_yaml(config, validator)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         lines = [f"  {_key_path(e)}: {e.message}" for e in errors]
@@ -51,6 +57,11 @@ def _check_names(config: dict) -> None:
     for dataset in config["datasets"]:
         if dataset not in config["dataset_catalog"]:
             problems.append(f"datasets: {dataset!r} is not in dataset_catalog {catalog}")
+    if config["imhi"]["source"] == "null":
+        problems.append(
+            "imhi.source: 'null' arrived as a string (as `--config` passes it); "
+            f"write `source: {UPSTREAM_SOURCE}` for GitHub at imhi.commit"
+        )
     tasks = all_tasks()
     for name, spec in config["dataset_catalog"].items():
         if spec["task"] not in tasks:
@@ -149,7 +160,9 @@ class Plan:
         spec = self.test_file(dataset, split)
         if "local_path" in spec:
             return spec["local_path"]
-        base = self.config["imhi"]["source"] or f"{UPSTREAM_REPO}/{self.config['imhi']['commit']}"
+        base = self.config["imhi"]["source"]
+        if base in (None, UPSTREAM_SOURCE):
+            base = f"{UPSTREAM_REPO}/{self.config['imhi']['commit']}"
         return source_url(base, spec["path"])
 
     def test_set_path(self, dataset: str, split: str, ext: str = "parquet") -> str:
