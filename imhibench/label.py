@@ -138,6 +138,8 @@ def run_label(
         labelers=list(labelers),
         classifier=checkpoint_provenance(classifier_dir) if classifier_dir else None,
         generation=read_provenance(responses_path),
+        device=device,
+        batch_size=batch_size,
     )
     write_table(table, out_path, provenance)
     log.info("%s: labelled %d rows", out_path, len(table))

@@ -101,6 +101,7 @@ def run_score(
         model=model,
         dataset=dataset,
         seed=seed,
+        device=device,
         scorers=scorers,
         scorer_checkpoints={
             name: checkpoint_provenance(scorers[name][option])

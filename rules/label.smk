@@ -19,6 +19,5 @@ rule label:
         task=get_task_name,
         labelers=config["labelers"],
         batch_size=config["label_batch_size"],
-        device=config["device"],
     script:
         "../scripts/label.py"

@@ -4,6 +4,7 @@ import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")
 
+from imhibench.execution import get_device, get_generation_settings
 from imhibench.generate.stage import run_generate
 from imhibench.logs import configure_job
 
@@ -16,8 +17,10 @@ run_generate(
     model_dir=snakemake.input.get("model"),
     base_model_dir=snakemake.input.get("base"),
     responses_path=snakemake.input.get("responses"),
-    settings=snakemake.params.settings,
+    settings=get_generation_settings(
+        snakemake.config, snakemake.wildcards.model, snakemake.params.settings
+    ),
     rows=snakemake.params.rows,
-    device=snakemake.params.device,
+    device=get_device(snakemake.config),
     seed=snakemake.params.seed,
 )

@@ -4,6 +4,7 @@ import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")
 
+from imhibench.execution import get_device
 from imhibench.label import run_label
 from imhibench.logs import configure_job
 
@@ -15,6 +16,6 @@ run_label(
     task_name=snakemake.params.task,
     labelers=snakemake.params.labelers,
     classifier_dir=snakemake.input.get("classifier"),
-    device=snakemake.params.device,
+    device=get_device(snakemake.config),
     batch_size=snakemake.params.batch_size,
 )

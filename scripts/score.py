@@ -4,6 +4,7 @@ import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")
 
+from imhibench.execution import get_device
 from imhibench.logs import configure_job
 from imhibench.score import run_score
 
@@ -19,6 +20,6 @@ run_score(
     task_name=snakemake.params.task,
     labelers=snakemake.params.labelers,
     scorers=snakemake.params.scorers,
-    device=snakemake.params.device,
+    device=get_device(snakemake.config),
     seed=snakemake.params.seed,
 )
