@@ -31,8 +31,12 @@ def write_table(df: pd.DataFrame, path: str | Path, provenance: dict | None = No
         metadata[PROVENANCE_KEY] = json.dumps(provenance, sort_keys=True, default=str).encode()
         table = table.replace_schema_metadata(metadata)
     tmp = atomic_path(path)
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    except BaseException:  # e.g. OSError(ENOSPC): no partial file is left behind
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def read_table(path: str | Path, required: Iterable[str] = ()) -> pd.DataFrame:

@@ -7,6 +7,8 @@ sys.path.insert(0, workflow.basedir)
 
 from imhibench.aggregate import table_specs
 from imhibench.config import Plan, checkpoint_dir, validate_config
+from imhibench.config_fingerprint import check_tables_match_config
+from imhibench.execution import answer_settings
 from imhibench.tasks import all_tasks
 
 validate_config(config, Path(workflow.basedir) / "workflow_config" / "schema.yaml")
@@ -14,6 +16,16 @@ PLAN = Plan(config)
 ALL_TASKS = list(all_tasks())
 for message in PLAN.skip_messages():
     logger.warning(f"imhi-bench: {message}")
+
+
+def get_report_requested():
+    """Whether this is `snakemake --report ...` (Snakemake tells the Snakefile nothing else)."""
+    return any(arg == "--report" or arg.startswith("--report=") for arg in sys.argv)
+
+
+# A report must not present tables made with another config as this config's.
+if get_report_requested():
+    check_tables_match_config("results/tables", config)
 
 
 def _alternatives(names):
@@ -111,7 +123,9 @@ def get_model_spec(wildcards):
 
 
 def get_generation_settings(wildcards):
-    return PLAN.generation_settings(wildcards.model)
+    """Answer-affecting settings only: execution settings (batching, shards) and the device
+    are read by the script from the config, so changing them reruns nothing."""
+    return answer_settings(PLAN.generation_settings(wildcards.model))
 
 
 def get_generate_resource(name):
