@@ -118,8 +118,12 @@ def get_generate_input(wildcards):
 
 
 def get_model_spec(wildcards):
-    """The model's entry without its cluster resources (those must not trigger reruns)."""
-    return {k: v for k, v in PLAN.model(wildcards.model).items() if k != "resources"}
+    """The model's entry without its cluster resources and execution settings (those must not
+    trigger reruns)."""
+    spec = {k: v for k, v in PLAN.model(wildcards.model).items() if k != "resources"}
+    if "generation" in spec:
+        spec["generation"] = answer_settings(spec["generation"])
+    return spec
 
 
 def get_generation_settings(wildcards):
