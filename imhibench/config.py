@@ -32,6 +32,18 @@ def _key_path(error: jsonschema.ValidationError) -> str:
     return ".".join(str(p) for p in error.absolute_path) or "(top level)"
 
 
+# Added to a schema error about a catalog key: model and dataset names become file paths.
+NAME_RULE = (
+    " (names become file paths: letters, digits, '.', '_' and '-', starting with a letter or "
+    "digit; no '/', '..' or spaces)"
+)
+
+
+def _error_line(error: jsonschema.ValidationError) -> str:
+    hint = NAME_RULE if "propertyNames" in error.schema_path else ""
+    return f"  {_key_path(error)}: {error.message}{hint}"
+
+
 def validate_config(config: dict, schema_path: str | Path) -> None:
     """Validate against the JSON schema, then cross-check names; errors name the key.
     Strings from `--config` that the schema wants as numbers, booleans or null are first read
@@ -41,7 +53,7 @@ def validate_config(config: dict, schema_path: str | Path) -> None:
     read_strings_as_yaml(config, validator)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
-        lines = [f"  {_key_path(e)}: {e.message}" for e in errors]
+        lines = [_error_line(e) for e in errors]
         raise ImhiBenchError("invalid configuration:\n" + "\n".join(lines))
     _check_names(config)
 

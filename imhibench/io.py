@@ -39,6 +39,18 @@ def write_table(df: pd.DataFrame, path: str | Path, provenance: dict | None = No
         raise
 
 
+def not_utf8_message(path: str | Path, err: UnicodeDecodeError) -> str:
+    """What is wrong with a text file that is not UTF-8, and the command that converts it."""
+    path = Path(path)
+    converted = path.with_name(f"{path.stem}.utf8{path.suffix}")
+    return (
+        f"{path}: not UTF-8 text ({err.reason}: byte {err.object[err.start : err.start + 1]!r}); "
+        f"imhi-bench reads CSV files as UTF-8. Convert the file, e.g. from Latin-1: "
+        f"`iconv -f latin1 -t utf-8 {path} > {converted}` (`file -i {path}` guesses the "
+        "encoding to put after -f)"
+    )
+
+
 def read_table(path: str | Path, required: Iterable[str] = ()) -> pd.DataFrame:
     """Read a Parquet file, failing with the file name if it is unreadable or lacks columns."""
     try:

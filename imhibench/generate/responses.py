@@ -6,6 +6,7 @@ from pathlib import Path
 
 from imhibench.errors import ImhiBenchError
 from imhibench.generate.base import GenerationSettings
+from imhibench.io import not_utf8_message
 
 UPSTREAM_COLUMNS = ("goldens", "generated_text")
 ROW_ID_COLUMNS = ("row_id", "response")
@@ -26,6 +27,8 @@ def _read_table(path: Path):
         if set(UPSTREAM_COLUMNS) <= set(pd.read_csv(path, nrows=0).columns):
             options["escapechar"] = "\\"  # IMHI.py writes with to_csv(escapechar="\\")
         return pd.read_csv(path, **options)
+    except UnicodeDecodeError as err:
+        raise ImhiBenchError(f"responses file {not_utf8_message(path, err)}") from err
     except (ValueError, OSError) as err:
         raise ImhiBenchError(f"responses file {path}: unreadable: {err}") from err
 
