@@ -6,9 +6,13 @@ sys.path.insert(0, f"{snakemake.scriptdir}/..")
 
 from imhibench.execution import get_device, get_generation_settings
 from imhibench.generate.stage import run_generate
-from imhibench.logs import configure_job
+from imhibench.logs import announce_job, configure_job
 
 configure_job(snakemake.log[0], snakemake.threads)
+announce_job(
+    "generate", snakemake.wildcards.model, snakemake.wildcards.dataset, snakemake.input.test_set,
+    get_device(snakemake.config), snakemake.params.settings["dtype"], snakemake.params.rows,
+)  # fmt: skip
 run_generate(
     test_set_path=snakemake.input.test_set,
     out_path=snakemake.output[0],

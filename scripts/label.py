@@ -6,9 +6,13 @@ sys.path.insert(0, f"{snakemake.scriptdir}/..")
 
 from imhibench.execution import get_device
 from imhibench.label import run_label
-from imhibench.logs import configure_job
+from imhibench.logs import announce_job, configure_job
 
 configure_job(snakemake.log[0], snakemake.threads)
+announce_job(
+    "label", snakemake.wildcards.model, snakemake.wildcards.dataset, snakemake.input.responses,
+    get_device(snakemake.config),
+)  # fmt: skip
 run_label(
     responses_path=snakemake.input.responses,
     test_set_path=snakemake.input.test_set,
