@@ -60,7 +60,14 @@ def test_ci_runs_the_readme_test_command_and_pytest_shows_skip_reasons():
     assert re.search(r'^addopts = "[^"]*-rs', pyproject, re.M)
 
 
-def test_readme_tells_how_to_recover_a_killed_run():
-    assert "--unlock" in README
+def test_readme_tells_how_to_recover_a_killed_run(tmp_path):
+    unlock = re.search(r"^(snakemake [^\n]*--unlock)$", README, re.M)
+    snakemake = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
+    result = subprocess.run(
+        [*snakemake, "--directory", str(tmp_path), *shlex.split(unlock[1])[1:]],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Unlocked working directory" in result.stdout + result.stderr
     profile = (REPO / "profiles/default/config.yaml").read_text()
     assert re.search(r"^rerun-incomplete: true$", profile, re.M)
