@@ -118,12 +118,10 @@ def get_generate_input(wildcards):
 
 
 def get_model_spec(wildcards):
-    """The model's entry without its cluster resources and execution settings (those must not
-    trigger reruns)."""
-    spec = {k: v for k, v in PLAN.model(wildcards.model).items() if k != "resources"}
-    if "generation" in spec:
-        spec["generation"] = answer_settings(spec["generation"])
-    return spec
+    """The model's entry without its cluster resources (those must not trigger reruns) and
+    its `generation` overrides (their answer-affecting part is in the `settings` param)."""
+    ignored = ("resources", "generation")
+    return {k: v for k, v in PLAN.model(wildcards.model).items() if k not in ignored}
 
 
 def get_generation_settings(wildcards):
