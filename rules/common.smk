@@ -118,8 +118,8 @@ def get_generate_input(wildcards):
 
 
 def get_model_spec(wildcards):
-    """The model's entry without its cluster resources (those must not trigger reruns) and
-    its `generation` overrides (their answer-affecting part is in the `settings` param)."""
+    """The model's entry minus resources and `generation` (whose answer-affecting part is
+    in the `settings` param): changing those alone must not trigger a rerun."""
     ignored = ("resources", "generation")
     return {k: v for k, v in PLAN.model(wildcards.model).items() if k not in ignored}
 
