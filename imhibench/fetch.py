@@ -17,7 +17,7 @@ from urllib.parse import quote, urlparse
 import pandas as pd
 
 from imhibench.errors import ImhiBenchError
-from imhibench.io import atomic_path
+from imhibench.io import atomic_path, not_utf8_message
 from imhibench.tasks import get_task
 
 log = logging.getLogger(__name__)
@@ -131,7 +131,9 @@ def read_test_csv(path: str | Path) -> pd.DataFrame:
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
     except pd.errors.EmptyDataError as err:
         raise ImhiBenchError(f"{path}: the file is empty") from err
-    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+    except UnicodeDecodeError as err:
+        raise ImhiBenchError(not_utf8_message(path, err)) from err
+    except pd.errors.ParserError as err:
         raise ImhiBenchError(f"{path}: malformed CSV: {err}") from err
     missing = [c for c in (QUERY_COLUMN, GOLD_COLUMN) if c not in df.columns]
     if missing:

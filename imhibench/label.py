@@ -10,6 +10,7 @@ import pandas as pd
 
 from imhibench.devices import resolve_device
 from imhibench.errors import ImhiBenchError
+from imhibench.generate.progress import Progress
 from imhibench.tasks import Task
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ class MentalBertLabeler:
         ]
         order = sorted(range(len(texts)), key=lengths.__getitem__)
         predictions: list[int] = [0] * len(texts)
+        progress = Progress(f"MentalBERT {self.task.name}", len(texts), count_tokens=False)
         with torch.inference_mode():
             for start in range(0, len(order), self.batch_size):
                 batch = order[start : start + self.batch_size]
@@ -80,6 +82,8 @@ class MentalBertLabeler:
                 logits = self.model(**encoded).logits
                 for i, index in zip(batch, logits.argmax(dim=-1).tolist(), strict=True):
                     predictions[i] = index
+                progress.batch(len(batch), 0)
+        progress.log("done: ")
         return [self.task.classifier_labels[i] for i in predictions]
 
 
@@ -158,6 +162,8 @@ def run_label(
         classifier_dtype=dtype if classifier is not None else None,
         classifier=checkpoint_provenance(classifier_dir) if classifier_dir else None,
         generation=read_provenance(responses_path),
+        device=device,
+        batch_size=batch_size,
     )
     write_table(table, out_path, provenance)
     log.info("%s: labelled %d rows", out_path, len(table))

@@ -123,6 +123,7 @@ def run_score(
         model=model,
         dataset=dataset,
         seed=seed,
+        device=device,
         scorers=scorers,
         scorer_checkpoints=scorer_checkpoints,
         **bart,

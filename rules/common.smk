@@ -8,6 +8,8 @@ sys.path.insert(0, workflow.basedir)
 from imhibench.aggregate import table_specs
 from imhibench.config import Plan, checkpoint_dir, validate_config
 from imhibench.scorer_weights import WEIGHTS_PATH as BART_SCORE_WEIGHTS
+from imhibench.config_fingerprint import check_tables_match_config
+from imhibench.execution import answer_model_spec, answer_settings
 from imhibench.tasks import all_tasks
 
 validate_config(config, Path(workflow.basedir) / "workflow_config" / "schema.yaml")
@@ -15,6 +17,16 @@ PLAN = Plan(config)
 ALL_TASKS = list(all_tasks())
 for message in PLAN.skip_messages():
     logger.warning(f"imhi-bench: {message}")
+
+
+def get_report_requested():
+    """Whether this is `snakemake --report ...` (Snakemake tells the Snakefile nothing else)."""
+    return any(arg == "--report" or arg.startswith("--report=") for arg in sys.argv)
+
+
+# A report must not present tables made with another config as this config's.
+if get_report_requested():
+    check_tables_match_config("results/tables", config)
 
 
 def _alternatives(names):
@@ -129,12 +141,15 @@ def get_generate_models(rule_name):
 
 
 def get_model_spec(wildcards):
-    """The model's entry without its cluster resources (those must not trigger reruns)."""
-    return {k: v for k, v in PLAN.model(wildcards.model).items() if k != "resources"}
+    """The answer-affecting part of the model's entry (no resources, placement, `generation`
+    or API request/cost settings): changing those alone must not trigger a rerun."""
+    return answer_model_spec(PLAN.model(wildcards.model))
 
 
 def get_generation_settings(wildcards):
-    return PLAN.generation_settings(wildcards.model)
+    """Answer-affecting settings only: execution settings (batching, shards) and the device
+    are read by the script from the config, so changing them reruns nothing."""
+    return answer_settings(PLAN.generation_settings(wildcards.model))
 
 
 def get_generate_resource(name):

@@ -21,7 +21,6 @@ rule generate:
         model_spec=get_model_spec,
         settings=get_generation_settings,
         rows=config["rows_per_dataset"],
-        device=config["device"],
         seed=config["seed"],
     script:
         "../scripts/generate.py"

@@ -25,7 +25,6 @@ rule generate_api_local:
         model_spec=get_model_spec,
         settings=get_generation_settings,
         rows=config["rows_per_dataset"],
-        device=config["device"],
         seed=config["seed"],
     script:
         "../scripts/generate.py"
@@ -54,7 +53,6 @@ rule generate_api:
         model_spec=get_model_spec,
         settings=get_generation_settings,
         rows=config["rows_per_dataset"],
-        device=config["device"],
         seed=config["seed"],
     script:
         "../scripts/generate.py"

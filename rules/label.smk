@@ -20,6 +20,5 @@ rule label:
         labelers=config["labelers"],
         batch_size=config["label_batch_size"],
         dtype=get_label_dtype,
-        device=config["device"],
     script:
         "../scripts/label.py"

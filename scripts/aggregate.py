@@ -7,6 +7,7 @@ sys.path.insert(0, f"{snakemake.scriptdir}/..")
 from pathlib import Path
 
 from imhibench.aggregate import table_specs, write_tables
+from imhibench.config_fingerprint import config_fingerprint
 from imhibench.logs import configure_job
 from imhibench.provenance import build_provenance
 
@@ -21,5 +22,9 @@ write_tables(
     datasets_by_group=datasets,
     notes=snakemake.params.notes,
     published=snakemake.input.get("published"),
-    provenance=build_provenance("aggregate", inputs=len(snakemake.input.metrics)),
+    provenance=build_provenance(
+        "aggregate",
+        inputs=len(snakemake.input.metrics),
+        config_fingerprint=config_fingerprint(snakemake.config),
+    ),
 )

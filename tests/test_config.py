@@ -223,3 +223,42 @@ def test_skip_messages_group_models(paper):
         "skipping DR-expert for MentalBART, MentalT5: DR-expert has no completion split"
         in "\n".join(messages)
     )
+
+
+def test_command_line_strings_are_read_as_yaml_where_the_schema_wants_another_type(paper):
+    # what Snakemake hands over for --config 'generation={batch_tokens: 4096, ...}' etc.
+    paper["generation"].update(batch_tokens="4096", chat_template="true", shard_rows="1")
+    paper.update(rows_per_dataset="null")
+    paper["dataset_catalog"]["swmh"]["files"]["instruction"]["sha256"] = "null"
+    paper["stage_resources"]["label"]["gpu"] = "0"
+    # genuine strings stay strings, even when they would read as numbers
+    paper["model_catalog"]["MentalT5"]["revision"] = "1234567"
+    validate_config(paper, SCHEMA)
+    assert paper["generation"]["batch_tokens"] == 4096
+    assert paper["generation"]["chat_template"] is True
+    assert paper["generation"]["shard_rows"] == 1
+    assert paper["rows_per_dataset"] is None
+    assert paper["dataset_catalog"]["swmh"]["files"]["instruction"]["sha256"] is None
+    assert paper["stage_resources"]["label"]["gpu"] == 0
+    assert paper["model_catalog"]["MentalT5"]["revision"] == "1234567"
+    assert paper["model_catalog"]["MentalT5"]["hub_id"] == "Tianlin668/MentalT5"
+
+
+def test_command_line_string_of_the_wrong_kind_is_still_refused(paper):
+    paper["generation"]["batch_tokens"] = "[1, 2]"
+    with pytest.raises(ImhiBenchError, match=r"generation.batch_tokens: \[1, 2\] is not of type"):
+        validate_config(paper, SCHEMA)
+
+
+def test_imhi_source_upstream_keyword(paper):
+    upstream = Plan(paper).test_file_source("DR", "instruction")
+    assert upstream.startswith("https://raw.githubusercontent.com/")
+    paper["imhi"]["source"] = "upstream"
+    validate_config(paper, SCHEMA)
+    assert Plan(paper).test_file_source("DR", "instruction") == upstream
+
+
+def test_imhi_source_null_string_names_the_keyword(paper):
+    paper["imhi"]["source"] = "null"  # --config 'imhi={source: null}'
+    with pytest.raises(ImhiBenchError, match="source: upstream"):
+        validate_config(paper, SCHEMA)

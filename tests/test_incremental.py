@@ -51,11 +51,23 @@ def test_nothing_changed_runs_nothing(demo, tmp_path):
         {"model_catalog": {"demo-llama": {"resources": {"mem_mb": 9000, "runtime": 99}}}},
         {"stage_resources": {"score": {"gpu": 1, "cpus": 2, "mem_mb": 100, "runtime": 1}}},
         {"imhi": {"source": "https://mirror.invalid/imhi"}},
+        {"generation": {"shard_rows": 1, "batch_tokens": 512, "max_batch_size": 1}},
+        {"model_catalog": {"demo-bart": {"generation": {"shard_rows": 3, "batch_tokens": 999}}}},
+        {"device": "auto"},
     ],
-    ids=["model-resources", "stage-resources", "imhi-mirror"],
-)
+    ids=[
+        "model-resources", "stage-resources", "imhi-mirror", "execution-settings",
+        "model-execution-settings", "device",
+    ],
+)  # fmt: skip
 def test_changes_that_cannot_alter_a_number_run_nothing(demo, tmp_path, change):
     assert planned_jobs(demo, tmp_path, change) == set()
+
+
+def test_new_max_new_tokens_reruns_generation(demo, tmp_path):
+    change = {"generation": {"max_new_tokens": 8}}
+    cells = [(m, d) for m in MODELS for d in DATASETS]
+    assert planned_jobs(demo, tmp_path, change) == stages(*cells) | {("aggregate",)}
 
 
 def test_new_revision_of_one_model_reruns_only_its_jobs(demo, tmp_path):

@@ -11,8 +11,10 @@ from typing import Protocol
 from imhibench.errors import ImhiBenchError
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-# Settings that change how fast answers come, not what they are: saved answers are reused when
-# only these change (generate resume key), and they trigger no rerun.
+#: Generation settings that change how answers are computed, not what they are (shard size,
+#: batch budget, batch size cap, engine): recorded in provenance, read from the config when the
+#: job runs, and not Snakemake params, so changing one reruns nothing (docs/cluster.md); saved
+#: answers are reused when only these change (the generate resume key leaves them out).
 EXECUTION_SETTINGS = frozenset({"shard_rows", "batch_tokens", "max_batch_size", "engine"})
 
 

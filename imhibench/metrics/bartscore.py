@@ -24,6 +24,7 @@ from transformers import AutoTokenizer, BartForConditionalGeneration
 from transformers.models.bart.modeling_bart import shift_tokens_right
 
 from imhibench.errors import ImhiBenchError
+from imhibench.generate.progress import Progress
 
 
 def resolve_dtype(dtype: torch.dtype | str, what: str) -> torch.dtype:
@@ -146,6 +147,7 @@ class BARTScorer:
             raise ImhiBenchError(f"bart_score: batch_size must be a positive int, got {batch_size}")
         order = sorted(range(len(srcs)), key=lambda i: len(srcs[i]) + len(tgts[i]), reverse=True)
         scores = [0.0] * len(srcs)
+        progress = Progress("BARTScore", len(srcs), count_tokens=False)
         start, size = 0, batch_size
         with torch.inference_mode():
             while start < len(order):
@@ -161,4 +163,6 @@ class BARTScorer:
                 for row, value in zip(rows, batch, strict=True):
                     scores[row] = value
                 start += len(rows)
+                progress.batch(len(rows), 0)
+        progress.log("done: ")
         return scores

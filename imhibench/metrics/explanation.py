@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from imhibench.errors import ImhiBenchError
+from imhibench.generate.progress import Progress
 
 
 class MetricOutput(NamedTuple):
@@ -340,7 +341,10 @@ def compute_explanation_metrics(
     columns: dict[str, list[float]] = {}
     summary: dict[str, float] = {}
     for name, options in settings.items():
+        progress = Progress(name, len(predictions), count_tokens=False)
         output = _REGISTRY[name](list(predictions), list(references), options, device)
+        progress.batch(len(predictions), 0)
+        progress.log("done: ")
         columns.update(output.columns)
         summary.update(output.summary)
     return columns, summary
