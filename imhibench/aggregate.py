@@ -374,9 +374,37 @@ def cell_provenance(record: dict) -> dict:
     }
 
 
-def bart_score_variants(inputs: Mapping[str, dict]) -> list[str]:
-    """The BARTScore variants (score provenance key `bart_score_variant`) of the summaries."""
-    return sorted({r["bart_score_variant"] for r in inputs.values() if r.get("bart_score_variant")})
+def bart_score_variant(records: dict[str, dict]) -> str:
+    """The one BARTScore variant (score provenance ``bart_score_variant``) of every summary;
+    raises when summaries were scored with different variants or do not say which."""
+    by_variant: dict[str | None, list[str]] = {}
+    for path, record in records.items():
+        by_variant.setdefault(record.get("bart_score_variant"), []).append(path)
+    if None in by_variant:
+        raise ImhiBenchError(
+            f"{by_variant[None][0]}: its provenance names no BARTScore variant; rerun its score "
+            "job with this version of imhi-bench"
+        )
+    if len(by_variant) != 1:
+        mixed = "; ".join(f"{v}: {paths[0]}" for v, paths in sorted(by_variant.items()))
+        raise ImhiBenchError(
+            f"BART-scores of different variants would share a table ({mixed}); rescore them "
+            "with one scorers.bart_score setting"
+        )
+    return next(iter(by_variant))
+
+
+def bart_score_note(variant: str) -> str:
+    """The BART-score table's note on the variant it reports."""
+    if "no ParaBank2" in variant:
+        return (
+            f"BART-scores from {variant}: upstream loads the ParaBank2 weights file "
+            "(bart_score.pth), so these are not comparable with the paper's BART-scores."
+        )
+    return (
+        f"BART-scores from {variant}: the checkpoint with a ParaBank2 weights file loaded, as "
+        "upstream does (the file's source and sha256 are in provenance.json)."
+    )
 
 
 # ---- the stage -----------------------------------------------------------------------------------
@@ -418,7 +446,9 @@ def write_tables(
         published_note = [
             SHIPPED_PUBLISHED_CAVEAT if shipped else f"Published values: {published}."
         ]
-    variants = bart_score_variants(inputs)
+    variant = None
+    if any(spec.metric == "bart_score" for spec in specs):
+        variant = bart_score_variant(inputs)
     written = []
 
     def answered(group_datasets: Sequence[str]) -> list[TableRow]:
@@ -433,7 +463,7 @@ def write_tables(
         metadata = {
             "units": UNITS.get(spec.metric, spec.metric),
             "labeler": spec.labeler,
-            "scorer_variant": ", ".join(variants) if spec.metric == "bart_score" else None,
+            "scorer_variant": variant if spec.metric == "bart_score" else None,
             "published_source": str(published) if with_published and published else None,
             "provenance": PROVENANCE_SIDECAR,
         }
@@ -444,12 +474,18 @@ def write_tables(
             datasets,
             task_of,
             published_values if with_published else None,
-            [*notes, *(published_note if with_published else [])],
+            [
+                *notes,
+                *(published_note if with_published else []),
+                *([bart_score_note(variant)] if spec.metric == "bart_score" else []),
+            ],
             metadata,
         )
-        if spec.metric == "bart_score" and variants:
-            table.title += f" [{', '.join(variants)}]"
-        written += write_table_files(table, out_dir, provenance)
+        table_provenance = provenance
+        if spec.metric == "bart_score":
+            table.title += f" [{variant}]"
+            table_provenance = {**(provenance or {}), "bart_score_variant": variant}
+        written += write_table_files(table, out_dir, table_provenance)
     if label_paths is not None:
         primary = next(s.labeler for s in specs if s.metric == "weighted_f1")
         groups = [group for group, datasets in datasets_by_group.items() if datasets]
@@ -471,5 +507,7 @@ def write_tables(
             **cell_provenance(record),
         }
     sidecar = {"aggregate": provenance or {}, "cells": cells, "inputs": inputs}
+    if variant is not None:
+        sidecar["bart_score_variant"] = variant
     write_json(sidecar, out_dir / PROVENANCE_SIDECAR)
     return written

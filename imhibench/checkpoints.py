@@ -8,6 +8,8 @@ manifest (sha256 of every file) that is also written to ``dest/imhibench_checkpo
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -154,6 +156,19 @@ def _prune(partial: Path, keep: set[str]) -> None:
             (partial / rel).unlink()
 
 
+@contextlib.contextmanager
+def _exclusive(dest: Path):
+    """Hold an exclusive lock on `dest` (flock on a `.<name>.lock` file beside it): two jobs
+    fetching the same checkpoint at once take turns instead of writing one partial dir."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with open(dest.with_name(f".{dest.name}.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def _install(partial: Path, dest: Path) -> None:
     """Atomically move the finished `partial` dir to `dest`, replacing an older fetch there."""
     if not dest.exists():
@@ -247,6 +262,13 @@ def fetch_checkpoint(
     _check_weights(selected, repo_files, weights, where, patterns)
 
     dest = Path(dest).absolute()
+    with _exclusive(dest):
+        return _fetch_locked(hub_id, revision, sha, dest, selected, patterns, token, api, where,
+                             lfs_sha256)  # fmt: skip
+
+
+def _fetch_locked(hub_id, revision, sha, dest, selected, patterns, token, api, where, lfs_sha256):
+    """The part of `fetch_checkpoint` that reads and writes `dest`, under its lock."""
     if dest.exists():
         existing = _read_manifest(dest)
         if existing is None:

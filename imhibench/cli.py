@@ -18,7 +18,7 @@ EPILOG = "Non-clinical research use only; see the README."
 
 
 def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
-    from imhibench.evaluate import LABELERS, SPLITS
+    from imhibench.evaluate import DEFAULT_MAX_ANSWER_TOKENS, LABELERS, SPLITS
 
     parser = subparsers.add_parser(
         "evaluate",
@@ -58,6 +58,14 @@ def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     parser.add_argument("--bootstrap-resamples", type=int, default=1000, metavar="N")
+    parser.add_argument(
+        "--max-answer-tokens",
+        type=int,
+        default=DEFAULT_MAX_ANSWER_TOKENS,
+        metavar="N",
+        help="warn about answers longer than N whitespace-separated tokens "
+        f"(default {DEFAULT_MAX_ANSWER_TOKENS})",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(handler=_run_evaluate)
 
@@ -90,7 +98,10 @@ def _run_evaluate(args: argparse.Namespace) -> None:
             device=args.device,
             seed=args.seed,
             n_resamples=args.bootstrap_resamples,
+            max_answer_tokens=args.max_answer_tokens,
         )
+    for warning in result["warnings"]:
+        print(f"imhibench: warning: {warning}", file=sys.stderr)
     if args.json:
         print(json.dumps(jsonable(result), allow_nan=False))
     else:

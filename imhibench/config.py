@@ -12,6 +12,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from imhibench.config_overrides import read_strings_as_yaml
 from imhibench.errors import ImhiBenchError
 from imhibench.fetch import UPSTREAM_REPO, source_url
 from imhibench.tasks import all_tasks
@@ -20,7 +21,13 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_ROOT = "resources/checkpoints"
 IMHI_ROOT = "resources/imhi"
+# imhi.source keyword (as null): GitHub raw files at imhi.commit; reads right on a command line.
+UPSTREAM_SOURCE = "upstream"
 CHECKPOINT_FIELDS = ("hub_id", "revision", "weights", "path")
+# Model kinds that read no checkpoint (imported answers; answers from an API endpoint).
+KINDS_WITHOUT_CHECKPOINT = ("responses", "api")
+# The generate rule of a model, by (kind, run_on); every other model uses rule `generate`.
+GENERATE_RULES = {("api", "local"): "generate_api_local", ("api", "cluster"): "generate_api"}
 # The option through which each model-based scorer receives its checkpoint directory.
 SCORER_CHECKPOINT_OPTION = {"bart_score": "checkpoint", "bert_score": "model"}
 
@@ -29,13 +36,28 @@ def _key_path(error: jsonschema.ValidationError) -> str:
     return ".".join(str(p) for p in error.absolute_path) or "(top level)"
 
 
+# Added to a schema error about a catalog key: model and dataset names become file paths.
+NAME_RULE = (
+    " (names become file paths: letters, digits, '.', '_' and '-', starting with a letter or "
+    "digit; no '/', '..' or spaces)"
+)
+
+
+def _error_line(error: jsonschema.ValidationError) -> str:
+    hint = NAME_RULE if "propertyNames" in error.schema_path else ""
+    return f"  {_key_path(error)}: {error.message}{hint}"
+
+
 def validate_config(config: dict, schema_path: str | Path) -> None:
-    """Validate against the JSON schema, then cross-check names; errors name the key."""
+    """Validate against the JSON schema, then cross-check names; errors name the key.
+    Strings from `--config` that the schema wants as numbers, booleans or null are first read
+    as YAML, in place (see `imhibench.config_overrides`)."""
     schema = yaml.safe_load(Path(schema_path).read_text(encoding="utf-8"))
     validator = jsonschema.validators.validator_for(schema)(schema)
+    read_strings_as_yaml(config, validator)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
-        lines = [f"  {_key_path(e)}: {e.message}" for e in errors]
+        lines = [_error_line(e) for e in errors]
         raise ImhiBenchError("invalid configuration:\n" + "\n".join(lines))
     _check_names(config)
 
@@ -57,6 +79,11 @@ def _check_names(config: dict) -> None:
     for dataset in config["datasets"]:
         if dataset not in config["dataset_catalog"]:
             problems.append(f"datasets: {dataset!r} is not in dataset_catalog {catalog}")
+    if config["imhi"]["source"] == "null":
+        problems.append(
+            "imhi.source: 'null' arrived as a string (as `--config` passes it); "
+            f"write `source: {UPSTREAM_SOURCE}` for GitHub at imhi.commit"
+        )
     tasks = all_tasks()
     for name, spec in config["dataset_catalog"].items():
         if spec["task"] not in tasks:
@@ -172,7 +199,9 @@ class Plan:
         spec = self.test_file(dataset, split)
         if "local_path" in spec:
             return spec["local_path"]
-        base = self.config["imhi"]["source"] or f"{UPSTREAM_REPO}/{self.config['imhi']['commit']}"
+        base = self.config["imhi"]["source"]
+        if base in (None, UPSTREAM_SOURCE):
+            base = f"{UPSTREAM_REPO}/{self.config['imhi']['commit']}"
         return source_url(base, spec["path"])
 
     def test_set_path(self, dataset: str, split: str, ext: str = "parquet") -> str:
@@ -187,12 +216,20 @@ class Plan:
     def model_checkpoints(self, model: str) -> dict[str, dict]:
         """Checkpoints a model's generation reads: {'model': spec, 'base': spec}."""
         spec = self.model(model)
-        if spec["kind"] == "responses":
+        if spec["kind"] in KINDS_WITHOUT_CHECKPOINT:
             return {}
         found = {"model": spec}
         if spec["kind"] == "lora":
             found["base"] = spec["base"]
         return found
+
+    def generate_rule(self, model: str) -> str:
+        """The rule that generates a model's answers (API models run where `run_on` says)."""
+        spec = self.model(model)
+        return GENERATE_RULES.get((spec["kind"], spec.get("run_on")), "generate")
+
+    def models_of_generate_rule(self, rule: str) -> list[str]:
+        return [m for m in self.config["model_catalog"] if self.generate_rule(m) == rule]
 
     def classifier(self, dataset: str) -> dict:
         return self.config["classifiers"][self.task_of(dataset)]
@@ -208,8 +245,20 @@ class Plan:
             options = {k: v for k, v in spec.items() if k not in CHECKPOINT_FIELDS}
             if name in SCORER_CHECKPOINT_OPTION:
                 options[SCORER_CHECKPOINT_OPTION[name]] = checkpoint_dir(spec)
+            if name == "bart_score" and "weights_file" in options:
+                options["weights_file"] = self.bart_score_weights_path()
             settings[name] = options
         return settings
+
+    def bart_score_weights(self) -> dict | None:
+        """Where the BARTScore weights file comes from (scorers.bart_score.weights_file)."""
+        return self.config["scorers"].get("bart_score", {}).get("weights_file")
+
+    def bart_score_weights_path(self) -> str | None:
+        """The fetched weights file the score stage reads, or None for plain checkpoint."""
+        from imhibench.scorer_weights import WEIGHTS_PATH
+
+        return WEIGHTS_PATH if self.bart_score_weights() else None
 
     def hub_checkpoints(self) -> dict[str, dict]:
         """Every hub checkpoint the planned jobs need, by checkpoint_key."""

@@ -18,6 +18,7 @@ from imhibench.errors import ImhiBenchError
 
 VOCAB_SIZE = 800
 MANIFEST = "demo_models.json"
+BART_SCORE_WEIGHTS = "bart-score-weights.pth"
 
 _CORPUS = [
     'Consider this post: "I feel sad and tired all the time." Question: Does the poster suffer '
@@ -280,7 +281,9 @@ def build_demo_models(
 
     Names: ``causal``, ``seq2seq-bart``, ``seq2seq-t5``, ``lora-base``, ``lora-adapter``,
     ``classifiers/<task>`` (one per ``classifier_labels`` entry, labels in classifier index
-    order), ``bart-score`` and ``bert-score``. A ``demo_models.json`` manifest lists them.
+    order), ``bart-score``, ``bart-score-weights`` (a ``state_dict`` file for ``bart-score``,
+    standing in for ParaBank2's ``bart_score.pth``) and ``bert-score``. A ``demo_models.json``
+    manifest lists them.
     """
     with _quiet_saving():
         return _build(Path(out_dir), classifier_labels, seed, corpus)
@@ -311,6 +314,11 @@ def _build(
     put("lora-adapter", _lora_adapter(_tiny_llama(llama_tok, seed + 3), seed + 4), None)
     _sort_target_modules(paths["lora-adapter"] / "adapter_config.json")
     put("bart-score", _tiny_bart(bart_tok, seed + 5), bart_tok)
+    # Stands in for ParaBank2's bart_score.pth: a state_dict that fits the bart-score checkpoint.
+    import torch
+
+    paths["bart-score-weights"] = out / BART_SCORE_WEIGHTS
+    torch.save(_tiny_bart(bart_tok, seed + 6).state_dict(), paths["bart-score-weights"])
     for task, labels in sorted(classifier_labels.items()):
         task_seed = seed + 100 + zlib.crc32(task.encode())  # independent of the other tasks
         put(f"classifiers/{task}", _tiny_bert_classifier(bert_tok, labels, task_seed), bert_tok)

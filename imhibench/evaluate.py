@@ -14,7 +14,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from imhibench.errors import ImhiBenchError
-from imhibench.generate.responses import UPSTREAM_COLUMNS, _read_table, import_responses
+from imhibench.generate.responses import (
+    UPSTREAM_COLUMNS,
+    _read_table,
+    empty_rows,
+    import_responses,
+)
 from imhibench.tasks import Task, get_task
 
 if TYPE_CHECKING:
@@ -22,6 +27,20 @@ if TYPE_CHECKING:
 
 LABELERS = ("rule", "mentalbert")
 SPLITS = ("instruction", "completion")
+# Answers longer than this many whitespace-separated tokens are reported (the pipeline's
+# default max_new_tokens); `imhibench evaluate --max-answer-tokens` changes it.
+DEFAULT_MAX_ANSWER_TOKENS = 2048
+EMPTY_TREATMENT = (
+    "kept as empty text, as the pipeline does: counted in empty_responses, labelled like any "
+    "answer (the rule labeler gives the task's default label and counts it out-of-domain) and "
+    "scored against the gold explanation like any answer"
+)
+LONG_TREATMENT = (
+    "scored in full: ROUGE and BLEU read the whole text (corpus BLEU adds every answer's "
+    "length, so one very long answer lowers BLEU for the whole file), BERTScore and BARTScore "
+    "truncate it to their model's input limit, the rule labeler reads the text before the "
+    "first 'Reasoning:', MentalBERT its first 512 tokens"
+)
 
 
 @dataclass(frozen=True)
@@ -47,15 +66,17 @@ def map_given_labels(
 ) -> list[str]:
     """The labels of a labels column as task label names; an unknown one names its row."""
     mapping = classifier_name_map(task)
-    labels = []
+    labels, unknown = [], []
     for n, (row_id, value) in enumerate(zip(row_ids, values, strict=True)):
         key = value.strip().lower() if isinstance(value, str) else None
         if key not in mapping:
-            raise ImhiBenchError(
-                f"{path}: row {n + 1} (row_id {row_id}): label {value!r} is not a {task.name} "
-                f"label; known: {sorted(mapping)}"
-            )
-        labels.append(mapping[key])
+            unknown.append(f"row {n + 1} (row_id {row_id}): label {value!r}")
+        labels.append(mapping.get(key))
+    if unknown:
+        raise ImhiBenchError(
+            f"{path}: {len(unknown)} label(s) that are not {task.name} labels (known: "
+            f"{sorted(mapping)}):\n  " + "\n  ".join(unknown)
+        )
     return labels
 
 
@@ -95,10 +116,11 @@ def _rows_from_upstream(
         )
     row_ids = [f"{task.name}-{n}" for n in range(len(table))]
     golds = list(table["goldens"])
-    for n, gold in enumerate(golds):
-        if not isinstance(gold, str) or not gold.strip():
-            raise ImhiBenchError(f"{path}: row {n + 1}: empty or missing 'goldens'")
-    responses = import_responses(path, row_ids, golds)
+    if empty := empty_rows(row_ids, golds):
+        raise ImhiBenchError(
+            f"{path}: empty or missing 'goldens' in {len(empty)} row(s): " + ", ".join(empty)
+        )
+    responses = import_responses(path, row_ids, golds, keep_empty=True)
     gold_labels = [_parse_gold(task, gold, split) for gold in golds]
     given = _labels_column(table, path, labels_column, None)
     return ResponseRows(row_ids, responses, golds, gold_labels, given)
@@ -111,7 +133,7 @@ def _rows_from_test_set(path: str, test_set: str, labels_column: str | None) -> 
     tests = read_table(test_set, ["row_id", "gold_answer", "gold_label"])
     row_ids = [str(r) for r in tests["row_id"]]
     golds = [str(g) for g in tests["gold_answer"]]
-    responses = import_responses(path, row_ids, golds)
+    responses = import_responses(path, row_ids, golds, keep_empty=True)
     gold_labels = [g if isinstance(g, str) else None for g in tests["gold_label"]]
     given = None
     if labels_column is not None:
@@ -221,6 +243,38 @@ def _scored_subset(
     return gold, [predicted[n] for n in keep]
 
 
+def answer_warnings(rows: ResponseRows, max_answer_tokens: int) -> dict[str, Any]:
+    """Empty answers and answers over `max_answer_tokens` (whitespace-separated tokens), each
+    with its rows and a warning that says how the metrics treat them."""
+    if max_answer_tokens < 1:
+        raise ImhiBenchError(f"--max-answer-tokens must be >= 1, got {max_answer_tokens}")
+    empty = [r for r, t in zip(rows.row_ids, rows.responses, strict=True) if not t.strip()]
+    lengths = [len(t.split()) for t in rows.responses]
+    long = [
+        f"{r} ({n} tokens)"
+        for r, n in zip(rows.row_ids, lengths, strict=True)
+        if n > max_answer_tokens
+    ]
+    warnings = []
+    if empty:
+        warnings.append(
+            f"{len(empty)} empty or missing answer(s) ({', '.join(empty)}): {EMPTY_TREATMENT}"
+        )
+    if long:
+        warnings.append(
+            f"{len(long)} answer(s) longer than {max_answer_tokens} tokens ({', '.join(long)}): "
+            f"{LONG_TREATMENT}"
+        )
+    return {
+        "empty_responses": len(empty),
+        "empty_response_rows": empty,
+        "max_answer_tokens": max_answer_tokens,
+        "long_answers": len(long),
+        "long_answer_rows": long,
+        "warnings": warnings,
+    }
+
+
 def evaluate(
     dataset: str,
     responses: str,
@@ -234,11 +288,13 @@ def evaluate(
     device: str = "auto",
     seed: int = 0,
     n_resamples: int = 1000,
+    max_answer_tokens: int = DEFAULT_MAX_ANSWER_TOKENS,
 ) -> dict[str, Any]:
     """Every metric of one responses file for one IMHI dataset, as a JSON-ready dict.
 
     Rows whose gold answer matches no template are counted (`unparsed_gold`) and left out
-    of correctness; `ood` always counts answers matching no rule keyword.
+    of correctness; `ood` always counts answers matching no rule keyword. Empty answers and
+    answers over `max_answer_tokens` are counted, listed and explained in `warnings`.
     """
     from imhibench.devices import resolve_device
     from imhibench.io import read_provenance
@@ -252,6 +308,7 @@ def evaluate(
     needs_torch = uses_classifier or bool({"bert_score", "bart_score"} & set(settings))
     device = resolve_device(device) if needs_torch else "cpu"
     rows = read_rows(responses, task, split, test_set, labels_column)
+    checks = answer_warnings(rows, max_answer_tokens)
     predicted = predict_labels(rows, task, labeler, classifier, device)
     rule, ood = rule_labels(task, rows.responses)
     gold, scored = _scored_subset(rows, predicted, responses)
@@ -269,6 +326,7 @@ def evaluate(
         "ood": sum(ood),
         "rule_agreement": agreement(rule, predicted),
         "bootstrap": {"resamples": n_resamples, "seed": seed, "level": 95},
+        **checks,
     }
     _, corpus = compute_explanation_metrics(rows.responses, rows.gold_answers, settings, device)
     result.update(corpus)

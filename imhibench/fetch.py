@@ -4,6 +4,7 @@ verify sha256, and convert to Parquet with a stable row id and the parsed gold a
 from __future__ import annotations
 
 import hashlib
+import http.client
 import logging
 import os
 import shutil
@@ -16,7 +17,7 @@ from urllib.parse import quote, urlparse
 import pandas as pd
 
 from imhibench.errors import ImhiBenchError
-from imhibench.io import atomic_path
+from imhibench.io import atomic_path, not_utf8_message
 from imhibench.tasks import get_task
 
 log = logging.getLogger(__name__)
@@ -36,51 +37,90 @@ def source_url(base: str, relative_path: str) -> str:
     return (Path(base).resolve() / relative_path).as_uri()
 
 
-def download(url: str, dest: str | Path, sha256: str | None, retries: int = 3) -> str:
+class TruncatedDownload(OSError):
+    """The server closed the connection before sending the ``Content-Length`` it announced."""
+
+
+# Failures worth another attempt: network errors, and a response cut short (a chunked body
+# ends in ``http.client.IncompleteRead``; a ``Content-Length`` one in ``TruncatedDownload``).
+TRANSIENT_ERRORS = (urllib.error.URLError, OSError, http.client.HTTPException)
+
+
+def download(
+    url: str,
+    dest: str | Path,
+    sha256: str | None,
+    retries: int = 3,
+    what: str = "pinned IMHI file",
+) -> str:
     """Stream `url` to `dest` atomically and return its sha256.
 
-    Raises if the checksum differs from `sha256`; `sha256=None` accepts any content (the caller
-    warns and records the digest).
+    A body shorter than its ``Content-Length`` is an error (and retried, like network errors
+    and HTTP 5xx). Raises if the checksum differs from `sha256` (the message says the source
+    does not hold `what`); `sha256=None` accepts any complete content (the caller warns and
+    records the digest). On any failure nothing is left behind: neither `dest` nor a temporary
+    file.
     """
     dest = Path(dest)
     tmp = atomic_path(dest)
-    for attempt in range(1, retries + 1):
-        digest = hashlib.sha256()
-        try:
-            with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as out:
-                while chunk := response.read(CHUNK):
-                    digest.update(chunk)
-                    out.write(chunk)
-            break
-        except urllib.error.HTTPError as err:
-            tmp.unlink(missing_ok=True)
-            if err.code < 500 or attempt == retries:
-                raise ImhiBenchError(
-                    f"download of {url} failed: HTTP {err.code} {err.reason}"
-                ) from err
-        except (urllib.error.URLError, OSError) as err:
-            tmp.unlink(missing_ok=True)
-            if attempt == retries:
-                raise ImhiBenchError(f"download of {url} failed: {err}") from err
-        log.warning("download of %s failed (attempt %d/%d); retrying", url, attempt, retries)
-        time.sleep(2**attempt)
-    actual = digest.hexdigest()
-    if sha256 is not None and actual != sha256.lower():
+    try:
+        for attempt in range(1, retries + 1):
+            try:
+                actual = _download_once(url, tmp)
+                break
+            except urllib.error.HTTPError as err:
+                if err.code < 500 or attempt == retries:
+                    raise ImhiBenchError(
+                        f"download of {url} failed: HTTP {err.code} {err.reason}"
+                    ) from err
+                problem = f"HTTP {err.code}"
+            except TRANSIENT_ERRORS as err:
+                if attempt == retries:
+                    raise ImhiBenchError(
+                        f"download of {url} failed after {retries} attempt(s): {err!r}"
+                    ) from err
+                problem = repr(err)
+            log.warning(
+                "download of %s failed (attempt %d/%d: %s); retrying", url, attempt, retries,
+                problem,
+            )  # fmt: skip
+            time.sleep(2**attempt)
+        if sha256 is not None and actual != sha256.lower():
+            raise ImhiBenchError(
+                f"sha256 mismatch for {url}: expected {sha256}, got {actual}. The source does "
+                f"not hold the {what}; nothing was written."
+            )
+        os.replace(tmp, dest)
+    finally:
         tmp.unlink(missing_ok=True)
-        raise ImhiBenchError(
-            f"sha256 mismatch for {url}: expected {sha256}, got {actual}. The source does not "
-            "hold the pinned IMHI file; nothing was written."
-        )
-    os.replace(tmp, dest)
     return actual
 
 
-def copy_local(path: str | Path, dest: str | Path, sha256: str | None) -> str:
+def _download_once(url: str, tmp: Path) -> str:
+    """Stream `url` to `tmp`; its sha256. Raises ``TruncatedDownload`` on a short body."""
+    digest = hashlib.sha256()
+    received = 0
+    with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as out:
+        announced = response.headers.get("Content-Length")
+        while chunk := response.read(CHUNK):
+            digest.update(chunk)
+            out.write(chunk)
+            received += len(chunk)
+    if announced is not None and received != int(announced):
+        raise TruncatedDownload(
+            f"received {received} of the {announced} bytes announced by Content-Length"
+        )
+    return digest.hexdigest()
+
+
+def copy_local(
+    path: str | Path, dest: str | Path, sha256: str | None, what: str = "pinned IMHI file"
+) -> str:
     """Copy a user-supplied local file through the same checksum code as a download."""
     path = Path(path)
     if not path.is_file():
-        raise ImhiBenchError(f"test file {path} does not exist")
-    digest = download(path.resolve().as_uri(), dest, sha256)
+        raise ImhiBenchError(f"{path} does not exist (expected the {what})")
+    digest = download(path.resolve().as_uri(), dest, sha256, what=what)
     shutil.copymode(path, dest)
     return digest
 
@@ -91,7 +131,9 @@ def read_test_csv(path: str | Path) -> pd.DataFrame:
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
     except pd.errors.EmptyDataError as err:
         raise ImhiBenchError(f"{path}: the file is empty") from err
-    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+    except UnicodeDecodeError as err:
+        raise ImhiBenchError(not_utf8_message(path, err)) from err
+    except pd.errors.ParserError as err:
         raise ImhiBenchError(f"{path}: malformed CSV: {err}") from err
     missing = [c for c in (QUERY_COLUMN, GOLD_COLUMN) if c not in df.columns]
     if missing:
@@ -148,12 +190,17 @@ def run_fetch_test_set(
     csv_out: str,
     parquet_out: str,
 ) -> dict:
-    """Download + verify one IMHI file and write its test-set Parquet; returns the provenance."""
+    """Download (or, for a local path, copy) + verify one IMHI file and write its test-set
+    Parquet; returns the provenance."""
     from imhibench.io import write_table
     from imhibench.provenance import build_provenance
 
     log.info("fetching %s (%s split) from %s", dataset, split, url)
-    actual = download(url, csv_out, sha256)
+    if urlparse(url).scheme in ("http", "https", "file"):
+        actual = download(url, csv_out, sha256)
+    else:  # a user's own file (local_path), absolute or relative to the working directory
+        actual = copy_local(url, csv_out, sha256)
+        url = str(Path(url).resolve())
     if sha256 is None:
         log.warning(
             "%s (%s): no sha256 is pinned in the config; got %s. Pin it in "

@@ -31,8 +31,24 @@ def write_table(df: pd.DataFrame, path: str | Path, provenance: dict | None = No
         metadata[PROVENANCE_KEY] = json.dumps(provenance, sort_keys=True, default=str).encode()
         table = table.replace_schema_metadata(metadata)
     tmp = atomic_path(path)
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    except BaseException:  # e.g. OSError(ENOSPC): no partial file is left behind
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def not_utf8_message(path: str | Path, err: UnicodeDecodeError) -> str:
+    """What is wrong with a text file that is not UTF-8, and the command that converts it."""
+    path = Path(path)
+    converted = path.with_name(f"{path.stem}.utf8{path.suffix}")
+    return (
+        f"{path}: not UTF-8 text ({err.reason}: byte {err.object[err.start : err.start + 1]!r}); "
+        f"imhi-bench reads CSV files as UTF-8. Convert the file, e.g. from Latin-1: "
+        f"`iconv -f latin1 -t utf-8 {path} > {converted}` (`file -i {path}` guesses the "
+        "encoding to put after -f)"
+    )
 
 
 def read_table(path: str | Path, required: Iterable[str] = ()) -> pd.DataFrame:

@@ -10,6 +10,7 @@ import pandas as pd
 
 from imhibench.devices import resolve_device
 from imhibench.errors import ImhiBenchError
+from imhibench.generate.progress import Progress
 from imhibench.tasks import Task
 
 log = logging.getLogger(__name__)
@@ -17,23 +18,36 @@ log = logging.getLogger(__name__)
 CLASSIFIER_MAX_LENGTH = 512  # as upstream label_inference.py
 
 
-def rule_labels(task: Task, responses: Sequence[str]) -> tuple[list[str], list[bool]]:
-    """Upstream IMHI.py's keyword labels and out-of-domain flags for each response."""
-    pairs = [task.rule_label(text) for text in responses]
+def rule_labels(
+    task: Task, responses: Sequence[str], corrected: bool = False
+) -> tuple[list[str], list[bool]]:
+    """Upstream IMHI.py's keyword labels and out-of-domain flags for each response
+    (``corrected``: with the task's ``rule_corrections``, the `rule_corrected` labeler)."""
+    pairs = [task.rule_label(text, corrected) for text in responses]
     return [label for label, _ in pairs], [ood for _, ood in pairs]
 
 
 class MentalBertLabeler:
     """A task's MentalBERT sequence classifier (upstream label_inference.py), batched by length."""
 
-    def __init__(self, checkpoint: str, task: Task, device: str = "auto", batch_size: int = 64):
-        import torch
+    def __init__(
+        self,
+        checkpoint: str,
+        task: Task,
+        device: str = "auto",
+        batch_size: int = 64,
+        dtype: str = "float32",
+    ):
+        """``dtype`` float32 (default, as upstream on every device) or bfloat16/float16, which
+        is faster on GPU but moves the logits and can flip near-tie argmaxes."""
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        from imhibench.metrics.bartscore import resolve_dtype
 
         self.task = task
         self.device = resolve_device(device)
         self.batch_size = batch_size
-        dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
+        dtype = resolve_dtype(dtype, "label_dtype")
         self.tokenizer = AutoTokenizer.from_pretrained(checkpoint)
         self.model = AutoModelForSequenceClassification.from_pretrained(checkpoint, dtype=dtype)
         self.model.to(self.device).eval()
@@ -54,6 +68,7 @@ class MentalBertLabeler:
         ]
         order = sorted(range(len(texts)), key=lengths.__getitem__)
         predictions: list[int] = [0] * len(texts)
+        progress = Progress(f"MentalBERT {self.task.name}", len(texts), count_tokens=False)
         with torch.inference_mode():
             for start in range(0, len(order), self.batch_size):
                 batch = order[start : start + self.batch_size]
@@ -67,6 +82,8 @@ class MentalBertLabeler:
                 logits = self.model(**encoded).logits
                 for i, index in zip(batch, logits.argmax(dim=-1).tolist(), strict=True):
                     predictions[i] = index
+                progress.batch(len(batch), 0)
+        progress.log("done: ")
         return [self.task.classifier_labels[i] for i in predictions]
 
 
@@ -96,12 +113,17 @@ def label_responses(
     for labeler in labelers:
         if labeler == "rule":
             table["label_rule"], table["rule_ood"] = rule_labels(task, texts)
+        elif labeler == "rule_corrected":
+            table["label_rule_corrected"], table["rule_corrected_ood"] = rule_labels(
+                task, texts, corrected=True
+            )
         elif labeler == "mentalbert":
             if classifier is None:
                 raise ImhiBenchError("labeler mentalbert needs a classifier checkpoint")
             table["label_mentalbert"] = classifier.predict(texts)
         else:
-            raise ImhiBenchError(f"unknown labeler {labeler!r} (known: mentalbert, rule)")
+            known = "mentalbert, rule, rule_corrected"
+            raise ImhiBenchError(f"unknown labeler {labeler!r} (known: {known})")
     table["empty_response"] = [not t.strip() for t in texts]
     return table
 
@@ -115,6 +137,7 @@ def run_label(
     classifier_dir: str | None,
     device: str = "auto",
     batch_size: int = 64,
+    dtype: str = "float32",
 ) -> pd.DataFrame:
     """Label stage for one (model, dataset): read, label, write with provenance."""
     from imhibench.io import read_provenance, read_table, write_table
@@ -130,14 +153,17 @@ def run_label(
         if not classifier_dir:
             raise ImhiBenchError(f"labeler mentalbert needs a classifier for task {task_name}")
         log.info("loading MentalBERT classifier from %s", classifier_dir)
-        classifier = MentalBertLabeler(classifier_dir, task, device, batch_size)
+        classifier = MentalBertLabeler(classifier_dir, task, device, batch_size, dtype)
     table = label_responses(responses, test_set, task, labelers, classifier)
     provenance = build_provenance(
         "label",
         task=task_name,
         labelers=list(labelers),
+        classifier_dtype=dtype if classifier is not None else None,
         classifier=checkpoint_provenance(classifier_dir) if classifier_dir else None,
         generation=read_provenance(responses_path),
+        device=device,
+        batch_size=batch_size,
     )
     write_table(table, out_path, provenance)
     log.info("%s: labelled %d rows", out_path, len(table))

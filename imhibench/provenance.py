@@ -51,13 +51,20 @@ def git_state(directory: str | Path | None = None) -> dict[str, str | bool | Non
 
 
 def checkpoint_provenance(directory: str | Path) -> dict:
-    """The fetch manifest of a hub checkpoint, or the path of a local one."""
+    """The fetch manifest of a hub checkpoint, or the path of a local one with the sha256 of
+    its weight, tokenizer and config files (cached by size and mtime, see checkpoint_hashes)."""
+    from imhibench.checkpoint_hashes import local_checkpoint_sha256
+
     manifest = Path(directory) / CHECKPOINT_MANIFEST
     if manifest.is_file():
         record = json.loads(manifest.read_text(encoding="utf-8"))
         record.pop("files", None)  # per-file digests stay in the manifest itself
         return record
-    return {"local_path": str(Path(directory).resolve()), "resolved_revision": None}
+    return {
+        "local_path": str(Path(directory).resolve()),
+        "resolved_revision": None,
+        "files_sha256": local_checkpoint_sha256(directory),
+    }
 
 
 def sha256_file(path: str | Path) -> str:
@@ -83,9 +90,19 @@ def snakemake_job() -> dict | None:
         "inputs_sha256": {
             str(path): sha256_file(path) if Path(path).is_file() else None for path in job.input
         },
+        "threads": getattr(job, "threads", None),
+        "resources": _job_resources(job),
         "host": platform.node(),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
     }
+
+
+def _job_resources(job) -> dict:
+    """The job's cluster resources (gpu, mem_mb, runtime, ...): not params, so recorded here."""
+    resources = getattr(job, "resources", None)
+    if resources is None:
+        return {}
+    return {k: v for k, v in resources.items() if not k.startswith("_")}
 
 
 def build_provenance(stage: str, **fields: object) -> dict:

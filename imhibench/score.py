@@ -61,6 +61,20 @@ def score(
     return per_row, table
 
 
+def bart_score_provenance(options: dict, checkpoint: dict) -> dict:
+    """Which BARTScore variant scored (named from the checkpoint's hub id or directory) and
+    the weights file it loaded (source and sha256), for the score stage's provenance."""
+    from imhibench.metrics.bartscore import variant_name
+    from imhibench.scorer_weights import weights_record
+
+    weights = options.get("weights_file")
+    name = checkpoint.get("hub_id") or checkpoint.get("local_path") or options["checkpoint"]
+    return {
+        "bart_score_variant": variant_name(str(name), weights is not None),
+        "bart_score_weights": weights_record(weights) if weights is not None else None,
+    }
+
+
 def run_score(
     responses_path: str,
     labels_path: str,
@@ -96,17 +110,23 @@ def run_score(
     summary.insert(2, "task", task_name)
     summary.insert(3, "split", split)
     summary = summary[SUMMARY_COLUMNS]
+    scorer_checkpoints = {
+        name: checkpoint_provenance(scorers[name][option])
+        for name, option in SCORER_CHECKPOINT_OPTION.items()
+        if name in scorers
+    }
+    bart = {}
+    if "bart_score" in scorers:
+        bart = bart_score_provenance(scorers["bart_score"], scorer_checkpoints["bart_score"])
     provenance = build_provenance(
         "score",
         model=model,
         dataset=dataset,
         seed=seed,
+        device=device,
         scorers=scorers,
-        scorer_checkpoints={
-            name: checkpoint_provenance(scorers[name][option])
-            for name, option in SCORER_CHECKPOINT_OPTION.items()
-            if name in scorers
-        },
+        scorer_checkpoints=scorer_checkpoints,
+        **bart,
         labels=read_provenance(labels_path),
     )
     write_table(per_row, rows_out, provenance)

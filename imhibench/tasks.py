@@ -27,6 +27,8 @@ class Task:
     rule_default: str
     classifier_labels: tuple[str, ...]
     classifier_names: tuple[str, ...]  # upstream label_inference.py's names, index order
+    # keyword -> replacement for the opt-in `rule_corrected` labeler (upstream quirks fixed)
+    rule_corrections: tuple[tuple[str, str], ...] = ()
 
     def parse_gold(self, answer: str, split: str) -> tuple[str, str]:
         """Split a gold answer "<answer>. Reasoning: <explanation>" into (label, explanation)."""
@@ -40,10 +42,15 @@ class Task:
             )
         return templates[sentence], explanation.strip()
 
-    def rule_label(self, response: str) -> tuple[str, bool]:
-        """Upstream IMHI.py's keyword labeler: (label, out_of_domain)."""
+    def rule_label(self, response: str, corrected: bool = False) -> tuple[str, bool]:
+        """Upstream IMHI.py's keyword labeler: (label, out_of_domain); ``corrected`` applies
+        the task's ``rule_corrections`` to the keywords first (same order, same default)."""
         head = response.split(REASONING_MARKER, 1)[0].lower()
-        for keyword, label in self.rule_keywords:
+        keywords = self.rule_keywords
+        if corrected:
+            fixes = dict(self.rule_corrections)
+            keywords = tuple((fixes.get(keyword, keyword), label) for keyword, label in keywords)
+        for keyword, label in keywords:
             if keyword in head:
                 return label, False
         return self.rule_default, True
@@ -81,6 +88,7 @@ def all_tasks() -> dict[str, Task]:
                 rule_default=spec["rule_default"],
                 classifier_labels=tuple(spec["classifier_labels"]),
                 classifier_names=tuple(spec["classifier_names"]),
+                rule_corrections=tuple(spec.get("rule_corrections", {}).items()),
             )
         )
         for name, spec in raw.items()

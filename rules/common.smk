@@ -7,6 +7,9 @@ sys.path.insert(0, workflow.basedir)
 
 from imhibench.aggregate import SHIPPED_PUBLISHED, paired_table_names, table_specs
 from imhibench.config import Plan, checkpoint_dir, validate_config
+from imhibench.scorer_weights import WEIGHTS_PATH as BART_SCORE_WEIGHTS
+from imhibench.config_fingerprint import check_tables_match_config
+from imhibench.execution import answer_model_spec, answer_settings
 from imhibench.tasks import all_tasks
 
 validate_config(config, Path(workflow.basedir) / "workflow_config" / "schema.yaml")
@@ -15,6 +18,16 @@ ALL_TASKS_BY_NAME = all_tasks()
 ALL_TASKS = list(ALL_TASKS_BY_NAME)
 for message in PLAN.skip_messages():
     logger.warning(f"imhi-bench: {message}")
+
+
+def get_report_requested():
+    """Whether this is `snakemake --report ...` (Snakemake tells the Snakefile nothing else)."""
+    return any(arg == "--report" or arg.startswith("--report=") for arg in sys.argv)
+
+
+# A report must not present tables made with another config as this config's.
+if get_report_requested():
+    check_tables_match_config("results/tables", config)
 
 
 def _alternatives(names):
@@ -125,12 +138,29 @@ def get_test_file_sha256(wildcards):
     return PLAN.test_file(wildcards.dataset, wildcards.split)["sha256"]
 
 
+def get_local_test_file(wildcards):
+    """A user's own test file (`local_path`, relative to the working directory) is an input:
+    replacing it refetches and reruns what depends on it."""
+    spec = PLAN.test_file(wildcards.dataset, wildcards.split)
+    return {"local": spec["local_path"]} if "local_path" in spec else {}
+
+
 def get_task_name(wildcards):
     return PLAN.task_of(wildcards.dataset)
 
 
 def get_checkpoint_spec(wildcards):
     return PLAN.hub_checkpoints()[wildcards.checkpoint]
+
+
+def get_bart_score_weights_spec(wildcards):
+    return PLAN.bart_score_weights()
+
+
+def get_bart_score_weights_local(wildcards):
+    """A local weights file is an input (so a demo-built one is made first)."""
+    spec = PLAN.bart_score_weights() or {}
+    return [spec["local_path"]] if spec.get("local_path") else []
 
 
 # ---- generate ----------------------------------------------------------------------------
@@ -150,9 +180,15 @@ def get_generate_input(wildcards):
     return inputs
 
 
+def get_generate_models(rule_name):
+    """Wildcard constraint: the models whose answers `rule_name` generates."""
+    return _alternatives(PLAN.models_of_generate_rule(rule_name))
+
+
 def get_model_spec(wildcards):
-    """The model's entry without its cluster resources (those must not trigger reruns)."""
-    return {k: v for k, v in PLAN.model(wildcards.model).items() if k != "resources"}
+    """The answer-affecting part of the model's entry (no resources, placement, `generation`
+    or API request/cost settings): changing those alone must not trigger a rerun."""
+    return answer_model_spec(PLAN.model(wildcards.model))
 
 
 def get_generation_rows(wildcards):
@@ -164,7 +200,9 @@ def get_example_responses_sha256(wildcards):
 
 
 def get_generation_settings(wildcards):
-    return PLAN.generation_settings(wildcards.model)
+    """Answer-affecting settings only: execution settings (batching, shards) and the device
+    are read by the script from the config, so changing them reruns nothing."""
+    return answer_settings(PLAN.generation_settings(wildcards.model))
 
 
 def get_generate_resource(name):
@@ -195,6 +233,8 @@ def get_score_input(wildcards):
     }
     for name, checkpoint in PLAN.scorer_checkpoints().items():
         inputs[name] = checkpoint_dir(checkpoint)
+    if PLAN.bart_score_weights_path():
+        inputs["bart_score_weights"] = PLAN.bart_score_weights_path()
     return inputs
 
 
@@ -254,6 +294,10 @@ def get_task_names(wildcards):
 
 def get_table_datasets(wildcards):
     return {group: PLAN.table_datasets(group) for group in ("main", "expert")}
+
+
+def get_label_dtype(wildcards):
+    return config["label_dtype"]
 
 
 def get_table_notes(wildcards):

@@ -19,6 +19,7 @@ localrules:
 rule build_demo_models:
     output:
         manifest=f"{DEMO_MODELS}/demo_models.json",
+        bart_score_weights=f"{DEMO_MODELS}/bart-score-weights.pth",
         dirs=[directory(f"{DEMO_MODELS}/{name}") for name in DEMO_MODEL_DIRS],
     log:
         "logs/demo/build_demo_models.log",

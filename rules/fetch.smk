@@ -3,9 +3,12 @@ localrules:
     fetch_test_set,
     fetch_checkpoint,
     fetch_example_responses,
+    fetch_bart_score_weights,
 
 
 rule fetch_test_set:
+    input:
+        unpack(get_local_test_file),
     output:
         csv="resources/imhi/{split}/{dataset}.csv",
         parquet="resources/imhi/{split}/{dataset}.parquet",
@@ -44,3 +47,19 @@ rule fetch_example_responses:
         sha256=get_example_responses_sha256,
     script:
         "../scripts/fetch_example_responses.py"
+
+
+rule fetch_bart_score_weights:
+    input:
+        get_bart_score_weights_local,
+    output:
+        weights=BART_SCORE_WEIGHTS,
+        record=f"{BART_SCORE_WEIGHTS}.json",
+    log:
+        "logs/fetch/bart_score_weights.log",
+    conda:
+        "../envs/fetch.yaml"
+    params:
+        spec=get_bart_score_weights_spec,
+    script:
+        "../scripts/fetch_bart_score_weights.py"

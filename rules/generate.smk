@@ -7,6 +7,8 @@ rule generate:
         "logs/generate/{model}/{dataset}.log",
     benchmark:
         "benchmarks/generate/{model}/{dataset}.tsv"
+    wildcard_constraints:
+        model=get_generate_models("generate"),
     conda:
         "../envs/generate.yaml"
     threads: get_generate_resource("cpus")
@@ -19,7 +21,6 @@ rule generate:
         model_spec=get_model_spec,
         settings=get_generation_settings,
         rows=get_generation_rows,
-        device=config["device"],
         seed=config["seed"],
     script:
         "../scripts/generate.py"

@@ -19,6 +19,6 @@ rule label:
         task=get_task_name,
         labelers=config["labelers"],
         batch_size=config["label_batch_size"],
-        device=config["device"],
+        dtype=get_label_dtype,
     script:
         "../scripts/label.py"

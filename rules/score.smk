@@ -20,7 +20,6 @@ rule score:
         task=get_task_name,
         labelers=config["labelers"],
         scorers=get_scorer_settings,
-        device=config["device"],
         seed=config["seed"],
     script:
         "../scripts/score.py"

@@ -7,6 +7,7 @@ sys.path.insert(0, f"{snakemake.scriptdir}/..")
 from pathlib import Path
 
 from imhibench.aggregate import table_specs, write_tables
+from imhibench.config_fingerprint import config_fingerprint
 from imhibench.logs import configure_job
 from imhibench.provenance import build_provenance
 
@@ -25,5 +26,9 @@ write_tables(
     published_as=snakemake.params.published_as,
     label_paths=dict(zip(jobs, snakemake.input.labels, strict=True)),
     seed=snakemake.params.seed,
-    provenance=build_provenance("aggregate", inputs=len(snakemake.input)),
+    provenance=build_provenance(
+        "aggregate",
+        inputs=len(snakemake.input),
+        config_fingerprint=config_fingerprint(snakemake.config),
+    ),
 )

@@ -11,7 +11,8 @@ from imhibench.logs import configure_job
 configure_job(snakemake.log[0])
 # The source is read from the config, not a rule parameter: a new mirror of the same pinned,
 # checksummed file does not make every downstream job rerun.
-url = Plan(snakemake.config).test_file_source(
+# A user's own file (local_path) is the rule's input "local".
+url = snakemake.input.get("local") or Plan(snakemake.config).test_file_source(
     snakemake.wildcards.dataset, snakemake.wildcards.split
 )
 run_fetch_test_set(

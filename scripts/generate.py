@@ -4,20 +4,27 @@ import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")
 
+from imhibench.execution import get_device, get_generation_settings, get_model_spec
 from imhibench.generate.stage import run_generate
-from imhibench.logs import configure_job
+from imhibench.logs import announce_job, configure_job
 
 configure_job(snakemake.log[0], snakemake.threads)
+announce_job(
+    "generate", snakemake.wildcards.model, snakemake.wildcards.dataset, snakemake.input.test_set,
+    get_device(snakemake.config), snakemake.params.settings["dtype"], snakemake.params.rows,
+)  # fmt: skip
 run_generate(
     test_set_path=snakemake.input.test_set,
     out_path=snakemake.output[0],
     model=snakemake.wildcards.model,
-    model_spec=snakemake.params.model_spec,
+    model_spec=get_model_spec(snakemake.config, snakemake.wildcards.model),
     model_dir=snakemake.input.get("model"),
     base_model_dir=snakemake.input.get("base"),
     responses_path=snakemake.input.get("responses"),
-    settings=snakemake.params.settings,
+    settings=get_generation_settings(
+        snakemake.config, snakemake.wildcards.model, snakemake.params.settings
+    ),
     rows=snakemake.params.rows,
-    device=snakemake.params.device,
+    device=get_device(snakemake.config),
     seed=snakemake.params.seed,
 )

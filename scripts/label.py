@@ -4,10 +4,18 @@ import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")
 
+from imhibench.generate.shards import release_shards
+from imhibench.execution import get_device
 from imhibench.label import run_label
-from imhibench.logs import configure_job
+from imhibench.logs import announce_job, configure_job
 
 configure_job(snakemake.log[0], snakemake.threads)
+# Snakemake accepted the responses (this job runs on them): their generation shards can go.
+release_shards(snakemake.input.responses)
+announce_job(
+    "label", snakemake.wildcards.model, snakemake.wildcards.dataset, snakemake.input.responses,
+    get_device(snakemake.config),
+)  # fmt: skip
 run_label(
     responses_path=snakemake.input.responses,
     test_set_path=snakemake.input.test_set,
@@ -15,6 +23,7 @@ run_label(
     task_name=snakemake.params.task,
     labelers=snakemake.params.labelers,
     classifier_dir=snakemake.input.get("classifier"),
-    device=snakemake.params.device,
+    device=get_device(snakemake.config),
     batch_size=snakemake.params.batch_size,
+    dtype=snakemake.params.dtype,
 )

@@ -4,10 +4,15 @@ import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")
 
-from imhibench.logs import configure_job
+from imhibench.execution import get_device
+from imhibench.logs import announce_job, configure_job
 from imhibench.score import run_score
 
 configure_job(snakemake.log[0], snakemake.threads)
+announce_job(
+    "score", snakemake.wildcards.model, snakemake.wildcards.dataset, snakemake.input.responses,
+    get_device(snakemake.config),
+)  # fmt: skip
 run_score(
     responses_path=snakemake.input.responses,
     labels_path=snakemake.input.labels,
@@ -19,6 +24,6 @@ run_score(
     task_name=snakemake.params.task,
     labelers=snakemake.params.labelers,
     scorers=snakemake.params.scorers,
-    device=snakemake.params.device,
+    device=get_device(snakemake.config),
     seed=snakemake.params.seed,
 )

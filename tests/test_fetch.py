@@ -1,3 +1,4 @@
+import hashlib
 import http.server
 import threading
 
@@ -149,3 +150,100 @@ def test_unknown_gold_template_names_file_and_row(tmp_path):
     ).to_csv(path, index=False)
     with pytest.raises(ImhiBenchError, match=r"DR.csv: data row 2: .*'Perhaps.'"):
         prepare_test_set(path, "DR", "DR", "instruction")
+
+
+BODY = b"query,gpt-3.5-turbo\n" + b"a post,yes. Reasoning: because\n" * 50
+
+
+def _serve_truncated(truncate_first: int, chunked: bool):
+    """A loopback server whose first `truncate_first` answers stop halfway through the body."""
+    calls = []
+
+    class Truncating(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self):
+            calls.append(self.path)
+            cut = len(calls) <= truncate_first
+            body = BODY[: len(BODY) // 2] if cut else BODY
+            self.send_response(200)
+            if chunked:
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(body), body))
+                if not cut:
+                    self.wfile.write(b"0\r\n\r\n")
+            else:
+                self.send_header("Content-Length", str(len(BODY)))  # always the full length
+                self.end_headers()
+                self.wfile.write(body)
+            self.wfile.flush()
+            self.close_connection = True
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Truncating)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, calls
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_truncated_download_is_retried_then_rejected(tmp_path, monkeypatch, chunked):
+    monkeypatch.setattr("imhibench.fetch.time.sleep", lambda s: None)
+    server, calls = _serve_truncated(truncate_first=99, chunked=chunked)
+    url = f"http://127.0.0.1:{server.server_address[1]}/f.csv"
+    try:
+        message = "received 7\\d\\d of the 1\\d+ bytes" if not chunked else "IncompleteRead"
+        with pytest.raises(ImhiBenchError, match=f"f.csv failed after 3 attempt.*{message}"):
+            download(url, tmp_path / "f.csv", None, retries=3)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(calls) == 3
+    assert list(tmp_path.iterdir()) == []  # neither the file nor a temporary one
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_truncated_download_recovers_on_retry(tmp_path, monkeypatch, chunked):
+    monkeypatch.setattr("imhibench.fetch.time.sleep", lambda s: None)
+    server, calls = _serve_truncated(truncate_first=1, chunked=chunked)
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/f.csv"
+        digest = download(url, tmp_path / "f.csv", None, retries=2)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(calls) == 2
+    assert (tmp_path / "f.csv").read_bytes() == BODY
+    assert digest == hashlib.sha256(BODY).hexdigest()
+    assert [p.name for p in tmp_path.iterdir()] == ["f.csv"]
+
+
+def test_unexpected_error_leaves_no_temporary_file(tmp_path, monkeypatch):
+    class Exploding:  # fails mid-stream, with the temporary file open
+        def update(self, chunk):
+            raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr("imhibench.fetch.hashlib.sha256", Exploding)
+    with serve_directory(tmp_path) as base:
+        (tmp_path / "src").mkdir()
+        (tmp_path / "src" / "f.csv").write_bytes(BODY)
+        with pytest.raises(RuntimeError, match="disk on fire"):
+            download(f"{base}/src/f.csv", tmp_path / "out" / "f.csv", None)
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_run_fetch_copies_a_local_path(tmp_path):
+    """`local_path` files (absolute here; relative ones resolve against the working directory)."""
+    mirror = require_mirror()
+    csv, parquet = tmp_path / "DR.csv", tmp_path / "DR.parquet"
+    provenance = run_fetch_test_set(
+        str(mirror / DR), mirror_sha256(DR), "DR", "DR", "instruction", csv, parquet
+    )
+    assert provenance["source"] == str((mirror / DR).resolve())
+    assert len(read_table(parquet)) == 405
+    with pytest.raises(ImhiBenchError, match="missing.csv does not exist"):
+        run_fetch_test_set(
+            str(tmp_path / "missing.csv"), None, "DR", "DR", "instruction", csv, parquet
+        )

@@ -16,9 +16,9 @@ import pandas as pd
 import pytest
 from support import REPO
 
-from imhibench.generate.shards import ShardStore, shard_dir
+from imhibench.generate.shards import ShardStore, release_shards, shard_dir
 from imhibench.generate.stage import run_generate
-from imhibench.io import read_table, write_table
+from imhibench.io import read_provenance, read_table, write_table
 
 ROWS, SHARD_ROWS = 400, 8
 N_SHARDS = ROWS // SHARD_ROWS
@@ -34,7 +34,18 @@ from imhibench.logs import configure_job
 configure_job(None)
 run_generate(**json.loads(sys.argv[1]))
 """
-SAVED = re.compile(r"saved (shard-\d+\.parquet)")
+SAVED = re.compile(r"saved (shard-[0-9a-f]+\.parquet)")
+# The same job, with the final output write slowed down (a marker file says it has begun).
+SLOW_FINAL_WRITE = """
+import pathlib, time
+import imhibench.generate.stage as stage
+write_table = stage.write_table
+def slow_write(table, path, provenance=None):
+    pathlib.Path(f"{path}.writing").touch()
+    time.sleep(3)
+    write_table(table, path, provenance)
+stage.write_table = slow_write
+"""
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -73,11 +84,11 @@ def reference(test_set, demo_models, tmp_path_factory) -> pd.DataFrame:
     return run_generate(**_args(test_set, out, demo_models["causal"]))
 
 
-def _worker(args: dict, log: Path) -> subprocess.Popen:
+def _worker(args: dict, log: Path, patch: str = "") -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     with log.open("w") as stderr:
         return subprocess.Popen(
-            [sys.executable, "-c", WORKER, json.dumps(args)],
+            [sys.executable, "-c", patch + WORKER, json.dumps(args)],
             cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=stderr,
         )  # fmt: skip
 
@@ -114,14 +125,13 @@ def test_sigkill_then_restart_loses_nothing(test_set, demo_models, reference, tm
     restart = _worker(args, tmp_path / "run2.log")
     assert restart.wait(timeout=120) == 0, (tmp_path / "run2.log").read_text()
     log = (tmp_path / "run2.log").read_text()
-    assert f"resuming: {len(saved)} of {N_SHARDS} shards" in log
-    rewritten = SAVED.findall(log)
-    # Only the shards missing at the kill were generated again: at most the one in flight was
-    # recomputed, and every saved shard was kept.
-    assert len(rewritten) == len(set(rewritten)) == N_SHARDS - len(saved)
-    assert not set(rewritten) & set(saved)
+    assert f"resuming: {len(saved) * SHARD_ROWS} of {ROWS} rows already saved" in log
+    # Only the rows missing at the kill were generated again (at most the shard in flight was
+    # recomputed), and every saved shard was kept.
+    assert read_provenance(args["out_path"])["generated_rows"] == ROWS - len(saved) * SHARD_ROWS
+    assert set(saved) <= {p.name for p in shard_dir(args["out_path"]).iterdir()}
     pd.testing.assert_frame_equal(read_table(args["out_path"]), reference)
-    assert not shard_dir(args["out_path"]).exists()
+    assert release_shards(args["out_path"])
 
 
 def test_sigterm_exits_cleanly_and_resumes(
@@ -138,15 +148,45 @@ def test_sigterm_exits_cleanly_and_resumes(
     assert sorted(p.name for p in shards.iterdir()) == sorted([*saved, "manifest.json"])
     assert not list(tmp_path.glob(".*tmp*"))  # no partial file anywhere
 
-    writes: list[int] = []
+    saved_rows = {r for name in saved for r in read_table(shards / name)["row_id"]}
+    writes: list[str] = []
     write = ShardStore.write
     monkeypatch.setattr(
-        ShardStore, "write", lambda self, k, *a: (writes.append(k), write(self, k, *a))[1]
+        ShardStore, "write", lambda self, t, *a: (writes.extend(t["row_id"]), write(self, t, *a))[1]
     )
     with caplog.at_level(logging.INFO, logger="imhibench"):
         table = run_generate(**args)
-    assert f"resuming: {len(saved)} of {N_SHARDS} shards" in caplog.text
-    assert sorted(writes) == [k for k in range(N_SHARDS) if f"shard-{k:05d}.parquet" not in saved]
+    assert f"resuming: {len(saved_rows)} of {ROWS} rows already saved" in caplog.text
+    assert sorted(writes) == sorted(set(reference["row_id"]) - saved_rows)
     pd.testing.assert_frame_equal(table, reference)
     pd.testing.assert_frame_equal(read_table(args["out_path"]), reference)
-    assert not shards.exists()
+
+
+def test_sigterm_during_the_final_write_loses_no_row(
+    test_set, demo_models, reference, tmp_path, monkeypatch, caplog
+):
+    """The output is written, the job exits 143, Snakemake deletes the "failed" output: the
+    shards are still there and the rerun rebuilds the output without generating a row."""
+    args = {**_args(test_set, tmp_path / "T.parquet", demo_models["causal"]), "rows": 40}
+    out, log = Path(args["out_path"]), tmp_path / "run1.log"
+    proc = _worker(args, log, patch=SLOW_FINAL_WRITE)
+    try:
+        deadline = time.monotonic() + 120
+        while not Path(f"{out}.writing").exists():
+            assert proc.poll() is None, f"worker ended early:\n{log.read_text()}"
+            assert time.monotonic() < deadline, "no final write after 120 s"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGTERM)
+        status = proc.wait(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert status == 128 + signal.SIGTERM, log.read_text()
+    assert out.is_file()  # the write finished before the signal took effect
+    out.unlink()  # what Snakemake does with the output of a failed job
+    monkeypatch.setattr("imhibench.generate.load_backend", lambda *a, **k: pytest.fail("loaded"))
+    with caplog.at_level(logging.INFO, logger="imhibench"):
+        table = run_generate(**args)
+    assert "every row is saved" in caplog.text
+    assert read_provenance(out)["generated_rows"] == 0
+    pd.testing.assert_frame_equal(table, reference.head(40))

@@ -5,18 +5,21 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from imhibench.errors import ImhiBenchError
 from imhibench.generate import GenerationSettings, load_backend
+from imhibench.generate.base import EXECUTION_SETTINGS
 from imhibench.generate.batching import plan_shards
 from imhibench.generate.progress import Progress
-from imhibench.generate.shards import ShardStore, shard_dir
+from imhibench.generate.shards import ShardStore, release_shards, shard_dir
 from imhibench.generate.signals import GenerationStopped, StopOnSignal
-from imhibench.generate.stage import run_generate
-from imhibench.io import read_provenance, read_table, write_table
+from imhibench.generate.stage import generate_code_sha256, run_generate
+from imhibench.io import read_provenance, read_table, write_json, write_table
 
 ROWS = 14
 SETTINGS = {"max_new_tokens": 8, "batch_tokens": 4096, "max_batch_size": 4,
@@ -51,20 +54,26 @@ def _generate(test_set, out, demo_models, settings=SETTINGS, rows=None, **kw) ->
 
 
 @pytest.fixture
-def writes(monkeypatch) -> list[int]:
-    """Indices of the shards written, in order."""
-    written: list[int] = []
+def writes(monkeypatch) -> list[list[str]]:
+    """Row ids of each shard written, in order."""
+    written: list[list[str]] = []
     write = ShardStore.write
     monkeypatch.setattr(
-        ShardStore, "write", lambda self, k, *a: (written.append(k), write(self, k, *a))[1]
+        ShardStore,
+        "write",
+        lambda self, table, *a: (written.append(table["row_id"].tolist()), write(self, table, *a))[
+            1
+        ],
     )
     return written
 
 
-@pytest.fixture
-def keep_shards(monkeypatch):
-    """Leave the shard dir behind, as a job killed right after its last shard would."""
-    monkeypatch.setattr(ShardStore, "remove", lambda self: None)
+def _rows(writes: list[list[str]]) -> list[str]:
+    return sorted(r for shard in writes for r in shard)
+
+
+def _shards(out) -> list:
+    return sorted(shard_dir(out).glob("shard-*.parquet"))
 
 
 def test_plan_shards_longest_first_in_chunks():
@@ -74,7 +83,9 @@ def test_plan_shards_longest_first_in_chunks():
         plan_shards([1], 0)
 
 
-def test_sharded_run_equals_one_pass_and_cleans_up(test_set, tmp_path, demo_models, caplog):
+def test_sharded_run_equals_one_pass_and_keeps_shards_until_released(
+    test_set, tmp_path, demo_models, caplog
+):
     out = tmp_path / "out.parquet"
     with caplog.at_level(logging.INFO, logger="imhibench"):
         table = _generate(test_set, out, demo_models, progress_interval_s=0)
@@ -86,60 +97,117 @@ def test_sharded_run_equals_one_pass_and_cleans_up(test_set, tmp_path, demo_mode
     assert table["response"].tolist() == whole.texts
     assert table["n_output_tokens"].tolist() == whole.n_output_tokens
     pd.testing.assert_frame_equal(read_table(out), table)
-    assert not shard_dir(out).exists()
     provenance = read_provenance(out)
     assert provenance["shard_rows"] == 4 and provenance["resumed_rows"] == 0
+    assert provenance["generated_rows"] == ROWS and provenance["max_new_tokens_cap"] is None
     assert provenance["generation_settings"] == SETTINGS
     assert caplog.text.count("saved shard-") == N_SHARDS
     assert "14/14 rows (100.0%)" in caplog.text and "output tokens/s" in caplog.text
     assert "rows/s" in caplog.text and "left" in caplog.text
+    # The job leaves its shards; they go once the output is accepted (the label job).
+    assert len(_shards(out)) == N_SHARDS
+    assert release_shards(out) is True
+    assert not shard_dir(out).exists() and out.is_file()
+    assert release_shards(out) is False
 
 
-def test_restart_keeps_saved_shards(test_set, tmp_path, demo_models, writes, keep_shards, caplog):
+def test_release_keeps_shards_the_output_was_not_built_from(test_set, tmp_path, demo_models):
+    out = tmp_path / "out.parquet"
+    _generate(test_set, out, demo_models, rows=4)
+    other = tmp_path / "other.parquet"
+    _generate(test_set, other, demo_models, {**SETTINGS, "max_new_tokens": 6}, rows=4)
+    write_table(read_table(other), out, read_provenance(other))  # built under another key
+    assert release_shards(out) is False and _shards(out)
+    out.unlink()
+    assert release_shards(out) is False and _shards(out)  # no output: nothing is accepted
+
+
+def test_complete_shards_rebuild_the_output_without_generating(
+    test_set, tmp_path, demo_models, writes, caplog, monkeypatch
+):
+    """A job stopped during (or orphaned after) its final write: Snakemake deletes the output;
+    the rerun rebuilds it from the shards, without even loading the model."""
+    out = tmp_path / "out.parquet"
+    first = _generate(test_set, out, demo_models)
+    out.unlink()
+    writes.clear()
+    monkeypatch.setattr("imhibench.generate.load_backend", lambda *a, **k: pytest.fail("loaded"))
+    with caplog.at_level(logging.INFO, logger="imhibench"):
+        again = _generate(test_set, out, demo_models)
+    assert writes == []
+    assert "every row is saved" in caplog.text
+    pd.testing.assert_frame_equal(again, first)
+    assert read_provenance(out)["resumed_rows"] == ROWS
+    assert read_provenance(out)["generated_rows"] == 0
+
+
+def test_restart_keeps_saved_rows(test_set, tmp_path, demo_models, writes, caplog):
     out = tmp_path / "out.parquet"
     first = _generate(test_set, out, demo_models)
     out.unlink()  # as if killed after the last shard, before the output
-    (shard_dir(out) / "shard-00002.parquet").unlink()  # ... or while shard 2 was in flight
-    (shard_dir(out) / ".shard-00002.parquet.tmp-1").write_text("partial")
+    lost = _shards(out)[2]  # ... or while this shard was in flight
+    lost_rows = sorted(read_table(lost)["row_id"])
+    lost.unlink()
+    partial = shard_dir(out) / f".{lost.name}.tmp-1"
+    partial.write_text("partial")
+    os.utime(partial, (time.time() - 3600, time.time() - 3600))  # cut short an hour ago
+    in_progress = shard_dir(out) / ".shard-0123456789abcdef.parquet.tmp-2"
+    in_progress.write_text("another job's write, now")
     writes.clear()
     with caplog.at_level(logging.INFO, logger="imhibench"):
         again = _generate(test_set, out, demo_models)
-    assert writes == [2]
-    assert f"resuming: 3 of {N_SHARDS} shards (10 of 14 rows)" in caplog.text
+    assert _rows(writes) == lost_rows
+    assert f"resuming: {ROWS - len(lost_rows)} of {ROWS} rows already saved" in caplog.text
     pd.testing.assert_frame_equal(again, first)
-    assert read_provenance(out)["resumed_rows"] == 10
-    assert not list(shard_dir(out).glob(".*tmp*"))
+    assert read_provenance(out)["resumed_rows"] == ROWS - len(lost_rows)
+    assert list(shard_dir(out).glob(".*tmp*")) == [in_progress]
 
 
-def test_broken_shards_are_recomputed(test_set, tmp_path, demo_models, writes, keep_shards, caplog):
+def test_broken_shards_are_recomputed(test_set, tmp_path, demo_models, writes, caplog):
     out = tmp_path / "out.parquet"
     first = _generate(test_set, out, demo_models)
-    (shard_dir(out) / "shard-00001.parquet").write_text("not parquet")
-    moved = read_table(shard_dir(out) / "shard-00003.parquet")
-    write_table(moved, shard_dir(out) / "shard-00000.parquet")  # other rows than planned
-    write_table(moved, shard_dir(out) / "shard-00009.parquet")  # beyond the plan
+    shards = _shards(out)
+    broken_rows = sorted(read_table(shards[1])["row_id"])
+    shards[1].write_text("not parquet")
+    foreign = read_table(shards[3])
+    foreign_rows = sorted(foreign["row_id"])
+    write_table(foreign, shards[3], {"resume_key_sha256": "0" * 64})  # another key's shard
     writes.clear()
     with caplog.at_level(logging.WARNING, logger="imhibench"):
         again = _generate(test_set, out, demo_models)
-    assert writes == [0, 1]
-    assert "shard-00001.parquet: discarding shard (" in caplog.text
-    assert "shard-00000.parquet: discarding shard (rows differ from the plan)" in caplog.text
-    assert "shard-00009.parquet: discarding shard (not a shard of this plan)" in caplog.text
+    assert _rows(writes) == sorted(broken_rows + foreign_rows)
+    assert f"{shards[1].name}: discarding shard (" in caplog.text
+    assert f"{shards[3].name}: discarding shard (written for other inputs)" in caplog.text
     pd.testing.assert_frame_equal(again, first)
 
 
+def _edited_generate_code(tmp_path):
+    """The hash of a copy of imhibench/generate with one line of hf.py changed."""
+    import shutil
+
+    import imhibench.generate
+
+    copy = tmp_path / "generate_copy"
+    shutil.copytree(Path(imhibench.generate.__file__).parent, copy)
+    hf = copy / "hf.py"
+    hf.write_text(hf.read_text().replace("skip_special_tokens=True", "skip_special_tokens=False"))
+    return generate_code_sha256(copy)
+
+
 @pytest.mark.parametrize(
-    ("change", "changed", "n_shards"),
+    ("change", "changed"),
     [
-        ({"settings": {**SETTINGS, "max_new_tokens": 6}}, "settings", 4),
-        ({"settings": {**SETTINGS, "shard_rows": 5}}, "plan_sha256, settings, shard_rows", 3),
-        ({"rows": 12}, "plan_sha256, rows", 3),
-        ({"seed": 3}, "seed", 4),
-        ({"edit_test_set": True}, "test_set_sha256", 4),  # same lengths: same plan
+        (
+            {"settings": {**SETTINGS, "max_new_tokens": 6}},
+            'settings {"chat_template": false, "dtype": "float32", "max_new_tokens": 8} -> ',
+        ),
+        ({"seed": 3}, "seed 0 -> 3"),
+        ({"edit_test_set": True}, "test_set_sha256"),
+        ({"edit_code": True}, "generate_code_sha256"),
     ],
 )
 def test_stale_shards_are_discarded(
-    test_set, tmp_path, demo_models, writes, keep_shards, caplog, change, changed, n_shards
+    test_set, tmp_path, demo_models, writes, caplog, monkeypatch, change, changed
 ):
     out = tmp_path / "out.parquet"
     _generate(test_set, out, demo_models)
@@ -147,13 +215,43 @@ def test_stale_shards_are_discarded(
         table = read_table(test_set)
         table["query"] = _queries(ROWS, salt="edited ")
         write_table(table, test_set)
+    if change.pop("edit_code", False):
+        edited = _edited_generate_code(tmp_path)
+        assert edited != generate_code_sha256()
+        monkeypatch.setattr("imhibench.generate.stage.generate_code_sha256", lambda: edited)
     writes.clear()
     with caplog.at_level(logging.INFO, logger="imhibench"):
         _generate(test_set, out, demo_models, **change)
     assert f"discarding {N_SHARDS} stale shard(s) written for other inputs" in caplog.text
-    assert f"(changed: {changed})" in caplog.text
+    assert f"(changed: {changed}" in caplog.text
     assert "resuming" not in caplog.text
-    assert writes == list(range(n_shards))
+    assert _rows(writes) == [f"T-{i:05d}" for i in range(ROWS)]
+    assert len(_shards(out)) == N_SHARDS  # only the new ones
+
+
+def test_generate_code_hash_follows_the_sources(tmp_path):
+    assert _edited_generate_code(tmp_path) != generate_code_sha256()
+    assert generate_code_sha256() == generate_code_sha256()
+
+
+@pytest.mark.parametrize(
+    "execution",
+    [{"shard_rows": 5}, {"batch_tokens": 2048}, {"max_batch_size": 2}],
+)
+def test_execution_settings_keep_saved_rows(
+    test_set, tmp_path, demo_models, writes, caplog, execution
+):
+    assert set(execution) <= EXECUTION_SETTINGS
+    out = tmp_path / "out.parquet"
+    first = _generate(test_set, out, demo_models, rows=10)
+    out.unlink()
+    writes.clear()
+    with caplog.at_level(logging.INFO, logger="imhibench"):
+        again = _generate(test_set, out, demo_models, {**SETTINGS, **execution})
+    assert "stale" not in caplog.text
+    assert "resuming: 10 of 14 rows already saved" in caplog.text
+    assert _rows(writes) == [f"T-{i:05d}" for i in range(10, ROWS)]  # only the new rows
+    pd.testing.assert_frame_equal(again.head(10), first)
 
 
 def test_bad_shard_settings(test_set, tmp_path, demo_models):
@@ -168,7 +266,7 @@ def test_rows_subset_and_default_shard_size(test_set, tmp_path, demo_models, wri
     settings = {k: v for k, v in SETTINGS.items() if k != "shard_rows"}
     table = _generate(test_set, tmp_path / "o.parquet", demo_models, settings, rows=5)
     assert table["row_id"].tolist() == [f"T-{i:05d}" for i in range(5)]
-    assert writes == [0]
+    assert len(writes) == 1
     assert read_provenance(tmp_path / "o.parquet")["shard_rows"] == 256
 
 
@@ -199,3 +297,42 @@ def test_stop_signal_raises_or_waits_for_a_write():
         finished.append(True)  # the block runs to its end first
     assert finished == [True]
     assert signal.getsignal(signal.SIGTERM) is previous
+
+
+def test_bart_past_its_positions_finishes_with_capped_answers(
+    test_set, tmp_path, demo_models, caplog
+):
+    """BART has 1024 learned decoder positions: 1100 forced new tokens used to crash."""
+    spec = {"kind": "seq2seq", "split": "completion"}
+    settings = {**SETTINGS, "max_new_tokens": 1100, "min_new_tokens": 1100}
+    out = tmp_path / "bart.parquet"
+    with caplog.at_level(logging.WARNING, logger="imhibench"):
+        table = run_generate(str(test_set), str(out), "bart", spec, demo_models["seq2seq-bart"],
+                             None, None, settings, rows=2, device="cpu")  # fmt: skip
+    assert table["n_output_tokens"].tolist() == [1024, 1024]
+    assert caplog.text.count("does not fit the decoder's 1024 learned positions") == 1
+    provenance = read_provenance(out)
+    assert provenance["max_new_tokens_cap"] == 1024
+    assert provenance["generation_settings"]["max_new_tokens"] == 1100
+    # T5's relative positions set no cap.
+    t5 = load_backend("seq2seq", model_dir=demo_models["seq2seq-t5"], device="cpu",
+                      settings=GenerationSettings(max_new_tokens=1100))  # fmt: skip
+    assert t5.max_new_tokens_cap is None and t5.generation_config.max_new_tokens == 1100
+
+
+def test_a_job_whose_shards_were_taken_over_writes_no_output(
+    test_set, tmp_path, demo_models, monkeypatch
+):
+    """An orphaned job still running while a rerun with other settings took over its shards."""
+    out = tmp_path / "out.parquet"
+    write = ShardStore.write
+
+    def write_then_taken_over(self, table, provenance):
+        path = write(self, table, provenance)
+        write_json({"key": {"settings": "other"}, "info": {}}, shard_dir(out) / "manifest.json")
+        return path
+
+    monkeypatch.setattr(ShardStore, "write", write_then_taken_over)
+    with pytest.raises(ImhiBenchError, match="another run with other inputs took over"):
+        _generate(test_set, out, demo_models, rows=3)
+    assert not out.exists()

@@ -57,11 +57,23 @@ def test_nothing_changed_runs_nothing(demo, tmp_path):
         {"model_catalog": {"demo-llama": {"resources": {"mem_mb": 9000, "runtime": 99}}}},
         {"stage_resources": {"score": {"gpu": 1, "cpus": 2, "mem_mb": 100, "runtime": 1}}},
         {"imhi": {"source": "https://mirror.invalid/imhi"}},
+        {"generation": {"shard_rows": 1, "batch_tokens": 512, "max_batch_size": 1}},
+        {"model_catalog": {"demo-bart": {"generation": {"shard_rows": 3, "batch_tokens": 999}}}},
+        {"device": "auto"},
     ],
-    ids=["model-resources", "stage-resources", "imhi-mirror"],
-)
+    ids=[
+        "model-resources", "stage-resources", "imhi-mirror", "execution-settings",
+        "model-execution-settings", "device",
+    ],
+)  # fmt: skip
 def test_changes_that_cannot_alter_a_number_run_nothing(demo, tmp_path, change):
     assert planned_jobs(demo, tmp_path, change) == set()
+
+
+def test_new_max_new_tokens_reruns_generation(demo, tmp_path):
+    change = {"generation": {"max_new_tokens": 8}}
+    cells = [(m, d) for m in MODELS for d in DATASETS]
+    assert planned_jobs(demo, tmp_path, change) == stages(*cells) | {("aggregate",)}
 
 
 def test_new_revision_of_one_model_reruns_only_its_jobs(demo, tmp_path):
@@ -94,3 +106,13 @@ def test_another_published_file_reruns_only_the_tables(demo, tmp_path):
     published = tmp_path / "published.csv"
     published.write_text("model,DR,SAD\nSomeone else,50.0,40.0\n")
     assert planned_jobs(demo, tmp_path, {"published_weighted_f1": str(published)}) == TABLES
+
+
+def test_new_bart_score_weights_file_refetches_it_and_reruns_only_scoring(demo, tmp_path):
+    other = tmp_path / "other-bart-score.pth"
+    other.write_bytes(b"another weights file")  # a dry run: the file is never loaded
+    change = {"scorers": {"bart_score": {"weights_file": {"local_path": str(other)}}}}
+    expected = {("score", m, d) for m in MODELS for d in DATASETS}
+    assert planned_jobs(demo, tmp_path, change) == expected | TABLES | {
+        ("fetch_bart_score_weights",),
+    } | {("answer_sample", m, d) for m in MODELS for d in DATASETS}  # fmt: skip

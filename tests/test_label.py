@@ -65,6 +65,19 @@ def test_run_label_end_to_end(tmp_path, demo_models):
     provenance = read_provenance(out)
     assert provenance["generation"] == {"stage": "generate"}
     assert provenance["classifier"]["local_path"]
+    assert provenance["classifier_dtype"] == "float32"
+
+
+def test_classifier_is_float32_unless_bfloat16_is_asked(demo_models):
+    import torch
+
+    task = get_task("SAD")
+    full = MentalBertLabeler(demo_models["classifiers/SAD"], task, device="cpu")
+    assert full.model.dtype == torch.float32
+    half = MentalBertLabeler(demo_models["classifiers/SAD"], task, device="cpu", dtype="bfloat16")
+    assert half.model.dtype == torch.bfloat16
+    with pytest.raises(ImhiBenchError, match="label_dtype: unknown dtype 'float8'"):
+        MentalBertLabeler(demo_models["classifiers/SAD"], task, device="cpu", dtype="float8")
 
 
 def test_null_response_is_an_error_naming_file_and_row(tmp_path):
@@ -72,3 +85,36 @@ def test_null_response_is_an_error_naming_file_and_row(tmp_path):
     write_table(pd.DataFrame({"row_id": ["DR-00000"], "response": [None]}), responses)
     with pytest.raises(ImhiBenchError, match=r"gen.parquet: missing \(null\) response.*DR-00000"):
         run_label(str(responses), "unused", str(tmp_path / "o.parquet"), "DR", ["rule"], None)
+
+
+def test_rule_corrected_fixes_the_sad_emotion_turmoil_quirk():
+    """Upstream's rule labeler gives 66 of the 684 SAD instruction gold answers the label
+    "other causes" ("emotional" misses "emotion turmoil"); the opt-in corrected rules do not."""
+    from support import require_mirror
+
+    from imhibench.fetch import prepare_test_set
+
+    task = get_task("SAD")
+    csv = require_mirror() / "test_data" / "test_instruction" / "SAD.csv"
+    gold = prepare_test_set(csv, "SAD", "SAD", "instruction")
+    answers, labels = gold["gold_answer"].tolist(), gold["gold_label"].tolist()
+    upstream, ood = rule_labels(task, answers)
+    corrected, corrected_ood = rule_labels(task, answers, corrected=True)
+    wrong = [(u, g) for u, g in zip(upstream, labels, strict=True) if u != g]
+    assert len(answers) == 684 and len(wrong) == 66 and sum(ood) == 66
+    assert set(wrong) == {("other causes", "emotional turmoil")}
+    assert corrected == labels and not any(corrected_ood)
+    # Responses in the completion wording and of other tasks are labelled as upstream does.
+    assert task.rule_label("emotional turmoil.", corrected=True) == ("emotional turmoil", False)
+    for name in ("DR", "CAMS", "t-sid", "swmh"):
+        other = get_task(name)
+        assert other.rule_corrections == ()
+
+
+def test_label_responses_adds_the_corrected_rule_column():
+    responses = pd.DataFrame({"row_id": ["a"], "response": ["Related to emotion turmoil."]})
+    test_set = pd.DataFrame({"row_id": ["a"], "gold_label": ["emotional turmoil"]})
+    table = label_responses(responses, test_set, get_task("SAD"), ["rule", "rule_corrected"], None)
+    assert table.loc[0, "label_rule"] == "other causes" and table.loc[0, "rule_ood"]
+    assert table.loc[0, "label_rule_corrected"] == "emotional turmoil"
+    assert not table.loc[0, "rule_corrected_ood"]

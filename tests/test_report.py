@@ -139,3 +139,13 @@ def test_a_workflow_job_records_its_inputs_seed_and_slurm_job(tmp_path, monkeypa
         str(tmp_path): None,
     }
     assert build_provenance("score", seed=1)["seed"] == 1
+
+
+@pytest.mark.slow
+def test_report_with_another_config_fails_and_says_why(demo, tmp_path):
+    workdir, _ = demo  # made with demo.yaml + the small config; here demo.yaml alone
+    report = tmp_path / "report.html"
+    result = run(snakemake_command(workdir, "--report", str(report)))
+    assert result.returncode != 0
+    assert "do not belong to this config" in result.stderr, result.stderr[-3000:]
+    assert not report.exists()

@@ -26,7 +26,10 @@ pytestmark = pytest.mark.slow
 SLURM_ETC = Path("/etc/slurm")  # the jobstep plugin's inner srun needs the default location
 MARKER = "# written by imhi-bench tests/test_slurm.py"
 DAEMONS = ("munged", "slurmctld", "slurmd")
-LOCAL_RULES = {"build_demo_models", "fetch_test_set", "aggregate", "plots", "answer_sample", "all"}
+LOCAL_RULES = {
+    "build_demo_models", "fetch_test_set", "fetch_example_responses", "fetch_bart_score_weights",
+    "aggregate", "plots", "answer_sample", "all",
+}  # fmt: skip
 
 
 def sbin(name: str) -> str | None:

@@ -82,6 +82,12 @@ def test_every_table_exists_with_models_as_rows_and_test_sets_as_columns(demo_ru
             assert (lows.stack() <= cells).all() and (cells <= highs.stack()).all()
         else:  # BART-score is a mean log-likelihood: finite and negative
             assert cells.map(lambda v: math.isfinite(v) and v < 0).all()
+            # the demo scores with a weights file (demo stand-in for ParaBank2's bart_score.pth)
+            markdown = (tables / f"{name}.md").read_text()
+            assert markdown.startswith("## ") and "[bart-score + ParaBank2]" in markdown
+            assert read_provenance(tables / f"{name}.parquet")["bart_score_variant"] == (
+                "bart-score + ParaBank2"
+            )
     # the main weighted-F1 table shows the paper's rows, published only
     f1 = pd.read_parquet(tables / "weighted_f1.parquet")
     assert f1.loc[f1["status"] == "published only", "model"].tolist()[:2] == [
@@ -141,6 +147,9 @@ def test_logs_benchmarks_and_provenance(demo_run):
         "20a9edab07c4f3888ec6536779465be20b96683e7d5bbdedfb763d6f791a485a"
     )
     assert generation["generation_settings"]["max_new_tokens"] == 16
+    # Each generate job left its shards; the label job on its accepted output removed them.
+    assert generation["resume_key_sha256"] and generation["generated_rows"] == 4
+    assert not list((workdir / "results" / "generate").glob("*/*.parquet.shards"))
     assert generation["packages"]["torch"]
     sidecar = json.loads((workdir / "results" / "tables" / "provenance.json").read_text())
     # instruction models x5 (4 main + DR-expert), completion models x4, the real answers x5
@@ -153,6 +162,18 @@ def test_rerun_with_nothing_changed_runs_nothing(demo_run):
     run = snakemake(workdir, "--dry-run", "--config", f"imhi={{commit: {COMMIT}, source: x}}")
     assert run.returncode == 0, run.stderr[-3000:]
     assert "Nothing to be done" in run.stdout + run.stderr
+
+
+def test_replacing_the_published_numbers_reruns_aggregate(demo_run, tmp_path):
+    workdir, _ = demo_run
+    published = tmp_path / "published.csv"
+    published.write_text("model,DR\nMentaLLaMA-chat-7B,83.95\n")
+    table = workdir / "results" / "tables" / "weighted_f1.md"
+    for value in ("83.95", "77.77"):
+        published.write_text(f"model,DR\nMentaLLaMA-chat-7B,{value}\n")
+        run = snakemake(workdir, "--config", f"published_weighted_f1={published}")
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert f"| MentaLLaMA-chat-7B (published) | {value} |" in table.read_text()
 
 
 def test_wrong_sha256_stops_fetch_with_a_clear_error(tmp_path):
@@ -200,3 +221,113 @@ def test_fetch_checkpoint_rule_downloads_a_pinned_hub_revision(tmp_path, demo_mo
     assert manifest["hub_id"] == "Tianlin668/DR" and manifest["resolved_revision"] == sha
     assert (tmp_path / target / "model.safetensors").read_bytes() == files["model.safetensors"]
     assert (tmp_path / "logs" / "fetch" / "checkpoints" / "Tianlin668--DR@main.log").is_file()
+
+
+CLP_ROWS = "query,gpt-3.5-turbo\n" + "".join(
+    f'"Consider this post: post {i} Question: Does the poster suffer from depression?",'
+    f'"{answer}, the poster {verb} from depression. Reasoning: reason {i}."\n'
+    for i, (answer, verb) in enumerate([("Yes", "suffers"), ("No", "does not suffer")] * 2)
+)
+
+
+def test_local_test_file_is_fetched_and_is_an_input(tmp_path):
+    """The README's route for CLP: a file of one's own, by a path relative to the workdir."""
+    (tmp_path / "my_data").mkdir()
+    (tmp_path / "my_data" / "CLP.csv").write_text(CLP_ROWS)
+    config = tmp_path / "clp.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {"dataset_catalog": {"CLP": {"files": {"instruction": {
+                "local_path": "my_data/CLP.csv", "sha256": None}}}}}
+        )
+    )  # fmt: skip
+    target = "resources/imhi/instruction/CLP.parquet"
+    run = snakemake(tmp_path, "--configfile", str(config), "--", target, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    table = pd.read_parquet(tmp_path / target)
+    assert table["row_id"].tolist() == [f"CLP-{i:05d}" for i in range(4)]
+    assert table["gold_label"].tolist() == ["yes", "no", "yes", "no"]
+    provenance = read_provenance(tmp_path / target)
+    assert provenance["source"] == str(tmp_path / "my_data" / "CLP.csv")
+    assert provenance["sha256_pinned"] is False
+    # Replacing the user's file reruns the fetch (it is a rule input).
+    (tmp_path / "my_data" / "CLP.csv").write_text(CLP_ROWS.replace("reason 0", "new reason"))
+    dry = snakemake(tmp_path, "--configfile", str(config), "--dry-run", "--", target)
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    assert "fetch_test_set" in dry.stdout + dry.stderr
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below `pid` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def test_orphaned_generate_job_loses_no_row(tmp_path, demo_models):
+    """`snakemake` killed (-9) while a generate job runs: the orphaned job finishes, but its output
+    stays marked incomplete. `--rerun-incomplete` deletes that output; the rerun rebuilds it from
+    the shards the job left, without generating a row."""
+    import signal
+    import time
+
+    mirror = require_mirror()
+    config = tmp_path / "orphan.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "models": ["demo-llama"], "datasets": ["DR"], "rows_per_dataset": 400,
+                "imhi": {"commit": COMMIT, "source": str(mirror)},
+                "generation": {"max_new_tokens": 24, "shard_rows": 8},
+                "model_catalog": {"demo-llama": {"path": demo_models["causal"]}},
+            }
+        )
+    )  # fmt: skip
+    target = "results/generate/demo-llama/DR.parquet"
+    out, shards = tmp_path / target, tmp_path / f"{target}.shards"
+    command = [
+        sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+        "--directory", str(tmp_path), "--cores", "1",
+        "--configfile", str(REPO / "workflow_config" / "demo.yaml"), str(config), "--", target,
+    ]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    with (tmp_path / "snakemake1.log").open("w") as log:
+        first = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    deadline = time.monotonic() + 300
+    while not list(shards.glob("shard-*.parquet")):
+        assert first.poll() is None, (tmp_path / "snakemake1.log").read_text()[-3000:]
+        assert time.monotonic() < deadline, "no shard after 300 s"
+        time.sleep(0.05)
+    job = _descendants(first.pid)
+    first.send_signal(signal.SIGKILL)  # the login session is lost
+    first.wait()
+    while any(Path(f"/proc/{pid}").exists() for pid in job):  # the orphan runs to its end
+        assert time.monotonic() < deadline + 300, "the orphaned job did not finish"
+        time.sleep(0.2)
+    assert out.is_file(), (tmp_path / "logs/generate/demo-llama/DR.log").read_text()[-3000:]
+    orphan_output = pd.read_parquet(out)
+    assert list((tmp_path / ".snakemake" / "incomplete").iterdir())  # still marked
+
+    unlock = subprocess.run([*command[:-2], "--unlock"], capture_output=True, text=True, env=env)
+    assert unlock.returncode == 0, unlock.stderr[-3000:]
+    rerun = subprocess.run(
+        [*command[:-2], "--rerun-incomplete", "--", target],
+        capture_output=True, text=True, env=env, timeout=600,
+    )  # fmt: skip
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "generate" in rerun.stdout + rerun.stderr  # the job did run again ...
+    provenance = read_provenance(out)
+    assert (
+        provenance["generated_rows"] == 0 and provenance["resumed_rows"] == 400
+    )  # ... from shards
+    pd.testing.assert_frame_equal(pd.read_parquet(out), orphan_output)

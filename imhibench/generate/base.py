@@ -11,6 +11,11 @@ from typing import Protocol
 from imhibench.errors import ImhiBenchError
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+#: Generation settings that change how answers are computed, not what they are (shard size,
+#: batch budget, batch size cap, engine): recorded in provenance, read from the config when the
+#: job runs, and not Snakemake params, so changing one reruns nothing (docs/cluster.md); saved
+#: answers are reused when only these change (the generate resume key leaves them out).
+EXECUTION_SETTINGS = frozenset({"shard_rows", "batch_tokens", "max_batch_size", "engine"})
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,7 @@ _REGISTRY: dict[str, BackendLoader | str] = {
     "seq2seq": "imhibench.generate.seq2seq:load_seq2seq",
     "lora": "imhibench.generate.lora:load_lora",
     "responses": "imhibench.generate.responses:load_responses",
+    "api": "imhibench.generate.api:load_api",
 }
 
 
@@ -96,8 +102,12 @@ def load_backend(
     base_model_dir: str | None = None,
     settings: GenerationSettings,
     device: str | None = None,
+    **options: object,
 ) -> GenerationBackend:
-    """Load the backend of ``kind`` (``causal``, ``seq2seq``, ``lora``, ...) from local dirs."""
+    """Load the backend of ``kind`` (``causal``, ``seq2seq``, ``lora``, ...) from local dirs.
+
+    ``options`` go to the loader as they are (e.g. ``api=`` and ``label=`` for ``kind: api``).
+    """
     if kind not in _REGISTRY:
         raise ImhiBenchError(f"unknown generation backend kind {kind!r}; known: {known_kinds()}")
     loader = _REGISTRY[kind]
@@ -105,7 +115,11 @@ def load_backend(
         module, _, name = loader.partition(":")
         loader = getattr(importlib.import_module(module), name)
     return loader(
-        model_dir=model_dir, base_model_dir=base_model_dir, settings=settings, device=device
+        model_dir=model_dir,
+        base_model_dir=base_model_dir,
+        settings=settings,
+        device=device,
+        **options,
     )
 
 

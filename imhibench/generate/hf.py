@@ -36,6 +36,7 @@ class HFGenerator:
             raise ImhiBenchError(f"{tokenizer.name_or_path}: tokenizer has no pad token")
         if settings.chat_template and not tokenizer.chat_template:
             raise ImhiBenchError(f"{tokenizer.name_or_path}: chat_template=True but none set")
+        self.max_new_tokens = self._capped_max_new_tokens()
         self.generation_config = self._greedy_config()
         eos = self.generation_config.eos_token_id
         eos = tokenizer.eos_token_id if eos is None else eos
@@ -46,8 +47,8 @@ class HFGenerator:
         config = copy.deepcopy(self.model.generation_config)
         config.update(
             do_sample=False, num_beams=1, temperature=None, top_p=None, top_k=None,
-            max_length=None, max_new_tokens=self.settings.max_new_tokens,
-            min_new_tokens=self.settings.min_new_tokens or None,
+            max_length=None, max_new_tokens=self.max_new_tokens,
+            min_new_tokens=min(self.settings.min_new_tokens, self.max_new_tokens) or None,
             pad_token_id=self.tokenizer.pad_token_id,
         )  # fmt: skip
         return config
@@ -82,6 +83,31 @@ class HFGenerator:
         if not self.encoder_decoder:
             return None
         return getattr(self.model.config, "max_position_embeddings", None)
+
+    def _capped_max_new_tokens(self) -> int:
+        """``settings.max_new_tokens``, capped for decoders with learned positions.
+
+        A BART decoder has ``max_position_embeddings`` positions (1024), its start token
+        included, so room for that many new tokens; decoding past them crashes (IndexError on
+        CPU, a device-side assert on CUDA). Answers are cut there instead, with one warning.
+        T5 (relative positions) is uncapped.
+        """
+        wanted = self.settings.max_new_tokens
+        positions = self._max_source_length()  # BART's decoder shares the encoder's limit
+        if positions is None or wanted <= positions:
+            return wanted
+        cap = positions  # start token + cap - 1 fed back: the last step uses position cap - 1
+        log.warning(
+            "max_new_tokens %d does not fit the decoder's %d learned positions: answers are "
+            "cut at %d new tokens (recorded as max_new_tokens_cap in the provenance)",
+            wanted, positions, cap,
+        )  # fmt: skip
+        return cap
+
+    @property
+    def max_new_tokens_cap(self) -> int | None:
+        """The cap on new tokens set by the model, or None when the settings' limit applies."""
+        return self.max_new_tokens if self.max_new_tokens < self.settings.max_new_tokens else None
 
     def prompt_lengths(self, queries: list[str]) -> list[int]:
         """Prompt length of each query in tokens (what batching sorts by)."""

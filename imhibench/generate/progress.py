@@ -24,8 +24,10 @@ class Progress:
         done: int = 0,
         interval_s: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
+        count_tokens: bool = True,
     ):
         self.label, self.total, self.done = label, total, done
+        self.count_tokens = count_tokens
         self.interval_s, self.clock = interval_s, clock
         self.started = self.last = clock()
         self.rows = self.tokens = 0
@@ -44,9 +46,10 @@ class Progress:
         left = self.total - self.done
         eta = str(dt.timedelta(seconds=round(left / rate))) if rate > 0 else "unknown"
         share = 100 * self.done / self.total if self.total else 100.0
+        tokens = f"{self.tokens / elapsed:.1f} output tokens/s, " if self.count_tokens else ""
         return (
             f"{self.label}: {self.done}/{self.total} rows ({share:.1f}%), {rate:.2f} rows/s, "
-            f"{self.tokens / elapsed:.1f} output tokens/s, about {eta} left"
+            f"{tokens}about {eta} left"
         )
 
     def log(self, prefix: str = "") -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from imhibench.errors import ImhiBenchError
 from imhibench.generate.base import GenerationSettings
+from imhibench.io import not_utf8_message
 
 UPSTREAM_COLUMNS = ("goldens", "generated_text")
 ROW_ID_COLUMNS = ("row_id", "response")
@@ -26,6 +27,8 @@ def _read_table(path: Path):
         if set(UPSTREAM_COLUMNS) <= set(pd.read_csv(path, nrows=0).columns):
             options["escapechar"] = "\\"  # IMHI.py writes with to_csv(escapechar="\\")
         return pd.read_csv(path, **options)
+    except UnicodeDecodeError as err:
+        raise ImhiBenchError(f"responses file {not_utf8_message(path, err)}") from err
     except (ValueError, OSError) as err:
         raise ImhiBenchError(f"responses file {path}: unreadable: {err}") from err
 
@@ -45,12 +48,18 @@ def _from_upstream(path: Path, table, row_ids: list[str], golds: list[str]) -> l
             f"responses file {path}: {len(table)} rows, but the test file has {len(row_ids)}; "
             "upstream output rows must follow the test file's order one to one"
         )
-    for n, (row_id, gold, found) in enumerate(zip(row_ids, golds, table["goldens"], strict=True)):
-        if _is_empty(found) or not _same_text(found, gold):
-            raise ImhiBenchError(
-                f"responses file {path}: row {n + 1} (row_id {row_id}): 'goldens' differs from "
-                f"the test file's gold answer: {str(found)[:80]!r} vs {gold[:80]!r}"
-            )
+    differing = [
+        f"row {n + 1} (row_id {row_id}): {str(found)[:80]!r} vs {gold[:80]!r}"
+        for n, (row_id, gold, found) in enumerate(
+            zip(row_ids, golds, table["goldens"], strict=True)
+        )
+        if _is_empty(found) or not _same_text(found, gold)
+    ]
+    if differing:
+        raise ImhiBenchError(
+            f"responses file {path}: 'goldens' differs from the test file's gold answer in "
+            f"{len(differing)} row(s):\n  " + "\n  ".join(differing)
+        )
     return list(table["generated_text"])
 
 
@@ -67,12 +76,24 @@ def _from_row_ids(path: Path, table, row_ids: list[str]) -> list[str]:
     return [by_id[r] for r in row_ids]
 
 
-def import_responses(path: str, row_ids: list[str], golds: list[str]) -> list[str]:
+def empty_rows(row_ids: list[str], responses: list[object]) -> list[str]:
+    """`row N (row_id X)` of every empty, whitespace-only or missing (NaN) response."""
+    return [
+        f"row {n + 1} (row_id {row_id})"
+        for n, (row_id, text) in enumerate(zip(row_ids, responses, strict=True))
+        if _is_empty(text)
+    ]
+
+
+def import_responses(
+    path: str, row_ids: list[str], golds: list[str], keep_empty: bool = False
+) -> list[str]:
     """Responses for ``row_ids`` (test-file order) from a CSV/Parquet file.
 
     Two layouts: upstream's ``goldens,generated_text`` (rows in test-file order; each golden
     must equal that row's gold answer), or ``row_id,response`` (matched by row_id; extra ids
-    are ignored). Missing, empty or NaN responses raise ImhiBenchError naming the row.
+    are ignored). Empty or NaN responses raise one ImhiBenchError naming every such row, or,
+    with ``keep_empty``, become ``""`` (as a model's empty answer would be).
     """
     if len(row_ids) != len(golds):
         raise ImhiBenchError(
@@ -90,12 +111,13 @@ def import_responses(path: str, row_ids: list[str], golds: list[str]) -> list[st
             f"responses file {path}: columns {sorted(columns)}; expected "
             f"{','.join(UPSTREAM_COLUMNS)} (upstream output) or {','.join(ROW_ID_COLUMNS)}"
         )
-    for n, (row_id, text) in enumerate(zip(row_ids, responses, strict=True)):
-        if _is_empty(text):
-            raise ImhiBenchError(
-                f"responses file {path}: empty or missing response for row {n + 1} "
-                f"(row_id {row_id})"
-            )
+    if keep_empty:
+        return ["" if _is_empty(t) else str(t) for t in responses]
+    if empty := empty_rows(row_ids, responses):
+        raise ImhiBenchError(
+            f"responses file {path}: empty or missing response in {len(empty)} row(s): "
+            + ", ".join(empty)
+        )
     return [str(t) for t in responses]
 
 

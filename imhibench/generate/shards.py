@@ -1,34 +1,52 @@
 """Finished rows of a generation job, kept in shards next to its output so a restart resumes.
 
-``<out>.shards/`` holds ``manifest.json`` (the inputs the shards belong to) and
-``shard-NNNNN.parquet`` files (``row_id, response, n_output_tokens``), each written atomically
-(temporary file + rename). Shard ``k`` always holds the same rows for the same inputs (see
-``plan_shards``), so a restart skips the shards on disk and recomputes only the unfinished one.
+``<out>.shards/`` holds ``manifest.json`` (the resume key: the inputs the rows belong to) and
+``shard-<token>.parquet`` files (``row_id, response, n_output_tokens``), each written atomically
+(temporary file + rename) under a name no other process uses, with the sha256 of its resume key
+in its provenance. Resume is per row: a restart reuses every saved row of the same key, whatever
+the shard size or batching of the run that saved it, and generates only the missing rows.
+
+The directory is removed only once the output is known to be accepted (``release_shards``, called
+by the job that reads the output); a job that is stopped or orphaned after writing its output
+leaves its shards, and the rerun rebuilds the output from them without generating anything.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
 import shutil
+import time
+import uuid
 from pathlib import Path
 
 import pandas as pd
 
 from imhibench.errors import ImhiBenchError
-from imhibench.io import read_table, write_json, write_table
+from imhibench.io import read_provenance, read_table, write_json, write_table
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 SHARD_COLUMNS = ["row_id", "response", "n_output_tokens"]
-_SHARD_NAME = re.compile(r"shard-(\d{5,})\.parquet")
+_SHARD_NAME = re.compile(r"shard-[0-9a-f]+\.parquet")
+# Provenance field of a shard and of the output: sha256 of the resume key they were made under.
+KEY_FIELD = "resume_key_sha256"
+# A temporary shard file this old is a write cut short; a younger one may be another job's
+# write in progress (an orphaned job still running beside its rerun), so it is left alone.
+STALE_TMP_S = 600
 
 
 def shard_dir(out_path: str | Path) -> Path:
     """The shard directory of an output file: ``<out_path>.shards``."""
     return Path(f"{out_path}.shards")
+
+
+def key_sha256(key: dict) -> str:
+    """A stable digest of a resume key."""
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
 def dir_fingerprint(directory: str | Path) -> list[list]:
@@ -48,37 +66,53 @@ class ShardStore:
 
     def __init__(self, out_path: str | Path):
         self.dir = shard_dir(out_path)
+        self.key_sha256: str | None = None
+        self.provenances: list[dict] = []  # of the shards read or written by this store
 
-    def path(self, index: int) -> Path:
-        return self.dir / f"shard-{index:05d}.parquet"
+    def open(self, key: dict, info: dict | None = None) -> pd.DataFrame:
+        """The rows already saved under ``key`` (``SHARD_COLUMNS``, one per row id).
 
-    def open(self, key: dict, plan: list[list[str]]) -> dict[int, pd.DataFrame]:
-        """The shards already saved for ``key``, by index; anything else in the dir is deleted.
-
-        ``plan`` lists the row ids of every shard; a saved shard must hold exactly its rows.
+        Shards saved under another key are deleted, with a warning naming what changed;
+        ``info`` (e.g. the git sha) is kept in the manifest for that message only.
         """
         self.dir.mkdir(parents=True, exist_ok=True)
-        for partial in self.dir.glob(".*.tmp-*"):  # writes cut short by a kill
-            partial.unlink()
-        files = sorted(self.dir.glob("shard-*.parquet"))
+        for partial in self.dir.glob(".*.tmp-*"):  # writes cut short by a kill ...
+            if time.time() - partial.stat().st_mtime > STALE_TMP_S:  # ... not one in progress
+                partial.unlink(missing_ok=True)
+        self.key_sha256 = key_sha256(key)
         previous = self._read_manifest()
         if previous.get("key") != key:
-            if files:
-                old = previous.get("key") or {}
-                changed = sorted(k for k in key.keys() | old.keys() if key.get(k) != old.get(k))
-                log.warning(
-                    "%s: discarding %d stale shard(s) written for other inputs (changed: %s)",
-                    self.dir, len(files), ", ".join(changed),
-                )  # fmt: skip
-            for f in files:
-                f.unlink()
-            write_json({"key": key, "n_shards": len(plan)}, self.dir / MANIFEST)
-            return {}
-        done: dict[int, pd.DataFrame] = {}
-        for f in files:
-            if (table := self._load(f, plan)) is not None:
-                done[int(_SHARD_NAME.fullmatch(f.name)[1])] = table
-        return done
+            self._warn_changed(previous, key, info or {})
+            for stale in self.dir.glob("shard-*.parquet"):
+                stale.unlink(missing_ok=True)
+            write_json({"key": key, "info": info or {}}, self.dir / MANIFEST)
+        tables = []
+        for path in sorted(self.dir.glob("shard-*.parquet")):
+            if (table := self._load(path)) is not None:
+                tables.append(table)
+        if not tables:
+            return pd.DataFrame({c: pd.Series([], dtype=object) for c in SHARD_COLUMNS})
+        saved = pd.concat(tables, ignore_index=True).drop_duplicates("row_id")
+        return saved.reset_index(drop=True)
+
+    def _warn_changed(self, previous: dict, key: dict, info: dict) -> None:
+        files = list(self.dir.glob("shard-*.parquet"))
+        if not files:
+            return
+        old = previous.get("key") or {}
+        changed = [
+            _describe_change(name, old.get(name), key.get(name))
+            for name in sorted(key.keys() | old.keys())
+            if key.get(name) != old.get(name)
+        ]
+        old_info = previous.get("info") or {}
+        for name in sorted(info.keys() | old_info.keys()):
+            if info.get(name) != old_info.get(name):
+                changed.append(f"{name} {old_info.get(name)} -> {info.get(name)}")
+        log.warning(
+            "%s: discarding %d stale shard(s) written for other inputs (changed: %s)",
+            self.dir, len(files), "; ".join(changed) or "unreadable manifest",
+        )  # fmt: skip
 
     def _read_manifest(self) -> dict:
         path = self.dir / MANIFEST
@@ -87,31 +121,72 @@ class ShardStore:
         except (OSError, ValueError):
             return {}
 
-    def _load(self, path: Path, plan: list[list[str]]) -> pd.DataFrame | None:
-        """A saved shard, or None (and the file deleted) if it does not fit the plan."""
-        match = _SHARD_NAME.fullmatch(path.name)
+    def _load(self, path: Path) -> pd.DataFrame | None:
+        """A saved shard of this key, or None (and the file deleted) if it is not one."""
         problem = None
-        if match is None or int(match[1]) >= len(plan):
-            problem = "not a shard of this plan"
+        if _SHARD_NAME.fullmatch(path.name) is None:
+            problem = "not a shard name"
         else:
             try:
                 table = read_table(path, SHARD_COLUMNS)
+                provenance = read_provenance(path)
             except ImhiBenchError as err:
                 problem = str(err)
             else:
-                if table["row_id"].tolist() == plan[int(match[1])]:
-                    return table
-                problem = "rows differ from the plan"
-        log.warning("%s: discarding shard (%s); it will be recomputed", path, problem)
-        path.unlink()
+                if provenance.get(KEY_FIELD) == self.key_sha256:
+                    self.provenances.append(provenance)
+                    return table[SHARD_COLUMNS]
+                problem = "written for other inputs"
+        log.warning("%s: discarding shard (%s); its rows will be recomputed", path, problem)
+        path.unlink(missing_ok=True)
         return None
 
-    def write(self, index: int, table: pd.DataFrame, provenance: dict) -> Path:
-        """Save shard ``index`` atomically."""
-        path = self.path(index)
+    def check_still_current(self) -> None:
+        """Raise if another run, with other inputs, has taken over the shard directory since
+        ``open`` (e.g. a rerun while this orphaned job still ran): its output would be stale."""
+        manifest = self._read_manifest()
+        if key_sha256(manifest.get("key") or {}) != self.key_sha256:
+            raise ImhiBenchError(
+                f"{self.dir}: another run with other inputs took over these shards while this "
+                "job ran; this job's answers are stale, so its output is not written"
+            )
+
+    def write(self, table: pd.DataFrame, provenance: dict) -> Path:
+        """Save a shard atomically, under a name unique to this write."""
+        if self.key_sha256 is None:
+            raise ImhiBenchError(f"{self.dir}: open() the store before writing")
+        path = self.dir / f"shard-{uuid.uuid4().hex[:16]}.parquet"
+        provenance = {**provenance, KEY_FIELD: self.key_sha256}
         write_table(table[SHARD_COLUMNS], path, provenance)
+        self.provenances.append(provenance)
         return path
 
-    def remove(self) -> None:
-        """Delete the shard directory (after the output is written)."""
-        shutil.rmtree(self.dir, ignore_errors=True)
+
+def _describe_change(name: str, old: object, new: object) -> str:
+    """``name`` and, when short, its old and new value."""
+    text = f"{json.dumps(old, sort_keys=True)} -> {json.dumps(new, sort_keys=True)}"
+    return f"{name} {text}" if len(text) <= 160 else name
+
+
+def release_shards(out_path: str | Path) -> bool:
+    """Delete the shards of an accepted output; True if they were deleted.
+
+    Call only once the output is known to be accepted (by the job that reads it). The shards
+    go only when the output was built under the same resume key; otherwise they are left for
+    the next generate run of that output, which discards them if stale.
+    """
+    directory = shard_dir(out_path)
+    if not directory.is_dir() or not Path(out_path).is_file():
+        return False
+    try:
+        manifest = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
+        built_from = read_provenance(out_path).get(KEY_FIELD)
+    except (OSError, ValueError, ImhiBenchError) as err:
+        log.warning("%s: kept (cannot compare it with %s: %s)", directory, out_path, err)
+        return False
+    if built_from is None or built_from != key_sha256(manifest.get("key") or {}):
+        log.info("%s: kept (not the shards %s was built from)", directory, out_path)
+        return False
+    shutil.rmtree(directory, ignore_errors=True)
+    log.info("%s: removed (the output %s is complete and accepted)", directory, out_path)
+    return True

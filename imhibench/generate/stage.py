@@ -2,8 +2,11 @@
 
 Generation is resumable: rows are answered shard by shard (``shard_rows`` rows each, longest
 prompts first) and every finished shard is saved under ``<out>.shards/`` (see ``shards.py``). A
-job killed at any point and run again skips the saved shards; the output file appears, atomically,
-only when every row is answered, and the shard directory is removed after it.
+job killed at any point and run again reuses every saved row and generates only the missing ones;
+the output file appears, atomically, only when every row is answered. The job never removes its
+shards: the job that reads the accepted output does (``shards.release_shards``), so an output
+that Snakemake throws away (a job stopped during the final write, or orphaned) is rebuilt from
+them by the rerun without generating anything.
 """
 
 from __future__ import annotations
@@ -12,15 +15,18 @@ import hashlib
 import json
 import logging
 import time
+from pathlib import Path
 
 import pandas as pd
 
-from imhibench.generate.shards import ShardStore, dir_fingerprint
+from imhibench.generate.base import EXECUTION_SETTINGS
+from imhibench.generate.shards import KEY_FIELD, ShardStore, dir_fingerprint
 from imhibench.generate.signals import GenerationStopped, StopOnSignal
 from imhibench.io import read_provenance, read_table, write_table
 from imhibench.provenance import (
     build_provenance,
     checkpoint_provenance,
+    git_state,
     package_versions,
     sha256_file,
 )
@@ -67,6 +73,15 @@ def run_generate(
             table["n_output_tokens"] = pd.array([None] * len(table), dtype="Int64")
             table = table.head(rows) if rows else table
             checkpoints: dict = {"responses": responses_path}
+        elif kind == "api":
+            from imhibench.generate.api_stage import run_api_job
+
+            subset = test_set.head(rows) if rows else test_set
+            table, extra = run_api_job(
+                subset, test_set_path, out_path, model, model_spec, settings, seed, stop,
+                progress_interval_s,
+            )  # fmt: skip
+            checkpoints = {"endpoint": extra.pop("endpoint")}
         else:
             subset = test_set.head(rows) if rows else test_set
             job = _ShardedJob(model, kind, model_dir, base_model_dir, settings, seed, device)
@@ -95,10 +110,12 @@ def run_generate(
             test_set=read_provenance(test_set_path),
             **extra,
         )
-        with stop.deferred():
-            write_table(table[RESPONSE_COLUMNS], out_path, provenance)
-            if store is not None:
-                store.remove()
+        if store is not None:
+            store.check_still_current()
+            provenance[KEY_FIELD] = store.key_sha256
+        with stop.deferred():  # the shards stay: see shards.release_shards
+            extra_columns = [c for c in table.columns if c not in RESPONSE_COLUMNS]  # api
+            write_table(table[RESPONSE_COLUMNS + extra_columns], out_path, provenance)
     log.info("%s: wrote %d responses to %s in %.1f s", model, len(table), out_path, seconds)
     return table
 
@@ -137,96 +154,124 @@ class _ShardedJob:
 
     def run(self, subset, test_set_path, out_path, stop: StopOnSignal, interval_s: float):
         """(responses table in test-set order, the shard store, provenance fields)."""
-        from imhibench.generate import load_backend
-        from imhibench.generate.batching import plan_shards
         from imhibench.generate.progress import Progress
 
+        queries, row_ids = subset["query"].tolist(), subset["row_id"].tolist()
+        store = ShardStore(out_path)
+        saved = store.open(self._resume_key(test_set_path), {"git": git_state()["git_sha"]})
+        saved = saved[saved["row_id"].isin(set(row_ids))]
+        have = set(saved["row_id"])
+        missing = [i for i, row_id in enumerate(row_ids) if row_id not in have]
+        resumed = len(row_ids) - len(missing)
+        if resumed:
+            log.info(
+                "%s: resuming: %d of %d rows already saved in %s",
+                self.model, resumed, len(row_ids), store.dir,
+            )  # fmt: skip
+        cap = None
+        if missing:
+            backend = self._load_backend()
+            cap = getattr(backend, "max_new_tokens_cap", None)
+            progress = Progress(self.model, len(row_ids), resumed, interval_s)
+            tables = [saved] if len(saved) else []
+            try:
+                self._fill(backend, queries, row_ids, missing, store, stop, progress, tables)
+            except GenerationStopped as err:
+                log.warning(
+                    "%s: stopped by %s; %d of %d rows saved under %s; run the job again to "
+                    "resume", self.model, err.signal_name, sum(len(t) for t in tables),
+                    len(row_ids), store.dir,
+                )  # fmt: skip
+                raise
+            saved = pd.concat(tables, ignore_index=True)
+        else:
+            log.info(
+                "%s: every row is saved in %s; building the output without generating",
+                self.model, store.dir,
+            )  # fmt: skip
+            cap = next((p["max_new_tokens_cap"] for p in store.provenances
+                        if p.get("max_new_tokens_cap")), None)  # fmt: skip
+        extra = {
+            "device_name": _device_label(self.device),
+            "shard_rows": self.shard_rows,
+            "resumed_rows": resumed,
+            "generated_rows": len(missing),
+            "max_new_tokens_cap": cap,
+            "generation_seconds": round(sum(p.get("seconds", 0.0) for p in store.provenances), 3),
+        }
+        return _in_order(saved, row_ids), store, extra
+
+    def _load_backend(self):
+        from imhibench.generate import load_backend
+
         log.info("%s: loading %s backend from %s", self.model, self.kind, self.model_dir)
-        backend = load_backend(
+        return load_backend(
             self.kind,
             model_dir=self.model_dir,
             base_model_dir=self.base_model_dir,
             settings=self.generation,
             device=self.device,
         )
-        queries, row_ids = subset["query"].tolist(), subset["row_id"].tolist()
-        shards = plan_shards(backend.prompt_lengths(queries), self.shard_rows)
-        plan = [[row_ids[i] for i in shard] for shard in shards]
-        store = ShardStore(out_path)
-        done = store.open(self._resume_key(test_set_path, len(subset), plan), plan)
-        resumed = sum(len(t) for t in done.values())
-        if done:
-            log.info(
-                "%s: resuming: %d of %d shards (%d of %d rows) already saved in %s",
-                self.model, len(done), len(plan), resumed, len(subset), store.dir,
-            )  # fmt: skip
+
+    def _fill(self, backend, queries, row_ids, missing, store, stop, progress, tables) -> None:
+        """Generate the rows at indices ``missing``, shard by shard, saving and adding each
+        shard's table to ``tables``."""
+        from imhibench.generate.batching import plan_shards
+
+        lengths = backend.prompt_lengths([queries[i] for i in missing])
+        shards = [[missing[j] for j in shard] for shard in plan_shards(lengths, self.shard_rows)]
         log.info(
             "%s: generating %d responses in %d shard(s) of up to %d rows",
-            self.model, len(subset) - resumed, len(plan) - len(done), self.shard_rows,
+            self.model, len(missing), len(shards), self.shard_rows,
         )  # fmt: skip
-        progress = Progress(self.model, len(subset), resumed, interval_s)
-        try:
-            self._fill(backend, queries, shards, plan, done, store, stop, progress)
-        except GenerationStopped as err:
-            saved = sum(len(t) for t in done.values())
-            log.warning(
-                "%s: stopped by %s; %d of %d rows saved in %d shard(s) under %s; run the job "
-                "again to resume", self.model, err.signal_name, saved, len(subset), len(done),
-                store.dir,
-            )  # fmt: skip
-            raise
-        extra = {
-            "device_name": _device_label(self.device),
-            "shard_rows": self.shard_rows,
-            "resumed_rows": resumed,
-            "generation_seconds": round(
-                sum(read_provenance(store.path(k)).get("seconds", 0.0) for k in done), 3
-            ),
-        }
-        return _in_order(done, row_ids), store, extra
-
-    @staticmethod
-    def _fill(backend, queries, shards, plan, done, store, stop, progress) -> None:
-        """Generate and save every shard not in ``done`` (index -> table), adding it there."""
-        for k, shard in enumerate(shards):
-            if k in done:
-                continue
+        cap = getattr(backend, "max_new_tokens_cap", None)
+        for shard in shards:
             started = time.perf_counter()
             result = backend.generate([queries[i] for i in shard], on_batch=progress.batch)
             seconds = time.perf_counter() - started
             table = pd.DataFrame(
                 {
-                    "row_id": plan[k],
+                    "row_id": [row_ids[i] for i in shard],
                     "response": result.texts,
                     "n_output_tokens": pd.array(result.n_output_tokens, dtype="Int64"),
                 }
             )
             with stop.deferred():
-                path = store.write(k, table, {"shard": k, "seconds": round(seconds, 3)})
-            done[k] = table
+                path = store.write(table, {"seconds": round(seconds, 3), "max_new_tokens_cap": cap})
+            tables.append(table)
             progress.log(f"saved {path.name} ({len(shard)} rows, {seconds:.1f} s); ")
 
-    def _resume_key(self, test_set_path: str, n_rows: int, plan: list[list[str]]) -> dict:
-        """Everything saved shards depend on; shards saved under another key are discarded."""
+    def _resume_key(self, test_set_path: str) -> dict:
+        """Everything a saved answer depends on; rows saved under another key are discarded.
+
+        Execution settings (shard size, batching, engine) are left out: saved rows are reused
+        whatever they are. Our own generation code is in, as the sha256 of its sources.
+        """
         checkpoints = {"model": self.model_dir, "base": self.base_model_dir}
         versions = package_versions()
         key = {
             "test_set_sha256": sha256_file(test_set_path),
-            "rows": n_rows,
             "kind": self.kind,
             "checkpoints": {
                 name: {"provenance": checkpoint_provenance(path), "files": dir_fingerprint(path)}
                 for name, path in checkpoints.items()
                 if path
             },
-            "settings": self.settings,
+            "settings": {k: v for k, v in self.settings.items() if k not in EXECUTION_SETTINGS},
             "seed": self.seed,
-            "shard_rows": self.shard_rows,
             "device": _device_label(self.device),
             "packages": {name: versions.get(name) for name in _OUTPUT_PACKAGES},
-            "plan_sha256": hashlib.sha256(json.dumps(plan).encode()).hexdigest(),
+            "generate_code_sha256": generate_code_sha256(),
         }
         return json.loads(json.dumps(key, sort_keys=True, default=str))  # as stored in JSON
+
+
+def generate_code_sha256(directory: Path = Path(__file__).parent) -> str:
+    """sha256 over the sources of ``imhibench/generate`` (names and contents)."""
+    digest = hashlib.sha256()
+    for path in sorted(directory.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def _device_label(device: str) -> str:
@@ -238,13 +283,8 @@ def _device_label(device: str) -> str:
     return device
 
 
-def _in_order(done: dict[int, pd.DataFrame], row_ids: list[str]) -> pd.DataFrame:
-    """The saved shards as one table in test-set row order."""
-    if not done:
-        return pd.DataFrame(
-            {"row_id": [], "response": [], "n_output_tokens": pd.array([], dtype="Int64")}
-        )
-    table = pd.concat([done[k] for k in sorted(done)], ignore_index=True)
-    table = table.set_index("row_id").loc[row_ids].reset_index()
+def _in_order(saved: pd.DataFrame, row_ids: list[str]) -> pd.DataFrame:
+    """The saved rows as one table in test-set row order."""
+    table = saved.drop_duplicates("row_id").set_index("row_id").loc[row_ids].reset_index()
     table["n_output_tokens"] = table["n_output_tokens"].astype("Int64")
     return table[RESPONSE_COLUMNS]

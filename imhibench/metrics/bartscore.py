@@ -2,13 +2,16 @@
 
 A faithful re-implementation of ``BARTScorer`` from neulab/BARTScore ``bart_score.py``, which
 MentaLLaMA's ``src/score.py`` calls as ``score(srcs=generated, tgts=gold, batch_size=4)`` with
-``facebook/bart-large-cnn`` plus the optional ParaBank weights ``bart_score.pth``.
+``facebook/bart-large-cnn`` plus the ParaBank2 weights ``bart_score.pth``, in float32.
 
-Differences from the reference, none of which change a score beyond float rounding:
-rows are batched in length order (results are returned in input order), the decoder input is
-built explicitly with ``shift_tokens_right`` (what BART does internally when given ``labels``,
-minus the unused internal loss), and a CUDA out-of-memory error halves the batch instead of
-calling ``exit(0)``; it is re-raised once a batch of one row does not fit.
+Differences from the reference: rows are batched in length order (results are returned in
+input order), the decoder input is built explicitly with ``shift_tokens_right`` (what BART does
+internally when given ``labels``, minus the unused internal loss), and a CUDA out-of-memory
+error halves the batch instead of calling ``exit(0)``; it is re-raised once a batch of one row
+does not fit. These change a score by float rounding only (padding is masked), as long as the
+model runs in float32, the default. ``dtype="bfloat16"`` (opt-in) runs the model in bf16:
+faster, but every score moves (bf16 keeps 8 bits of mantissa), so such numbers are not the
+paper's.
 """
 
 from __future__ import annotations
@@ -21,34 +24,55 @@ from transformers import AutoTokenizer, BartForConditionalGeneration
 from transformers.models.bart.modeling_bart import shift_tokens_right
 
 from imhibench.errors import ImhiBenchError
+from imhibench.generate.progress import Progress
 
 
-def _resolve_dtype(dtype: torch.dtype | str | None, device: str) -> torch.dtype:
-    """Explicit dtype, else bf16 on CUDA and fp32 elsewhere."""
-    if dtype is None:
-        return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+def resolve_dtype(dtype: torch.dtype | str, what: str) -> torch.dtype:
+    """A torch dtype from its name (``float32``, ``bfloat16``, ``float16``) or itself."""
     if isinstance(dtype, torch.dtype):
         return dtype
     resolved = getattr(torch, str(dtype), None)
     if not isinstance(resolved, torch.dtype):
-        raise ImhiBenchError(f"bart_score: unknown dtype {dtype!r} (e.g. 'float32', 'bfloat16')")
+        raise ImhiBenchError(f"{what}: unknown dtype {dtype!r} (e.g. 'float32', 'bfloat16')")
     return resolved
 
 
 def _load_weights(model: BartForConditionalGeneration, weights_file: str | Path) -> None:
-    """Load a saved ``state_dict`` (e.g. ParaBank ``bart_score.pth``) into ``model``, strictly."""
+    """Load a saved ``state_dict`` (ParaBank2 ``bart_score.pth``) into ``model``.
+
+    Every key must fit; a key may be missing only if it names a weight tied to one that is
+    loaded (``lm_head.weight`` and the embeddings share ``model.shared.weight``), since files
+    saved by other transformers versions may list tied weights once.
+    """
     path = Path(weights_file)
     if not path.is_file():
         raise ImhiBenchError(f"bart_score: weights_file {str(path)!r} does not exist")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises pickle/zip/runtime errors for a bad file
+        raise ImhiBenchError(f"bart_score: cannot load weights_file {str(path)!r}: {err}") from err
     if not isinstance(state, dict):
         raise ImhiBenchError(f"bart_score: weights_file {str(path)!r} is not a state_dict")
     try:
-        model.load_state_dict(state)
+        missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as err:
         raise ImhiBenchError(
             f"bart_score: weights_file {str(path)!r} does not fit the checkpoint: {err}"
         ) from err
+    params = dict(model.named_parameters(remove_duplicate=False))
+    loaded = {params[k].data_ptr() for k in state if k in params}
+    untied = [k for k in missing if k not in params or params[k].data_ptr() not in loaded]
+    if unexpected or untied:
+        raise ImhiBenchError(
+            f"bart_score: weights_file {str(path)!r} does not fit the checkpoint: "
+            f"missing {untied[:5]}, unexpected {unexpected[:5]}"
+        )
+
+
+def variant_name(checkpoint_name: str, with_weights: bool) -> str:
+    """How tables name a BARTScore variant, e.g. ``bart-large-cnn + ParaBank2``."""
+    model = checkpoint_name.rstrip("/").rsplit("/", 1)[-1]
+    return f"{model} + ParaBank2" if with_weights else f"{model}, no ParaBank2 weights"
 
 
 class BARTScorer:
@@ -60,7 +84,7 @@ class BARTScorer:
         device: str = "cpu",
         max_length: int = 1024,
         weights_file: str | Path | None = None,
-        dtype: torch.dtype | str | None = None,
+        dtype: torch.dtype | str = "float32",
     ) -> None:
         if not Path(checkpoint).is_dir():
             raise ImhiBenchError(f"bart_score: checkpoint directory {str(checkpoint)!r} not found")
@@ -72,7 +96,7 @@ class BARTScorer:
         model = BartForConditionalGeneration.from_pretrained(str(checkpoint))
         if weights_file is not None:
             _load_weights(model, weights_file)
-        self.model = model.to(device=device, dtype=_resolve_dtype(dtype, device)).eval()
+        self.model = model.to(device=device, dtype=resolve_dtype(dtype, "bart_score")).eval()
         self.pad_token_id = self.model.config.pad_token_id
         if self.pad_token_id is None or self.tokenizer.pad_token_id is None:
             raise ImhiBenchError(f"bart_score: checkpoint {str(checkpoint)!r} has no pad token")
@@ -123,6 +147,7 @@ class BARTScorer:
             raise ImhiBenchError(f"bart_score: batch_size must be a positive int, got {batch_size}")
         order = sorted(range(len(srcs)), key=lambda i: len(srcs[i]) + len(tgts[i]), reverse=True)
         scores = [0.0] * len(srcs)
+        progress = Progress("BARTScore", len(srcs), count_tokens=False)
         start, size = 0, batch_size
         with torch.inference_mode():
             while start < len(order):
@@ -138,4 +163,6 @@ class BARTScorer:
                 for row, value in zip(rows, batch, strict=True):
                     scores[row] = value
                 start += len(rows)
+                progress.batch(len(rows), 0)
+        progress.log("done: ")
         return scores

@@ -1,4 +1,5 @@
-"""Explanation-quality metrics: generated explanations scored against gold explanations.
+"""Explanation-quality metrics: each whole response scored against the whole gold answer
+("<label>. Reasoning: ..."), as upstream ``src/score.py`` does (not the explanations alone).
 
 Mirrors MentaLLaMA ``src/score.py`` (ROUGE, BLEU, BERTScore, BARTScore) without HF ``evaluate``,
 which needs the Hugging Face hub at run time. Each metric is a small function registered under
@@ -14,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from imhibench.errors import ImhiBenchError
+from imhibench.generate.progress import Progress
 
 
 class MetricOutput(NamedTuple):
@@ -192,13 +194,58 @@ def _patch_tokenizer_for_bert_score(tokenizer: Any) -> None:
     tokenizer.build_inputs_with_special_tokens = build_inputs_with_special_tokens
 
 
+# Tokenizer classes that bert-score 0.3.13 encodes with ``add_prefix_space=True`` (GPT-2-style
+# byte-level BPE: under transformers 4 these were GPT2Tokenizer or RobertaTokenizer subclasses).
+PREFIX_SPACE_TOKENIZERS = frozenset(
+    {"GPT2Tokenizer", "RobertaTokenizer", "BartTokenizer", "DebertaTokenizer",
+     "LongformerTokenizer", "LEDTokenizer"}
+)  # fmt: skip
+# Tokenizers without a real length limit report a huge sentinel (transformers' 1e30).
+UNSET_MAX_LENGTH = 1_000_000
+# Position-id offset of models whose positions start after the padding index.
+POSITION_OFFSET = {"roberta": 2, "xlm-roberta": 2, "camembert": 2, "longformer": 2}
+
+
+def needs_prefix_space(tokenizer: Any) -> bool:
+    """Whether bert-score means ``tokenizer`` to mark the first word with a leading space."""
+    names = {cls.__name__.removesuffix("Fast") for cls in type(tokenizer).__mro__}
+    return bool(names & PREFIX_SPACE_TOKENIZERS)
+
+
+def scorer_max_length(model_config: Any) -> int:
+    """Usable input length of a scorer model: its position table minus the position offset."""
+    positions = getattr(model_config, "max_position_embeddings", None)
+    if not isinstance(positions, int) or positions < 1:
+        return 512
+    return positions - POSITION_OFFSET.get(model_config.model_type, 0)
+
+
+def bert_score_tokenizer(model: str, model_config: Any, use_fast: bool = False) -> Any:
+    """The tokenizer bert-score would use, built as bert-score 0.3.13 intends under
+    transformers 5: BPE tokenizers get ``add_prefix_space=True`` at construction (transformers
+    5 ignores it per call), and a missing ``model_max_length`` becomes the model's usable
+    length (else bert-score's ``truncation`` overflows on the sentinel)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model, use_fast=use_fast)
+    if needs_prefix_space(tokenizer):
+        tokenizer = AutoTokenizer.from_pretrained(model, use_fast=use_fast, add_prefix_space=True)
+    if tokenizer.model_max_length is None or tokenizer.model_max_length > UNSET_MAX_LENGTH:
+        tokenizer.model_max_length = scorer_max_length(model_config)
+    _patch_tokenizer_for_bert_score(tokenizer)
+    return tokenizer
+
+
 @functools.lru_cache(maxsize=1)
-def _bert_scorer(model: str, num_layers: int, device: str) -> Any:
+def _bert_scorer(model: str, num_layers: int, device: str, dtype: str) -> Any:
     """Build (and keep the last) ``bert_score.BERTScorer``; settings as HF ``evaluate``'s."""
     from bert_score import BERTScorer
 
+    from imhibench.metrics.bartscore import resolve_dtype
+
     scorer = BERTScorer(model_type=model, num_layers=num_layers, device=device)
-    _patch_tokenizer_for_bert_score(scorer._tokenizer)
+    scorer._tokenizer = bert_score_tokenizer(model, scorer._model.config)
+    scorer._model.to(dtype=resolve_dtype(dtype, "bert_score"))
     return scorer
 
 
@@ -226,40 +273,47 @@ def bert_score(
 ) -> MetricOutput:
     """BERTScore F1 per row (no idf, no baseline rescaling: HF ``evaluate``'s defaults)."""
     opts = _options(
-        "bert_score", options, required=("model",), defaults={"num_layers": None, "batch_size": 64}
+        "bert_score",
+        options,
+        required=("model",),
+        defaults={"num_layers": None, "batch_size": 64, "dtype": "float32"},
     )
     model = str(opts["model"])
     num_layers = _bert_num_layers(model, opts["num_layers"])
     batch_size = _positive_int("bert_score", "batch_size", opts["batch_size"])
-    scorer = _bert_scorer(model, num_layers, device)
+    scorer = _bert_scorer(model, num_layers, device, str(opts["dtype"]))
     _, _, f1 = scorer.score(predictions, references, batch_size=batch_size)
     column = [float(value) for value in f1.tolist()]
     return MetricOutput({"bert_score_f1": column}, {"bert_score_f1": _mean(column)})
 
 
 @functools.lru_cache(maxsize=1)
-def _bart_scorer(checkpoint: str, weights_file: str | None, max_length: int, device: str) -> Any:
+def _bart_scorer(
+    checkpoint: str, weights_file: str | None, max_length: int, device: str, dtype: str
+) -> Any:
     """Build (and keep the last) :class:`BARTScorer`."""
     from imhibench.metrics.bartscore import BARTScorer
 
-    return BARTScorer(checkpoint, device=device, max_length=max_length, weights_file=weights_file)
+    return BARTScorer(
+        checkpoint, device=device, max_length=max_length, weights_file=weights_file, dtype=dtype
+    )
 
 
 @register_explanation_metric("bart_score")
 def bart_score(
     predictions: list[str], references: list[str], options: dict[str, Any], device: str
 ) -> MetricOutput:
-    """BARTScore per row with src = generated explanation, tgt = gold, as MentaLLaMA does."""
+    """BARTScore per row with src = whole response, tgt = whole gold answer, as MentaLLaMA does."""
     opts = _options(
         "bart_score",
         options,
         required=("checkpoint",),
-        defaults={"weights_file": None, "batch_size": 4, "max_length": 1024},
+        defaults={"weights_file": None, "batch_size": 4, "max_length": 1024, "dtype": "float32"},
     )
     weights = None if opts["weights_file"] is None else str(opts["weights_file"])
     max_length = _positive_int("bart_score", "max_length", opts["max_length"])
     batch_size = _positive_int("bart_score", "batch_size", opts["batch_size"])
-    scorer = _bart_scorer(str(opts["checkpoint"]), weights, max_length, device)
+    scorer = _bart_scorer(str(opts["checkpoint"]), weights, max_length, device, str(opts["dtype"]))
     column = scorer.score(predictions, references, batch_size=batch_size)
     return MetricOutput({"bart_score": column}, {"bart_score": _mean(column)})
 
@@ -287,7 +341,10 @@ def compute_explanation_metrics(
     columns: dict[str, list[float]] = {}
     summary: dict[str, float] = {}
     for name, options in settings.items():
+        progress = Progress(name, len(predictions), count_tokens=False)
         output = _REGISTRY[name](list(predictions), list(references), options, device)
+        progress.batch(len(predictions), 0)
+        progress.log("done: ")
         columns.update(output.columns)
         summary.update(output.summary)
     return columns, summary

@@ -1,0 +1,171 @@
+"""The BARTScore ParaBank2 weights file: fetched from a local path, a loopback URL or (up to
+gdown's boundary) Google Drive, sha256-checked, recorded, loaded, and named in provenance."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from support import serve_directory
+
+from imhibench.errors import ImhiBenchError
+from imhibench.metrics import compute_explanation_metrics
+from imhibench.metrics.bartscore import BARTScorer
+from imhibench.provenance import sha256_file
+from imhibench.score import bart_score_provenance
+from imhibench.scorer_weights import (
+    PARABANK2_GDRIVE_ID,
+    fetch_weights_file,
+    record_path,
+    weights_record,
+)
+
+SRCS = ["Yes, the poster suffers from depression.", "No stress here, a game.", "hopeless"]
+TGTS = ["Yes, the poster suffers from depression. Reasoning: sad.", "No.", "Yes, it is work."]
+
+
+@pytest.fixture(scope="module")
+def weights(demo_models) -> tuple[Path, str]:
+    """The demo's tiny stand-in for bart_score.pth and its sha256."""
+    path = Path(demo_models["bart-score-weights"])
+    return path, sha256_file(path)
+
+
+def _expected_scores(checkpoint: str, weights_path: Path) -> list[float]:
+    """Scores of the plain checkpoint with the state_dict loaded by hand."""
+    scorer = BARTScorer(checkpoint)
+    scorer.model.load_state_dict(torch.load(weights_path, weights_only=True))
+    return scorer.score(SRCS, TGTS)
+
+
+def test_local_path_is_copied_checked_recorded_and_loaded(demo_models, weights, tmp_path):
+    source, sha = weights
+    dest = tmp_path / "resources" / "scorers" / "bart_score.pth"
+    record = fetch_weights_file({"local_path": str(source), "sha256": sha}, dest)
+    assert sha256_file(dest) == sha
+    assert record["sha256"] == sha and record["sha256_pinned"] is True
+    assert json.loads(record_path(dest).read_text())["source"] == {"local_path": str(source)}
+    settings = {"bart_score": {"checkpoint": demo_models["bart-score"], "weights_file": str(dest)}}
+    columns, _ = compute_explanation_metrics(SRCS, TGTS, settings)
+    plain = BARTScorer(demo_models["bart-score"]).score(SRCS, TGTS)
+    assert columns["bart_score"] == pytest.approx(
+        _expected_scores(demo_models["bart-score"], source), abs=1e-5
+    )
+    assert columns["bart_score"] != pytest.approx(plain, abs=1e-3)  # the weights are used
+
+
+def test_loopback_url_is_downloaded_and_checked(weights, tmp_path):
+    source, sha = weights
+    served = tmp_path / "served"
+    served.mkdir()
+    shutil.copy(source, served / "bart_score.pth")
+    dest = tmp_path / "out" / "bart_score.pth"
+    with serve_directory(served) as base:
+        url = f"{base}/bart_score.pth"
+        record = fetch_weights_file({"url": url, "sha256": sha}, dest)
+        assert record["source"] == {"url": url} and sha256_file(dest) == sha
+        wrong = tmp_path / "wrong" / "bart_score.pth"
+        with pytest.raises(ImhiBenchError, match="sha256 mismatch.*BARTScore weights file"):
+            fetch_weights_file({"url": url, "sha256": "0" * 64}, wrong)
+    assert not wrong.exists() and not record_path(wrong).exists()
+
+
+def test_unpinned_file_warns_and_records_its_digest(weights, tmp_path, caplog):
+    source, sha = weights
+    dest = tmp_path / "bart_score.pth"
+    with caplog.at_level(logging.WARNING):
+        record = fetch_weights_file({"local_path": str(source), "sha256": None}, dest)
+    assert record["sha256"] == sha and record["sha256_pinned"] is False
+    assert f"no sha256 is pinned in the config; got {sha}" in caplog.text
+
+
+def test_missing_local_file_is_named(tmp_path):
+    missing = tmp_path / "nope.pth"
+    with pytest.raises(ImhiBenchError, match="nope.pth does not exist"):
+        fetch_weights_file({"local_path": str(missing), "sha256": None}, tmp_path / "w.pth")
+
+
+def test_gdrive_source_calls_gdown_with_the_file_id(weights, tmp_path, monkeypatch):
+    """Up to gdown's boundary: the network download itself was not run here."""
+    import gdown
+
+    source, sha = weights
+    calls = []
+
+    def fake_download(*, id, output, quiet):  # gdown.download's keyword API
+        calls.append(id)
+        shutil.copy(source, output)
+        return output
+
+    monkeypatch.setattr(gdown, "download", fake_download)
+    dest = tmp_path / "bart_score.pth"
+    record = fetch_weights_file({"gdrive_id": PARABANK2_GDRIVE_ID, "sha256": sha}, dest)
+    assert calls == [PARABANK2_GDRIVE_ID]
+    assert record["source"] == {"gdrive_id": PARABANK2_GDRIVE_ID} and sha256_file(dest) == sha
+    with pytest.raises(ImhiBenchError, match="sha256 mismatch for Google Drive file"):
+        fetch_weights_file({"gdrive_id": PARABANK2_GDRIVE_ID, "sha256": "f" * 64}, dest)
+    monkeypatch.setattr(gdown, "download", lambda **kwargs: None)
+    with pytest.raises(ImhiBenchError, match="gdown could not download"):
+        fetch_weights_file({"gdrive_id": "abc", "sha256": None}, tmp_path / "x.pth")
+    assert not (tmp_path / "x.pth").exists()
+
+
+def test_tied_weights_may_be_listed_once_but_nothing_else_may_be_missing(demo_models, weights):
+    source, _ = weights
+    state = torch.load(source, weights_only=True)
+    tied = (
+        "lm_head.weight",
+        "model.encoder.embed_tokens.weight",
+        "model.decoder.embed_tokens.weight",
+    )
+    once = {k: v for k, v in state.items() if k not in tied}
+    folder = Path(source).parent
+    torch.save(once, folder / "tied-once.pth")
+    loaded = BARTScorer(demo_models["bart-score"], weights_file=str(folder / "tied-once.pth"))
+    assert loaded.score(SRCS, TGTS) == pytest.approx(
+        _expected_scores(demo_models["bart-score"], source), abs=1e-5
+    )
+    torch.save({k: v for k, v in state.items() if "layers.0.fc1" not in k}, folder / "gap.pth")
+    with pytest.raises(ImhiBenchError, match="does not fit.*layers.0.fc1"):
+        BARTScorer(demo_models["bart-score"], weights_file=str(folder / "gap.pth"))
+    torch.save({**state, "extra.weight": torch.zeros(1)}, folder / "extra.pth")
+    with pytest.raises(ImhiBenchError, match="unexpected.*extra.weight"):
+        BARTScorer(demo_models["bart-score"], weights_file=str(folder / "extra.pth"))
+
+
+def test_pickled_objects_are_refused(demo_models, tmp_path):
+    """weights_only=True: a file that needs arbitrary unpickling is not loaded."""
+    evil = tmp_path / "evil.pth"
+    torch.save({"model.shared.weight": Path("/")}, evil)
+    with pytest.raises(ImhiBenchError, match="cannot load weights_file"):
+        BARTScorer(demo_models["bart-score"], weights_file=str(evil))
+
+
+def test_scoring_is_float32_unless_bfloat16_is_asked(demo_models):
+    assert BARTScorer(demo_models["bart-score"]).model.dtype == torch.float32
+    half = BARTScorer(demo_models["bart-score"], dtype="bfloat16")
+    assert half.model.dtype == torch.bfloat16
+    full = BARTScorer(demo_models["bart-score"]).score(SRCS, TGTS)
+    assert half.score(SRCS, TGTS) != pytest.approx(full, abs=1e-6)
+
+
+def test_provenance_names_the_variant(weights, tmp_path):
+    source, sha = weights
+    dest = tmp_path / "bart_score.pth"
+    fetch_weights_file({"gdrive_id": None, "local_path": str(source), "sha256": sha}, dest)
+    hub = {"hub_id": "facebook/bart-large-cnn", "resolved_revision": "abc"}
+    with_weights = bart_score_provenance({"checkpoint": "x", "weights_file": str(dest)}, hub)
+    assert with_weights["bart_score_variant"] == "bart-large-cnn + ParaBank2"
+    assert with_weights["bart_score_weights"] == weights_record(dest)
+    assert with_weights["bart_score_weights"]["sha256"] == sha
+    plain = bart_score_provenance({"checkpoint": "x", "weights_file": None}, hub)
+    assert plain == {
+        "bart_score_variant": "bart-large-cnn, no ParaBank2 weights",
+        "bart_score_weights": None,
+    }
+    local = bart_score_provenance({"checkpoint": "x"}, {"local_path": "/models/bart-large-cnn/"})
+    assert local["bart_score_variant"] == "bart-large-cnn, no ParaBank2 weights"
