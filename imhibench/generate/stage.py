@@ -134,6 +134,7 @@ class _ShardedJob:
         except TypeError as err:
             raise ImhiBenchError(f"generation settings {settings}: {err}") from err
         self.device = resolve_device(device)
+        _check_upstream_shards(self.generation, self.device, self.shard_rows)
 
     def run(self, subset, test_set_path, out_path, stop: StopOnSignal, interval_s: float):
         """(responses table in test-set order, the shard store, provenance fields)."""
@@ -179,6 +180,7 @@ class _ShardedJob:
             "device_name": _device_label(self.device),
             "shard_rows": self.shard_rows,
             "resumed_rows": resumed,
+            "decoding": getattr(backend, "decoding_provenance", None),
             "generation_seconds": round(
                 sum(read_provenance(store.path(k)).get("seconds", 0.0) for k in done), 3
             ),
@@ -227,6 +229,20 @@ class _ShardedJob:
             "plan_sha256": hashlib.sha256(json.dumps(plan).encode()).hexdigest(),
         }
         return json.loads(json.dumps(key, sort_keys=True, default=str))  # as stored in JSON
+
+
+def _check_upstream_shards(generation, device: str, shard_rows: int) -> None:
+    """The ``upstream`` engine batches 8 rows in file order: shards must not cut a batch."""
+    from imhibench.errors import ImhiBenchError
+    from imhibench.generate.base import resolve_engine
+    from imhibench.generate.upstream import UPSTREAM_BATCH_SIZE
+
+    engine = resolve_engine(generation.engine, device)
+    if engine == "upstream" and shard_rows % UPSTREAM_BATCH_SIZE:
+        raise ImhiBenchError(
+            f"generation settings: engine 'upstream' needs shard_rows a multiple of "
+            f"{UPSTREAM_BATCH_SIZE} (upstream's batches), not {shard_rows}"
+        )
 
 
 def _device_label(device: str) -> str:
