@@ -12,6 +12,11 @@ from imhibench.generate.base import BatchCallback, GenerationSettings
 from imhibench.generate.hf import HFGenerator
 from imhibench.generate.upstream import cut_at_eos
 
+#: Tokens per forward pass on CPU. transformers' default sizing targets GPUs; on CPU larger
+#: steps only cost memory (10 DR queries, tiny LLaMA, 2-core CPU: 1.3 GB peak RSS and 7.1 s with
+#: the default, 0.58 GB and 4.0 s with 1024).
+CPU_STEP_TOKENS = 1024
+
 
 class ContinuousGenerator(HFGenerator):
     """HFGenerator whose batches are scheduled by transformers' continuous batching."""
@@ -34,14 +39,29 @@ class ContinuousGenerator(HFGenerator):
             on_batch(len(results), sum(len(x) for x in results))
         return results
 
+    def _scheduler_config(self, prompts: list[list[int]]):
+        """At most ``max_batch_size`` requests per step. On GPU transformers sizes the paged KV
+        cache from the free memory; on CPU it is sized to ``batch_tokens`` (at least one
+        longest request), as the static engine's batches are, with ``CPU_STEP_TOKENS`` per pass."""
+        from transformers import ContinuousBatchingConfig
+
+        config = ContinuousBatchingConfig(max_requests_per_batch=self.settings.max_batch_size)
+        if not self.device.startswith("cuda"):
+            longest = max(len(p) for p in prompts) + self.settings.max_new_tokens
+            tokens = max(self.batch_tokens, longest)
+            config.num_blocks = -(-tokens // config.page_size) + 1
+            config.max_batch_tokens = CPU_STEP_TOKENS
+        return config
+
     def _run_continuous(self, prompts: list[list[int]]) -> list[list[int]]:
         """The new ids of each prompt, cut before EOS; OOM inside transformers re-raised."""
         import torch
 
         # No inference_mode here: transformers' generation thread updates tensors in place.
         outputs = self.model.generate_batch(
-            prompts, generation_config=self.generation_config, progress_bar=False
-        )
+            prompts, generation_config=self.generation_config, progress_bar=False,
+            continuous_batching_config=self._scheduler_config(prompts),
+        )  # fmt: skip
         outputs = list(outputs.values())  # transformers returns them in input order
         errors = [o.error for o in outputs if o.error is not None]
         if any("out of memory" in str(e).lower() for e in errors):
