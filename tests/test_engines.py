@@ -471,3 +471,37 @@ def test_compare_engines_script(demo_models, capsys, monkeypatch):
     task = types.SimpleNamespace(rule_label=lambda text: (text[:1], False))
     result = script.compare(task, ["a", "b"], ["a", "b"], ["a", "a"])
     assert result["differ"] == 1 and result["f1"][0] == 100.0 and result["f1_difference"] < 0
+
+
+def test_upstream_engine_in_the_sharded_stage(demo_models, tmp_path, monkeypatch, caplog):
+    """Shards of 8 in file order are upstream's batches; progress is logged; the OOM is named."""
+    import torch
+
+    from imhibench.generate import decoding
+    from imhibench.generate.stage import run_generate
+    from imhibench.io import read_provenance, write_table
+
+    queries = _imhi_queries(12)
+    test_set = tmp_path / "T.parquet"
+    ids = [f"T-{i}" for i in range(12)]
+    write_table(pd.DataFrame({"row_id": ids, "query": queries, "gold_answer": "x"}), test_set)
+    engine = _upstream(demo_models["causal"], max_length=1)
+    max_length = max(len(x) for x in engine.encode(queries)) + 6
+    monkeypatch.setattr(decoding, "UPSTREAM_MAX_LENGTH", max_length)  # 2048 is slow on CPU
+    out = tmp_path / "out.parquet"
+    settings = {"dtype": "float32", "shard_rows": 8, "engine": "upstream"}
+    with caplog.at_level(logging.INFO, logger="imhibench"):
+        table = run_generate(str(test_set), str(out), "tiny", {"kind": "causal", "split": "x"},
+                             demo_models["causal"], None, None, settings, rows=None,
+                             device="cpu", progress_interval_s=0)  # fmt: skip
+    engine.generation_config.update(max_length=max_length)
+    assert table["response"].tolist() == engine.generate(queries).texts  # 8 + 4, file order
+    assert "saved shard-00001.parquet" in caplog.text and "12/12 rows" in caplog.text
+    assert read_provenance(out)["decoding"]["used_generation_config"]["max_length"] == max_length
+
+    def oom(*args, **kwargs):
+        raise torch.OutOfMemoryError("fake")
+
+    monkeypatch.setattr(engine.model, "generate", oom)
+    with pytest.raises(ImhiBenchError, match="cannot be split"):
+        engine.generate(queries[:2])

@@ -13,8 +13,9 @@ from __future__ import annotations
 import logging
 
 from imhibench.errors import ImhiBenchError
+from imhibench.generate import decoding
 from imhibench.generate.base import BatchCallback, GenerationResult, GenerationSettings
-from imhibench.generate.decoding import UPSTREAM_MAX_LENGTH, decoding_values
+from imhibench.generate.decoding import decoding_values
 from imhibench.generate.hf import HFGenerator
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ class UpstreamGenerator(HFGenerator):
         tokenizer,
         settings: GenerationSettings,
         device: str | None = None,
-        max_length: int = UPSTREAM_MAX_LENGTH,
+        max_length: int | None = None,
         batch_size: int = UPSTREAM_BATCH_SIZE,
     ):
         if settings.chat_template:
@@ -93,7 +94,7 @@ class UpstreamGenerator(HFGenerator):
         if self.encoder_decoder:
             raise ImhiBenchError("engine 'upstream' is for causal and lora models only")
         # Upstream's only length limit: padded prompt + answer.
-        self.generation_config.update(max_length=max_length)
+        self.generation_config.update(max_length=max_length or decoding.UPSTREAM_MAX_LENGTH)
         if settings.decoding == "greedy":
             self.generation_config.update(max_new_tokens=None)
         self.decoding_provenance["used_generation_config"] = {
@@ -109,10 +110,17 @@ class UpstreamGenerator(HFGenerator):
         import torch
 
         torch.manual_seed(self.settings.seed)
-        return upstream_token_ids(
-            self.model, self.tokenizer, list(queries), self.generation_config,
-            batch_size=self.batch_size, on_batch=on_batch,
-        )  # fmt: skip
+        try:
+            return upstream_token_ids(
+                self.model, self.tokenizer, list(queries), self.generation_config,
+                batch_size=self.batch_size, on_batch=on_batch,
+            )  # fmt: skip
+        except torch.OutOfMemoryError as err:
+            raise ImhiBenchError(
+                f"engine 'upstream': out of memory on a batch of {self.batch_size}; upstream's "
+                "batches cannot be split without changing answers: give the job more GPUs "
+                "(the model's resources.gpu) or use another engine"
+            ) from err
 
     def generate(
         self, queries: list[str], on_batch: BatchCallback | None = None
