@@ -505,3 +505,9 @@ def test_upstream_engine_in_the_sharded_stage(demo_models, tmp_path, monkeypatch
     monkeypatch.setattr(engine.model, "generate", oom)
     with pytest.raises(ImhiBenchError, match="cannot be split"):
         engine.generate(queries[:2])
+
+
+def test_seq2seq_models_refuse_other_engines(demo_models):
+    settings = GenerationSettings(engine="continuous")
+    with pytest.raises(ImhiBenchError, match="engine 'continuous' is for causal and lora"):
+        load_backend("seq2seq", model_dir=demo_models["seq2seq-bart"], settings=settings)
