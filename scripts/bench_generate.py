@@ -13,8 +13,9 @@ gold answer in the IMHI file (tokens, capped at ``--max-new-tokens``), and a sha
 ``--runaway-share`` (default 2%) of queries runs to ``--max-new-tokens``; ``fixed``: every answer
 runs to ``--max-new-tokens``; ``natural``: answers end where the model emits EOS (real checkpoints).
 With ``realistic`` and ``fixed`` a logits processor emits EOS at the planned step on the upstream
-and static sides (and forbids it before); the continuous side gets the same length per request
-(``max_new_tokens`` = planned answer + EOS), so every engine computes the same tokens.
+and static sides; the continuous side gets the same length per request (``max_new_tokens`` = planned
+answer + EOS); on every side a hook on the LM head makes the model's own EOS impossible, so
+every engine computes the same tokens.
 
 Printed per engine: output tokens/s and the ratio to static, model forward passes, and the share
 of computed token slots wasted (padding, or rows that had already finished): 1 - (prompt tokens +
@@ -298,8 +299,23 @@ class PlannedEOS:
         return scores
 
 
+def forbid_eos(model, plan: list[int] | None, eos: int) -> None:
+    """Planned workloads: the model's own EOS logit is -inf (an output hook on the LM head), so
+    an answer ends only where planned, on every engine alike."""
+    if plan is None:
+        return
+
+    def hook(module, args, output):
+        output = output.clone()
+        output[..., eos] = float("-inf")
+        return output
+
+    model.get_output_embeddings().register_forward_hook(hook)
+
+
 def with_planned_eos(model, prompts: list[list[int]], plan: list[int] | None, eos: int, pad: int):
     """Make every ``model.generate`` call end each answer at its planned step."""
+    forbid_eos(model, plan, eos)
     if plan is None:
         return
     from transformers import LogitsProcessorList
@@ -386,6 +402,7 @@ def run_continuous(args, model_dir, queries, plan, device) -> Side:
     prompts = engine.encode(queries)
     n = args.max_new_tokens
     caps = [n if plan is None else min(p + 1, n) for p in (plan or [None] * len(prompts))]
+    forbid_eos(engine.model, plan, _eos(engine))
     with (
         Timer(engine.model, device) as timer,
         engine.model.continuous_batching_context_manager(
