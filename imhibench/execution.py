@@ -7,18 +7,16 @@ stage records them in its provenance."""
 from __future__ import annotations
 
 from imhibench.config import Plan
-from imhibench.generate.base import EXECUTION_SETTINGS
+from imhibench.generate.base import EXECUTION_SETTINGS, answer_settings
 
-
-def answer_settings(settings: dict) -> dict:
-    """Generation settings that can change an answer (the rule's params)."""
-    return {k: v for k, v in settings.items() if k not in EXECUTION_SETTINGS}
+__all__ = ["answer_settings"]  # re-exported: the rules import it from here
 
 
 def get_execution_settings(config: dict, model: str) -> dict:
     """The model's execution settings (defaults merged with its own `generation` entry)."""
     settings = Plan(config).generation_settings(model)
-    return {k: v for k, v in settings.items() if k in EXECUTION_SETTINGS}
+    answers = answer_settings(settings)
+    return {k: v for k, v in settings.items() if k in EXECUTION_SETTINGS and k not in answers}
 
 
 def get_generation_settings(config: dict, model: str, params_settings: dict) -> dict:

@@ -1,18 +1,32 @@
 #!/usr/bin/env python
-"""Time imhi-bench's generation engine against a faithful re-implementation of upstream IMHI.py.
+"""Time the generation engines (upstream loop, static, continuous) on one realistic workload.
 
-Both sides answer the same IMHI queries with the same model weights, in one run. Upstream side:
-float32, fixed batches of 8 in file order, padded (left) to the longest, ``generate(max_length=
-padded prompt + max_new_tokens)``, greedy. imhi-bench side: its ``HFGenerator`` (bf16 on GPU,
-fp32 on CPU, SDPA, inference_mode, length-sorted token-budget batches). Prints output tokens/s
-of each side, the ratio and, given the GPU's peak bandwidth, the share of the weight-read roofline.
+Every engine answers the same IMHI queries with the same weights, in one run:
 
-    python scripts/bench_generate.py --model tiny                    # CPU, tiny demo LLaMA
-    python scripts/bench_generate.py --model llama7b-shape          # GPU, LLaMA-2-7B shape
-    python scripts/bench_generate.py --model-dir DIR --no-force-length  # a real checkpoint
+- **upstream**: ``imhibench.generate.upstream.upstream_token_ids`` (IMHI.py's loop, the same code
+  as the pipeline's ``engine: upstream``): float32, batches of 8 in file order, left padding;
+- **static**: ``HFGenerator`` (length-sorted padded batches under a token budget, dtype auto);
+- **continuous**: transformers continuous batching (``generate_batch``'s manager), dtype auto.
+
+Workloads (``--workload``): ``realistic`` (default): the answer to each query is as long as its
+gold answer in the IMHI file (tokens, capped at ``--max-new-tokens``), and a share
+``--runaway-share`` (default 2%) of queries runs to ``--max-new-tokens``; ``fixed``: every answer
+runs to ``--max-new-tokens``; ``natural``: answers end where the model emits EOS (real checkpoints).
+With ``realistic`` and ``fixed`` a logits processor emits EOS at the planned step on the upstream
+and static sides; the continuous side gets the same length per request (``max_new_tokens`` = planned
+answer + EOS); on every side a hook on the LM head makes the model's own EOS impossible, so
+every engine computes the same tokens.
+
+Printed per engine: output tokens/s and the ratio to static, model forward passes, and the share
+of computed token slots wasted (padding, or rows that had already finished): 1 - (prompt tokens +
+generated tokens fed back) / tokens fed to the model.
+
+    python scripts/bench_generate.py --model tiny --rows 64        # CPU, tiny demo LLaMA
+    python scripts/bench_generate.py --model llama7b-shape         # GPU, LLaMA-2-7B shape
+    python scripts/bench_generate.py --model-dir DIR --workload natural  # a real checkpoint
 
 Queries come from the local IMHI mirror (``$IMHI_MIRROR`` or ``../shared/imhi``) read in place,
-or from ``--csv`` (a ``query`` column). Not a test: it only measures.
+or from ``--csv`` (``query`` and gold ``gpt-3.5-turbo`` columns). Not a test: it only measures.
 """
 
 from __future__ import annotations
@@ -31,6 +45,8 @@ sys.path.insert(0, str(REPO))
 from imhibench.errors import ImhiBenchError
 
 MIRROR = Path(os.environ.get("IMHI_MIRROR", REPO.parent / "shared" / "imhi"))
+GOLD = "gpt-3.5-turbo"  # the IMHI files' gold-answer column
+ENGINES = ("upstream", "static", "continuous")
 # Peak HBM bandwidth (GB/s) by device-name fragment, most specific first (vendor datasheets).
 PEAK_BANDWIDTH_GBS = {
     "H200": 4800.0,
@@ -56,6 +72,8 @@ class Side:
     batches: int = 0
     forward_calls: int = 0
     weight_bytes: int = 0
+    fed_tokens: int = 0  # token slots the model computed (input ids of every forward pass)
+    useful_tokens: int = 0  # prompt tokens + generated tokens fed back (no padding, no finished)
     peak_memory_gb: float | None = None
 
     @property
@@ -83,11 +101,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rows", type=int, help="first N queries (default: all; DR has 405)")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument(
-        "--force-length",
-        action=argparse.BooleanOptionalAction,
+        "--workload",
+        choices=["realistic", "fixed", "natural"],
         default=None,
-        help="min_new_tokens = max_new_tokens on both sides (default: on for random "
-        "weights, off for --model-dir)",
+        help="answer lengths: gold-answer lengths + runaways (default for random weights), "
+        "all max-new-tokens, or where the model stops (default for --model-dir)",
+    )
+    p.add_argument(
+        "--runaway-share",
+        type=float,
+        default=0.02,
+        help="realistic workload: share of answers that run to --max-new-tokens",
+    )
+    p.add_argument(
+        "--engines",
+        default="upstream,static,continuous",
+        help="comma-separated: upstream, static, continuous",
     )
     p.add_argument("--batch-tokens", type=int, default=65536, help="imhi-bench token budget")
     p.add_argument("--max-batch-size", type=int, default=64, help="imhi-bench batch cap")
@@ -104,18 +133,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         help="device peak memory bandwidth; default from a table (H100, H200, A100)",
     )
-    p.add_argument("--skip-upstream", action="store_true", help="time imhi-bench only")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    if args.force_length is None:
-        args.force_length = args.model_dir is None
+    if args.workload is None:
+        args.workload = "natural" if args.model_dir else "realistic"
+    args.engines = args.engines.split(",")
+    if not set(args.engines) <= set(ENGINES):
+        p.error(f"--engines: choose from {ENGINES}")
     if min(args.rows or 1, args.max_new_tokens, args.upstream_batch_size) < 1:
         p.error("--rows, --max-new-tokens and --upstream-batch-size must be >= 1")
+    if not 0 <= args.runaway_share <= 1:
+        p.error("--runaway-share must be within [0, 1]")
     return args
 
 
-def load_queries(args: argparse.Namespace) -> tuple[list[str], str]:
-    """The first ``--rows`` queries, and where they came from."""
+def load_queries(args: argparse.Namespace) -> tuple[list[str], list[str], str]:
+    """The first ``--rows`` queries, their gold answers, and where they came from."""
     import pandas as pd
 
     path = (
@@ -126,10 +159,35 @@ def load_queries(args: argparse.Namespace) -> tuple[list[str], str]:
     if not path.is_file():
         raise ImhiBenchError(f"{path}: query file not found (set IMHI_MIRROR or pass --csv)")
     table = pd.read_csv(path)
-    if "query" not in table.columns:
-        raise ImhiBenchError(f"{path}: no 'query' column; found {list(table.columns)}")
-    queries = table["query"].astype(str).head(args.rows or len(table)).tolist()
-    return queries, f"{path} (first {len(queries)} of {len(table)} rows)"
+    missing = {"query", GOLD} - set(table.columns)
+    if missing:
+        raise ImhiBenchError(f"{path}: no {sorted(missing)} column; found {list(table.columns)}")
+    table = table.head(args.rows or len(table))
+    queries = table["query"].fillna("").astype(str).tolist()
+    golds = table[GOLD].fillna("").astype(str).tolist()
+    return queries, golds, f"{path} (first {len(queries)} rows)"
+
+
+def plan_lengths(args: argparse.Namespace, tokenizer, golds: list[str]) -> list[int] | None:
+    """Planned answer length (tokens, EOS excluded) per query; None for ``natural``.
+
+    ``realistic``: the token length of the gold answer, capped at ``--max-new-tokens``, and
+    ``--runaway-share`` of the queries (picked with ``--seed``) at ``--max-new-tokens``.
+    """
+    import random
+
+    n = args.max_new_tokens
+    if args.workload == "natural":
+        return None
+    if args.workload == "fixed":
+        return [n] * len(golds)
+    plan = [min(len(x), n) for x in tokenizer(golds, add_special_tokens=False)["input_ids"]]
+    runaways = random.Random(args.seed).sample(
+        range(len(plan)), round(args.runaway_share * len(plan))
+    )
+    for i in runaways:
+        plan[i] = n
+    return plan
 
 
 def model_source(args: argparse.Namespace, workdir: Path) -> tuple[str, str]:
@@ -191,7 +249,8 @@ class Timer:
     def __enter__(self) -> Timer:
         import torch
 
-        self._hook = self.model.register_forward_pre_hook(self._count)
+        self.fed_tokens = 0
+        self._hook = self.model.register_forward_pre_hook(self._count, with_kwargs=True)
         if self.cuda:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
@@ -206,80 +265,180 @@ class Timer:
         self.seconds = time.perf_counter() - self._start
         self._hook.remove()
 
-    def _count(self, *args: object) -> None:
+    def _count(self, module, args, kwargs) -> None:
         self.calls += 1
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        self.fed_tokens += ids.numel() if ids is not None else 0
 
 
-def run_ours(args: argparse.Namespace, model_dir: str, queries: list[str], device: str) -> Side:
-    """imhi-bench's engine: HFGenerator with the pipeline's settings (dtype auto)."""
+class PlannedEOS:
+    """Logits processor: EOS exactly at each row's planned step, never before.
+
+    Rows are recognised by their prompt (the first call's input ids, leading padding dropped);
+    a fresh instance serves one ``generate`` call (``with_planned_eos``).
+    """
+
+    def __init__(self, plan: dict[tuple[int, ...], int], eos: int, pad: int):
+        self.plan, self.eos, self.pad = plan, eos, pad
+        self.width: int | None = None
+        self.rows: list[int] = []
+
+    def __call__(self, input_ids, scores):
+        if self.width is None:
+            self.width = input_ids.shape[1]
+            for row in input_ids.tolist():
+                start = next((j for j, t in enumerate(row) if t != self.pad), len(row))
+                self.rows.append(self.plan[tuple(row[start:])])
+        step = input_ids.shape[1] - self.width
+        for r, planned in enumerate(self.rows):
+            if step == planned:
+                scores[r, :] = float("-inf")
+                scores[r, self.eos] = 0.0
+            else:
+                scores[r, self.eos] = float("-inf")
+        return scores
+
+
+def forbid_eos(model, plan: list[int] | None, eos: int) -> None:
+    """Planned workloads: the model's own EOS logit is -inf (an output hook on the LM head), so
+    an answer ends only where planned, on every engine alike."""
+    if plan is None:
+        return
+
+    def hook(module, args, output):
+        output = output.clone()
+        output[..., eos] = float("-inf")
+        return output
+
+    model.get_output_embeddings().register_forward_hook(hook)
+
+
+def with_planned_eos(model, prompts: list[list[int]], plan: list[int] | None, eos: int, pad: int):
+    """Make every ``model.generate`` call end each answer at its planned step."""
+    forbid_eos(model, plan, eos)
+    if plan is None:
+        return
+    from transformers import LogitsProcessorList
+
+    by_prompt = dict(zip(map(tuple, prompts), plan, strict=True))
+    original = model.generate
+
+    def generate(*args, **kwargs):
+        kwargs["logits_processor"] = LogitsProcessorList([PlannedEOS(by_prompt, eos, pad)])
+        return original(*args, **kwargs)
+
+    model.generate = generate
+
+
+def _settings(args: argparse.Namespace, engine: str):
     from imhibench.generate import GenerationSettings
+
+    return GenerationSettings(
+        max_new_tokens=args.max_new_tokens, seed=args.seed, batch_tokens=args.batch_tokens,
+        max_batch_size=args.max_batch_size, engine=engine,
+    )  # fmt: skip
+
+
+def run_static(args, model_dir, queries, plan, device) -> Side:
+    """imhi-bench's static engine: HFGenerator with the pipeline's settings (dtype auto)."""
     from imhibench.generate.base import resolve_dtype
     from imhibench.generate.causal import load_tokenizer
     from imhibench.generate.hf import HFGenerator
 
-    n = args.max_new_tokens
-    settings = GenerationSettings(
-        max_new_tokens=n, min_new_tokens=n if args.force_length else 0, seed=args.seed,
-        batch_tokens=args.batch_tokens, max_batch_size=args.max_batch_size,
-    )  # fmt: skip
     model = load_model(args, model_dir, resolve_dtype("auto", device), device)
-    ours = HFGenerator(model, load_tokenizer(model_dir), settings, device)
-    side = Side("imhi-bench", str(model.dtype).removeprefix("torch."))
+    ours = HFGenerator(model, load_tokenizer(model_dir), _settings(args, "static"), device)
+    side = Side("static", str(model.dtype).removeprefix("torch."))
     ours.generate(queries[:2])  # warm-up, not timed
+    prompts = ours.encode(queries)
+    with_planned_eos(ours.model, prompts, plan, _eos(ours), ours.tokenizer.pad_token_id)
     batches: list[int] = []
     with Timer(ours.model, device) as timer:
         side.token_ids = ours.generate_token_ids(queries, on_batch=lambda r, t: batches.append(r))
     side.texts = [ours.tokenizer.decode(x, skip_special_tokens=True) for x in side.token_ids]
-    return _finish(side, timer, ours.model, len(batches), device)
+    return _finish(side, timer, ours.model, len(batches), device, prompts, args.max_new_tokens)
 
 
-def upstream_generate(model, tokenizer, queries, batch_size, max_new_tokens, force, device):
-    """IMHI.py's loop: file-order batches padded to the longest, ``generate(max_length=...)``."""
+def run_upstream(args, model_dir, queries, plan, device) -> Side:
+    """The upstream loop (the pipeline's ``engine: upstream`` code) in float32, as IMHI.py."""
+    import torch
     from transformers import GenerationConfig
 
-    eos = model.generation_config.eos_token_id
-    eos_ids = (
-        set(eos) if isinstance(eos, list) else {eos if eos is not None else tokenizer.eos_token_id}
-    )
-    results = []
-    for i in range(0, len(queries), batch_size):
-        inputs = tokenizer(queries[i : i + batch_size], return_tensors="pt", padding=True)
-        input_ids = inputs.input_ids.to(device)
-        width = input_ids.shape[1]
-        config = GenerationConfig(
-            max_length=width + max_new_tokens, min_new_tokens=max_new_tokens if force else None,
-            do_sample=False, num_beams=1, pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=list(eos_ids), bos_token_id=tokenizer.bos_token_id,
-        )  # fmt: skip
-        ids = model.generate(
-            input_ids, attention_mask=inputs.attention_mask.to(device), generation_config=config
-        )
-        for row in ids[:, width:].tolist():
-            results.append(row[: next((j for j, t in enumerate(row) if t in eos_ids), len(row))])
-    return results
-
-
-def run_upstream(args: argparse.Namespace, model_dir: str, queries: list[str], device: str) -> Side:
-    """The upstream loop on the same weights in float32, as IMHI.py loads them."""
-    import torch
-
     from imhibench.generate.causal import load_tokenizer
+    from imhibench.generate.upstream import cut_at_eos, upstream_token_ids
 
     model = load_model(args, model_dir, torch.float32, device)
     tokenizer = load_tokenizer(model_dir)  # pad = unk, left padding, as IMHI.py's LlamaTokenizer
+    eos = model.generation_config.eos_token_id
+    eos = tokenizer.eos_token_id if eos is None else eos
+    config = GenerationConfig(
+        max_new_tokens=args.max_new_tokens, do_sample=False, num_beams=1,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=eos, bos_token_id=tokenizer.bos_token_id,
+    )  # fmt: skip
     side = Side("upstream", str(model.dtype).removeprefix("torch."))
-    bs, n, force = args.upstream_batch_size, args.max_new_tokens, args.force_length
-    upstream_generate(model, tokenizer, queries[:2], bs, 4, False, device)  # warm-up
+    bs = args.upstream_batch_size
+    upstream_token_ids(model, tokenizer, queries[:2], config, batch_size=bs)  # warm-up
+    prompts = tokenizer(queries)["input_ids"]
+    with_planned_eos(model, prompts, plan, eos, tokenizer.pad_token_id)
     with Timer(model, device) as timer:
-        side.token_ids = upstream_generate(model, tokenizer, queries, bs, n, force, device)
+        rows = upstream_token_ids(model, tokenizer, queries, config, batch_size=bs)
+    side.token_ids = [cut_at_eos(row, {eos}) for row in rows]
     side.texts = [tokenizer.decode(x, skip_special_tokens=True) for x in side.token_ids]
-    return _finish(side, timer, model, -(-len(queries) // bs), device)
+    return _finish(side, timer, model, -(-len(queries) // bs), device, prompts, args.max_new_tokens)
 
 
-def _finish(side: Side, timer: Timer, model, batches: int, device: str) -> Side:
+def run_continuous(args, model_dir, queries, plan, device) -> Side:
+    """transformers continuous batching; each request's length capped at its planned answer."""
+    from imhibench.generate.base import resolve_dtype
+    from imhibench.generate.causal import load_tokenizer
+    from imhibench.generate.continuous import ContinuousGenerator
+    from imhibench.generate.upstream import cut_at_eos
+
+    model = load_model(args, model_dir, resolve_dtype("auto", device), device)
+    engine = ContinuousGenerator(
+        model, load_tokenizer(model_dir), _settings(args, "continuous"), device
+    )
+    side = Side("continuous", str(model.dtype).removeprefix("torch."))
+    engine.generate(queries[:2])  # warm-up, not timed
+    prompts = engine.encode(queries)
+    n = args.max_new_tokens
+    caps = [n if plan is None else min(p + 1, n) for p in (plan or [None] * len(prompts))]
+    forbid_eos(engine.model, plan, _eos(engine))
+    with (
+        Timer(engine.model, device) as timer,
+        engine.model.continuous_batching_context_manager(
+            generation_config=engine.generation_config, block=True, timeout=5
+        ) as manager,
+    ):
+        for k, (ids, cap) in enumerate(zip(prompts, caps, strict=True)):
+            manager.add_request(ids, request_id=f"q{k}", max_new_tokens=cap)
+        results: dict = {}
+        while len(results) < len(prompts):
+            result = manager.get_result(timeout=1)
+            if result is not None and result.is_finished():
+                results[result.request_id] = result
+            elif result is None and not manager.is_running():
+                raise ImhiBenchError("continuous batching stopped before all requests ended")
+    rows = [list(results[f"q{k}"].generated_tokens) for k in range(len(prompts))]
+    if plan is not None:  # the last of a planned answer stands for its EOS
+        rows = [r[:p] if p < n else r for r, p in zip(rows, plan, strict=True)]
+    side.token_ids = [cut_at_eos(r, engine.eos_ids) for r in rows]
+    side.texts = [engine.tokenizer.decode(x, skip_special_tokens=True) for x in side.token_ids]
+    return _finish(side, timer, engine.model, 0, device, prompts, args.max_new_tokens)
+
+
+def _eos(generator) -> int:
+    return next(iter(generator.eos_ids))
+
+
+def _finish(side: Side, timer: Timer, model, batches: int, device: str, prompts, cap) -> Side:
+    """Record time, passes and token slots. Useful slots: prompt + every generated token fed
+    back (all but the last, which is EOS or the one that hit the cap)."""
     import torch
 
     side.seconds, side.forward_calls, side.batches = timer.seconds, timer.calls, batches
+    side.fed_tokens = timer.fed_tokens
+    generated = [len(x) + (len(x) < cap) for x in side.token_ids]  # + EOS unless capped
+    side.useful_tokens = sum(len(p) for p in prompts) + sum(g - 1 for g in generated)
     side.weight_bytes = weight_bytes(model)
     if device.startswith("cuda"):
         side.peak_memory_gb = torch.cuda.max_memory_allocated() / 1e9
@@ -301,24 +460,28 @@ def peak_bandwidth(args: argparse.Namespace, device: str) -> tuple[float | None,
 
 def report(sides: list[Side], peak_gbs: float | None) -> list[str]:
     lines = [
-        f"{'side':<11}{'dtype':<10}{'batches':>8}{'seconds':>10}{'out tokens':>12}"
-        f"{'tokens/s':>11}{'steps':>8}{'weights GB/s':>14}{'roofline':>10}{'peak GB':>9}"
+        f"{'engine':<11}{'dtype':<9}{'seconds':>9}{'out tokens':>11}{'tokens/s':>10}"
+        f"{'vs static':>10}{'passes':>8}{'wasted':>8}{'weights GB/s':>13}{'roofline':>9}"
+        f"{'peak GB':>8}"
     ]
+    static = next((s for s in sides if s.name == "static"), None)
     for s in sides:
+        rate = s.output_tokens / s.seconds
+        ratio = f"{rate / (static.output_tokens / static.seconds):.2f}x" if static else "n/a"
+        wasted = 1 - s.useful_tokens / s.fed_tokens if s.fed_tokens else float("nan")
         gbs = s.forward_calls * s.weight_bytes / s.seconds / 1e9
         share = f"{100 * gbs / peak_gbs:.1f}%" if peak_gbs else "n/a"
         memory = f"{s.peak_memory_gb:.1f}" if s.peak_memory_gb is not None else "n/a"
         lines.append(
-            f"{s.name:<11}{s.dtype:<10}{s.batches:>8}{s.seconds:>10.2f}{s.output_tokens:>12}"
-            f"{s.output_tokens / s.seconds:>11.1f}{s.forward_calls:>8}{gbs:>14.2f}{share:>10}"
-            f"{memory:>9}"
+            f"{s.name:<11}{s.dtype:<9}{s.seconds:>9.2f}{s.output_tokens:>11}{rate:>10.1f}"
+            f"{ratio:>10}{s.forward_calls:>8}{100 * wasted:>7.1f}%{gbs:>13.2f}{share:>9}"
+            f"{memory:>8}"
         )
-    if len(sides) == 2:
-        ours, upstream = sides
-        ratio = (ours.output_tokens / ours.seconds) / (upstream.output_tokens / upstream.seconds)
-        same = sum(a == b for a, b in zip(ours.texts, upstream.texts, strict=True))
-        lines.append(f"speed-up (imhi-bench tokens/s / upstream tokens/s): {ratio:.2f}x")
-        lines.append(f"identical responses: {same}/{len(ours.texts)}")
+    if static:
+        for s in sides:
+            if s is not static:
+                same = sum(a == b for a, b in zip(s.token_ids, static.token_ids, strict=True))
+                lines.append(f"{s.name}: {same}/{len(s.token_ids)} answers identical to static")
     return lines
 
 
@@ -338,26 +501,34 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from imhibench.devices import resolve_device
+    from imhibench.generate.causal import load_tokenizer
 
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     if args.model == "llama7b-shape" and args.model_dir is None and device == "cpu":
         raise ImhiBenchError("--model llama7b-shape needs a GPU (27 GB of float32 weights)")
-    queries, source = load_queries(args)
+    queries, golds, source = load_queries(args)
     peak, device_name = peak_bandwidth(args, device)
+    runs = {"upstream": run_upstream, "static": run_static, "continuous": run_continuous}
     with tempfile.TemporaryDirectory() as workdir:
         model_dir, what = model_source(args, Path(workdir))
-        forced = " (forced: min_new_tokens = max_new_tokens)" if args.force_length else ""
+        plan = plan_lengths(args, load_tokenizer(model_dir), golds)
         print(f"model: {what}")
         print(f"device: {device_name}; torch {torch.__version__}")
-        print(f"queries: {source}; max_new_tokens {args.max_new_tokens}{forced}")
-        print(f"imhi-bench: batch_tokens {args.batch_tokens}, max_batch_size "
-              f"{args.max_batch_size}; upstream: batch {args.upstream_batch_size}")  # fmt: skip
-        sides = [run_ours(args, model_dir, queries, device)]
-        _free_memory(device)
-        if not args.skip_upstream:
-            sides.append(run_upstream(args, model_dir, queries, device))
+        print(f"queries: {source}; max_new_tokens {args.max_new_tokens}")
+        if plan is not None:
+            runaway = sum(p == args.max_new_tokens for p in plan)
+            print(f"workload {args.workload}: {sum(plan)} answer tokens planned, mean "
+                  f"{sum(plan) / len(plan):.1f}, {runaway} at max_new_tokens")  # fmt: skip
+        else:
+            print("workload natural: answers end at the model's EOS")
+        print(f"static: batch_tokens {args.batch_tokens}, max_batch_size {args.max_batch_size}; "
+              f"upstream: batch {args.upstream_batch_size}")  # fmt: skip
+        sides = []
+        for engine in args.engines:
+            sides.append(runs[engine](args, model_dir, queries, plan, device))
+            _free_memory(device)
     print("\n".join(report(sides, peak)))
     if peak is None and device.startswith("cuda"):
         print("roofline: unknown GPU; pass --peak-bandwidth-gbs")

@@ -312,7 +312,7 @@ def test_batch_callback_and_prompt_lengths(demo_models):
 
 
 def test_bench_script_smoke(tmp_path, capsys, monkeypatch):
-    """scripts/bench_generate.py runs both sides on the tiny model (it measures; no timing here)."""
+    """scripts/bench_generate.py: every engine computes the planned answers (no timing here)."""
     import importlib.util
 
     path = Path(__file__).resolve().parents[1] / "scripts" / "bench_generate.py"
@@ -321,14 +321,21 @@ def test_bench_script_smoke(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "bench_generate", bench)
     spec.loader.exec_module(bench)
     csv = tmp_path / "q.csv"
-    pd.DataFrame({"query": [*QUERIES, "one more query"]}).to_csv(csv, index=False)
-    args = ["--csv", str(csv), "--max-new-tokens", "3", "--threads", "1", "--device", "cpu"]
+    golds = ["Yes.", "No, the poster", "", "x " * 40, "Yes", "No. Reasoning: none"]
+    queries = [*QUERIES, "one more query"]
+    pd.DataFrame({"query": queries, "gpt-3.5-turbo": golds}).to_csv(csv, index=False)
+    args = ["--csv", str(csv), "--max-new-tokens", "6", "--threads", "1", "--device", "cpu",
+            "--runaway-share", "0.34"]  # fmt: skip
     assert bench.main(args) == 0
     out = capsys.readouterr().out
-    assert re.search(r"^imhi-bench float32 +\d+ +[\d.]+ +18 ", out, re.MULTILINE)
-    assert re.search(r"^upstream +float32 +1 +[\d.]+ +18 ", out, re.MULTILINE)
-    assert "speed-up (imhi-bench tokens/s / upstream tokens/s):" in out
-    assert re.search(r"identical responses: \d/6", out)
+    plan = re.search(r"workload realistic: (\d+) answer tokens planned, mean [\d.]+, (\d+) at", out)
+    assert plan and int(plan.group(2)) >= 2  # 2 runaways + the long gold answer
+    planned = int(plan.group(1))
+    for engine in ("upstream", "static", "continuous"):
+        assert re.search(rf"^{engine} +float32 +[\d.]+ +{planned} ", out, re.MULTILINE), out
+    assert "continuous: 6/6 answers identical to static" in out
+    assert "upstream: 6/6 answers identical to static" in out
+    assert re.search(r"^static .* 1\.00x +\d+ +[\d.]+%", out, re.MULTILINE)
     pd.DataFrame({"post": ["x"]}).to_csv(csv, index=False)
-    with pytest.raises(ImhiBenchError, match=r"q\.csv: no 'query' column"):
+    with pytest.raises(ImhiBenchError, match=r"q\.csv: no \['gpt-3.5-turbo', 'query'\] column"):
         bench.main(["--csv", str(csv)])

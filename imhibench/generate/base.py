@@ -11,16 +11,32 @@ from typing import Protocol
 from imhibench.errors import ImhiBenchError
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+#: greedy: always greedy (default); checkpoint: the checkpoint's generation_config.json with
+#: max_length=2048 counting padded prompt + answer, as upstream IMHI.py (seeded).
+DECODINGS = ("greedy", "checkpoint")
+#: auto: the per-device default below; static: length-sorted padded batches through
+#: ``generate``; continuous: transformers continuous batching (``generate_batch``); vllm: vLLM
+#: (optional extra, GPU only); upstream: IMHI.py's loop (float32, batches of 8 in file order).
+ENGINES = ("auto", "static", "continuous", "vllm", "upstream")
+#: Per device, the fastest engine verified to give the reference answers (those of
+#: one-query-at-a-time greedy ``generate``). Only CPU timings exist (continuous batching is
+#: overhead-bound there, docs/benchmarks.md); no GPU was available to show continuous faster.
+DEFAULT_ENGINE = {"cpu": "static", "cuda": "static"}
+#: Engines verified to give the reference answers (tests/test_engines.py); choosing among them
+#: changes speed, not answers.
+REFERENCE_ENGINES = frozenset({"static", "continuous"})
 #: Generation settings that change how answers are computed, not what they are (shard size,
-#: batch budget, batch size cap, engine): recorded in provenance, read from the config when the
-#: job runs, and not Snakemake params, so changing one reruns nothing (docs/cluster.md); saved
-#: answers are reused when only these change (the generate resume key leaves them out).
+#: batch budget, batch size cap, and ``engine`` while it names a reference engine, see
+#: ``answer_settings``): recorded in provenance, read from the config when the job runs, and
+#: not Snakemake params, so changing one reruns nothing (docs/cluster.md); saved answers are
+#: reused when only these change (the generate resume key uses ``answer_settings``).
 EXECUTION_SETTINGS = frozenset({"shard_rows", "batch_tokens", "max_batch_size", "engine"})
 
 
 @dataclass(frozen=True)
 class GenerationSettings:
-    """How to generate. Decoding is always greedy (``do_sample=False``, ``num_beams=1``).
+    """How to generate. Decoding is greedy (``do_sample=False``, ``num_beams=1``) unless
+    ``decoding="checkpoint"`` (see ``DECODINGS``); ``engine`` picks the generation loop.
 
     ``max_new_tokens`` counts generated tokens only. Upstream IMHI.py calls
     ``generate(max_length=2048)``, which counts prompt + answer; the default 2048 new tokens is
@@ -37,6 +53,8 @@ class GenerationSettings:
     dtype: str = "auto"
     seed: int = 0
     min_new_tokens: int = 0
+    decoding: str = "greedy"
+    engine: str = "auto"
 
     def __post_init__(self) -> None:
         for name in ("max_new_tokens", "batch_tokens", "max_batch_size"):
@@ -46,6 +64,43 @@ class GenerationSettings:
             raise ImhiBenchError("generation settings: need 0 <= min_new_tokens <= max_new_tokens")
         if self.dtype not in DTYPES:
             raise ImhiBenchError(f"generation settings: dtype {self.dtype!r} not in {DTYPES}")
+        if self.decoding not in DECODINGS:
+            raise ImhiBenchError(
+                f"generation settings: decoding {self.decoding!r} not in {DECODINGS}"
+            )
+        if self.engine not in ENGINES:
+            raise ImhiBenchError(f"generation settings: engine {self.engine!r} not in {ENGINES}")
+        if self.decoding == "checkpoint" and self.engine not in ("auto", "static", "upstream"):
+            raise ImhiBenchError(
+                f"generation settings: decoding 'checkpoint' needs engine static or upstream "
+                f"(max_length counts the padded prompt), not {self.engine!r}"
+            )
+        if self.engine == "upstream" and self.dtype not in ("auto", "float32"):
+            raise ImhiBenchError(
+                f"generation settings: engine 'upstream' runs in float32 as IMHI.py; dtype "
+                f"{self.dtype!r} contradicts it (use dtype auto or float32)"
+            )
+
+
+def resolve_engine(engine: str, device: str) -> str:
+    """``engine``, or for ``auto`` the default of ``device`` (``cuda:1`` counts as ``cuda``)."""
+    if engine != "auto":
+        return engine
+    return DEFAULT_ENGINE["cuda" if device.startswith("cuda") else "cpu"]
+
+
+def answer_settings(settings: dict) -> dict:
+    """The settings that determine the answers: all but the execution settings.
+
+    ``engine`` stays when it names an engine that is not a reference engine (``upstream``
+    batches 8 queries in file order in float32; ``vllm`` has its own kernels), because
+    switching to or from it can change answers.
+    """
+    kept = {k: v for k, v in settings.items() if k not in EXECUTION_SETTINGS}
+    engine = settings.get("engine", "auto")
+    if engine not in REFERENCE_ENGINES and engine != "auto":
+        kept["engine"] = engine
+    return kept
 
 
 @dataclass(frozen=True)

@@ -62,3 +62,41 @@ def split_on_oom(items: list[T], run: Callable[[list[T]], list]) -> list:
         half = len(items) // 2
         log.warning("CUDA out of memory on a batch of %d; retrying halves", len(items))
     return split_on_oom(items[:half], run) + split_on_oom(items[half:], run)
+
+
+class OOMBackoff:
+    """Runs batches under a size limit that only ever shrinks, for the rest of the job.
+
+    On CUDA out-of-memory the failing batch is cut to half its size and retried; the size that
+    then works becomes the limit, so later batches are split up front instead of failing again.
+    """
+
+    def __init__(self) -> None:
+        self.limit: int | None = None  # None until the first out-of-memory
+
+    def run(self, items: list[T], run: Callable[[list[T]], list]) -> list:
+        """``run`` over ``items`` in chunks of at most ``limit``; results in order."""
+        import torch
+
+        results: list = []
+        start = 0
+        while start < len(items):
+            size = min(len(items) - start, self.limit or len(items))
+            try:
+                results.extend(run(items[start : start + size]))
+            except torch.OutOfMemoryError as err:
+                if size == 1:
+                    raise ImhiBenchError(
+                        "out of memory generating a single query; lower max_new_tokens, use a "
+                        "smaller dtype or a larger GPU"
+                    ) from err
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                self.limit = size // 2
+                log.warning(
+                    "CUDA out of memory on a batch of %d; batches of at most %d from now on",
+                    size, self.limit,
+                )  # fmt: skip
+                continue
+            start += size
+        return results

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 from imhibench.errors import ImhiBenchError
-from imhibench.generate.base import GenerationSettings, require_dir, resolve_device, resolve_dtype
-from imhibench.generate.hf import HFGenerator
+from imhibench.generate.base import (
+    GenerationSettings,
+    require_dir,
+    resolve_device,
+    resolve_engine,
+)
+from imhibench.generate.engines import device_map, job_gpus, make_generator, model_dtype
 
 
 def load_tokenizer(tokenizer_dir: str):
@@ -26,14 +31,17 @@ def load_tokenizer(tokenizer_dir: str):
 
 
 def load_causal_model(model_dir: str, settings: GenerationSettings, device: str):
-    """AutoModelForCausalLM in the settings' dtype with SDPA attention, on ``device``."""
+    """AutoModelForCausalLM in the engine's dtype with SDPA attention, on ``device``.
+
+    On ``cuda`` with several visible GPUs the layers are spread over them (``device_map="auto"``).
+    """
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(
         model_dir,
-        dtype=resolve_dtype(settings.dtype, device),
+        dtype=model_dtype(settings, device),
         attn_implementation="sdpa",
-        device_map=device,
+        device_map=device_map(device, job_gpus()),
     )
 
 
@@ -43,11 +51,15 @@ def load_causal(
     base_model_dir: str | None = None,
     settings: GenerationSettings,
     device: str | None = None,
-) -> HFGenerator:
+):
     """The ``causal`` backend."""
     if base_model_dir is not None:
         raise ImhiBenchError("base_model_dir is only used by kind 'lora', not 'causal'")
     require_dir(model_dir, "causal model", "config.json")
     device = resolve_device(device)
+    if resolve_engine(settings.engine, device) == "vllm":
+        from imhibench.generate.vllm_engine import VLLMGenerator
+
+        return VLLMGenerator(model_dir, load_tokenizer(model_dir), settings, device)
     model = load_causal_model(model_dir, settings, device)
-    return HFGenerator(model, load_tokenizer(model_dir), settings, device)
+    return make_generator(model, load_tokenizer(model_dir), settings, device)

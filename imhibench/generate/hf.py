@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import logging
 
 from imhibench.errors import ImhiBenchError
@@ -12,7 +11,9 @@ from imhibench.generate.base import (
     GenerationSettings,
     resolve_device,
 )
-from imhibench.generate.batching import plan_batches, split_on_oom
+from imhibench.generate.batching import OOMBackoff, plan_batches
+from imhibench.generate.decoding import build_generation_config, decoding_record
+from imhibench.generate.memory import batch_token_budget
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,9 @@ class HFGenerator:
 
     def __init__(self, model, tokenizer, settings: GenerationSettings, device: str | None = None):
         self.device = resolve_device(device)
-        self.model = model.to(self.device).eval()
+        # A model spread over several GPUs (device_map="auto") stays where accelerate put it.
+        dispatched = len(set(getattr(model, "hf_device_map", {}).values())) > 1
+        self.model = (model if dispatched else model.to(self.device)).eval()
         self.tokenizer = tokenizer
         self.settings = settings
         self.encoder_decoder = bool(model.config.is_encoder_decoder)
@@ -36,22 +39,30 @@ class HFGenerator:
             raise ImhiBenchError(f"{tokenizer.name_or_path}: tokenizer has no pad token")
         if settings.chat_template and not tokenizer.chat_template:
             raise ImhiBenchError(f"{tokenizer.name_or_path}: chat_template=True but none set")
+        # Decoders with learned positions (BART) cap the answer at what fits (fix9).
         self.max_new_tokens = self._capped_max_new_tokens()
-        self.generation_config = self._greedy_config()
+        # The checkpoint's generation_config.json, as from_pretrained loaded it.
+        checkpoint_config = self.model.generation_config
+        self.generation_config = build_generation_config(
+            checkpoint_config, settings.decoding, self.max_new_tokens,
+            min(settings.min_new_tokens, self.max_new_tokens), tokenizer.pad_token_id,
+        )  # fmt: skip
+        if self.max_new_tokens_cap is not None and self.generation_config.max_length:
+            # decoding: checkpoint sets max_length (decoder start token + answer): cap it too.
+            self.generation_config.max_length = min(
+                self.generation_config.max_length, self.max_new_tokens + 1
+            )
+        #: What provenance records about decoding (checkpoint's values and the ones used).
+        self.decoding_provenance = decoding_record(
+            checkpoint_config, self.generation_config, settings.decoding, settings.seed,
+            tokenizer.name_or_path,
+        )  # fmt: skip
         eos = self.generation_config.eos_token_id
         eos = tokenizer.eos_token_id if eos is None else eos
         self.eos_ids = set(eos) if isinstance(eos, list) else {eos}
-
-    def _greedy_config(self):
-        """The checkpoint's generation config, forced to greedy with our length limits."""
-        config = copy.deepcopy(self.model.generation_config)
-        config.update(
-            do_sample=False, num_beams=1, temperature=None, top_p=None, top_k=None,
-            max_length=None, max_new_tokens=self.max_new_tokens,
-            min_new_tokens=min(self.settings.min_new_tokens, self.max_new_tokens) or None,
-            pad_token_id=self.tokenizer.pad_token_id,
-        )  # fmt: skip
-        return config
+        self.backoff = OOMBackoff()  # remembers, for the whole job, the batch size that fit
+        #: Per-batch token budget: the setting, lowered on GPU to what the free memory holds.
+        self.batch_tokens = batch_token_budget(self.model, self.device, settings.batch_tokens)
 
     def encode(self, queries: list[str]) -> list[list[int]]:
         """Token ids of each prompt, unpadded."""
@@ -134,12 +145,12 @@ class HFGenerator:
         ids = self.encode(list(queries))
         s = self.settings
         batches = plan_batches(
-            [len(x) for x in ids], s.max_new_tokens, s.batch_tokens, s.max_batch_size
+            [len(x) for x in ids], s.max_new_tokens, self.batch_tokens, s.max_batch_size
         )
         results: list[list[int]] = [[] for _ in ids]
         for k, batch in enumerate(batches, 1):
             log.debug("batch %d/%d: %d queries", k, len(batches), len(batch))
-            outputs = split_on_oom(batch, lambda b: self._run([ids[i] for i in b]))
+            outputs = self.backoff.run(batch, lambda b: self._run([ids[i] for i in b]))
             for i, out in zip(batch, outputs, strict=True):
                 results[i] = out
             if on_batch is not None:

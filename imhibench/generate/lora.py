@@ -6,9 +6,14 @@ import warnings
 from pathlib import Path
 
 from imhibench.errors import ImhiBenchError
-from imhibench.generate.base import GenerationSettings, require_dir, resolve_device
+from imhibench.generate.base import (
+    GenerationSettings,
+    require_dir,
+    resolve_device,
+    resolve_engine,
+)
 from imhibench.generate.causal import load_causal_model, load_tokenizer
-from imhibench.generate.hf import HFGenerator
+from imhibench.generate.engines import make_generator
 
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
 
@@ -42,7 +47,7 @@ def load_lora(
     base_model_dir: str | None = None,
     settings: GenerationSettings,
     device: str | None = None,
-) -> HFGenerator:
+):
     """The ``lora`` backend: ``model_dir`` is the adapter, ``base_model_dir`` the base model."""
     if base_model_dir is None:
         raise ImhiBenchError(
@@ -52,6 +57,12 @@ def load_lora(
     require_dir(model_dir, "lora adapter", "adapter_config.json")
     require_dir(base_model_dir, "lora base model", "config.json")
     device = resolve_device(device)
-    model = load_lora_model(model_dir, base_model_dir, settings, device)
     tokenizer = load_tokenizer(tokenizer_dir(model_dir, base_model_dir))
-    return HFGenerator(model, tokenizer, settings, device)
+    engine = resolve_engine(settings.engine, device)
+    if engine == "vllm":
+        from imhibench.generate.vllm_engine import VLLMGenerator
+
+        return VLLMGenerator(base_model_dir, tokenizer, settings, device, lora_dir=model_dir)
+    # IMHI.py ran the adapter unmerged (PeftModel); the upstream engine does the same.
+    model = load_lora_model(model_dir, base_model_dir, settings, device, merge=engine != "upstream")
+    return make_generator(model, tokenizer, settings, device)

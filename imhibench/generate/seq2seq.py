@@ -23,6 +23,11 @@ def load_seq2seq(
     if base_model_dir is not None:
         raise ImhiBenchError("base_model_dir is only used by kind 'lora', not 'seq2seq'")
     require_dir(model_dir, "seq2seq model", "config.json")
+    if settings.engine not in ("auto", "static"):
+        raise ImhiBenchError(
+            f"seq2seq model {model_dir}: engine {settings.engine!r} is for causal and lora "
+            "models; set it per model (model_catalog.<model>.generation.engine)"
+        )
     device = resolve_device(device)
     model = AutoModelForSeq2SeqLM.from_pretrained(
         model_dir, dtype=resolve_dtype(settings.dtype, device), device_map=device

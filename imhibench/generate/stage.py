@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from imhibench.generate.base import EXECUTION_SETTINGS
+from imhibench.generate.base import answer_settings
 from imhibench.generate.shards import KEY_FIELD, ShardStore, dir_fingerprint
 from imhibench.generate.signals import GenerationStopped, StopOnSignal
 from imhibench.io import read_provenance, read_table, write_table
@@ -151,6 +151,7 @@ class _ShardedJob:
         except TypeError as err:
             raise ImhiBenchError(f"generation settings {settings}: {err}") from err
         self.device = resolve_device(device)
+        _check_upstream_shards(self.generation, self.device, self.shard_rows)
 
     def run(self, subset, test_set_path, out_path, stop: StopOnSignal, interval_s: float):
         """(responses table in test-set order, the shard store, provenance fields)."""
@@ -168,10 +169,9 @@ class _ShardedJob:
                 "%s: resuming: %d of %d rows already saved in %s",
                 self.model, resumed, len(row_ids), store.dir,
             )  # fmt: skip
-        cap = None
         if missing:
             backend = self._load_backend()
-            cap = getattr(backend, "max_new_tokens_cap", None)
+            record = _backend_record(backend)
             progress = Progress(self.model, len(row_ids), resumed, interval_s)
             tables = [saved] if len(saved) else []
             try:
@@ -189,14 +189,16 @@ class _ShardedJob:
                 "%s: every row is saved in %s; building the output without generating",
                 self.model, store.dir,
             )  # fmt: skip
-            cap = next((p["max_new_tokens_cap"] for p in store.provenances
-                        if p.get("max_new_tokens_cap")), None)  # fmt: skip
+            record = {
+                k: next((p[k] for p in store.provenances if p.get(k)), None)
+                for k in _BACKEND_RECORD
+            }
         extra = {
             "device_name": _device_label(self.device),
             "shard_rows": self.shard_rows,
             "resumed_rows": resumed,
             "generated_rows": len(missing),
-            "max_new_tokens_cap": cap,
+            **record,
             "generation_seconds": round(sum(p.get("seconds", 0.0) for p in store.provenances), 3),
         }
         return _in_order(saved, row_ids), store, extra
@@ -224,7 +226,7 @@ class _ShardedJob:
             "%s: generating %d responses in %d shard(s) of up to %d rows",
             self.model, len(missing), len(shards), self.shard_rows,
         )  # fmt: skip
-        cap = getattr(backend, "max_new_tokens_cap", None)
+        record = _backend_record(backend)
         for shard in shards:
             started = time.perf_counter()
             result = backend.generate([queries[i] for i in shard], on_batch=progress.batch)
@@ -237,15 +239,17 @@ class _ShardedJob:
                 }
             )
             with stop.deferred():
-                path = store.write(table, {"seconds": round(seconds, 3), "max_new_tokens_cap": cap})
+                path = store.write(table, {"seconds": round(seconds, 3), **record})
             tables.append(table)
             progress.log(f"saved {path.name} ({len(shard)} rows, {seconds:.1f} s); ")
 
     def _resume_key(self, test_set_path: str) -> dict:
         """Everything a saved answer depends on; rows saved under another key are discarded.
 
-        Execution settings (shard size, batching, engine) are left out: saved rows are reused
-        whatever they are. Our own generation code is in, as the sha256 of its sources.
+        Execution settings (shard size, batching, a reference engine) are left out: saved rows
+        are reused whatever they are (``answer_settings``; the ``upstream`` and ``vllm`` engines
+        stay in, they can change answers). Our own generation code is in, as the sha256 of its
+        sources.
         """
         checkpoints = {"model": self.model_dir, "base": self.base_model_dir}
         versions = package_versions()
@@ -257,7 +261,7 @@ class _ShardedJob:
                 for name, path in checkpoints.items()
                 if path
             },
-            "settings": {k: v for k, v in self.settings.items() if k not in EXECUTION_SETTINGS},
+            "settings": answer_settings(self.settings),
             "seed": self.seed,
             "device": _device_label(self.device),
             "packages": {name: versions.get(name) for name in _OUTPUT_PACKAGES},
@@ -272,6 +276,33 @@ def generate_code_sha256(directory: Path = Path(__file__).parent) -> str:
     for path in sorted(directory.glob("*.py")):
         digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()
+
+
+#: What a backend reports for provenance; saved with every shard, so an output rebuilt from
+#: shards alone (no backend loaded) still records it.
+_BACKEND_RECORD = ("max_new_tokens_cap", "decoding")
+
+
+def _backend_record(backend) -> dict:
+    """The backend's length cap (seq2seq) and decoding record, None where it has none."""
+    return {
+        "max_new_tokens_cap": getattr(backend, "max_new_tokens_cap", None),
+        "decoding": getattr(backend, "decoding_provenance", None),
+    }
+
+
+def _check_upstream_shards(generation, device: str, shard_rows: int) -> None:
+    """The ``upstream`` engine batches 8 rows in file order: shards must not cut a batch."""
+    from imhibench.errors import ImhiBenchError
+    from imhibench.generate.base import resolve_engine
+    from imhibench.generate.upstream import UPSTREAM_BATCH_SIZE
+
+    engine = resolve_engine(generation.engine, device)
+    if engine == "upstream" and shard_rows % UPSTREAM_BATCH_SIZE:
+        raise ImhiBenchError(
+            f"generation settings: engine 'upstream' needs shard_rows a multiple of "
+            f"{UPSTREAM_BATCH_SIZE} (upstream's batches), not {shard_rows}"
+        )
 
 
 def _device_label(device: str) -> str:

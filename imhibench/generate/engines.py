@@ -1,0 +1,46 @@
+"""Which generation loop runs a loaded causal model (``engine`` setting), and on which GPUs."""
+
+from __future__ import annotations
+
+import importlib
+
+from imhibench.generate.base import GenerationSettings, resolve_dtype, resolve_engine
+
+# engine -> generator class taking (model, tokenizer, settings, device); ``vllm`` loads its own
+# model (imhibench.generate.vllm_engine) and is not listed.
+_GENERATORS = {
+    "static": "imhibench.generate.hf:HFGenerator",
+    "continuous": "imhibench.generate.continuous:ContinuousGenerator",
+    "upstream": "imhibench.generate.upstream:UpstreamGenerator",
+}
+
+
+def job_gpus() -> int:
+    """GPUs this job may use: the visible ones (SLURM sets CUDA_VISIBLE_DEVICES per job)."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def device_map(device: str, gpus: int) -> str:
+    """``auto`` (accelerate spreads the layers) on ``cuda`` with several GPUs, else ``device``.
+
+    A model that does not fit one GPU (33B in float32: ~132 GB) needs its job to request
+    enough GPUs (the model's ``resources.gpu``). An explicit ``cuda:N`` stays on that GPU.
+    """
+    return "auto" if device == "cuda" and gpus > 1 else device
+
+
+def model_dtype(settings: GenerationSettings, device: str):
+    """The torch dtype to load in: float32 for the ``upstream`` engine, as IMHI.py."""
+    import torch
+
+    if resolve_engine(settings.engine, device) == "upstream":
+        return torch.float32
+    return resolve_dtype(settings.dtype, device)
+
+
+def make_generator(model, tokenizer, settings: GenerationSettings, device: str):
+    """The generator of the settings' engine around a loaded model."""
+    module, _, name = _GENERATORS[resolve_engine(settings.engine, device)].partition(":")
+    return getattr(importlib.import_module(module), name)(model, tokenizer, settings, device)

@@ -1,0 +1,513 @@
+"""Generation engines (static, continuous, upstream, vllm), decoding modes, GPU memory budgets."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import sys
+import types
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from support import require_mirror
+
+from imhibench.errors import ImhiBenchError
+from imhibench.generate import GenerationSettings, load_backend
+from imhibench.generate.base import EXECUTION_SETTINGS, answer_settings, resolve_engine
+from imhibench.generate.batching import OOMBackoff
+from imhibench.generate.continuous import ContinuousGenerator
+from imhibench.generate.engines import device_map
+from imhibench.generate.memory import kv_bytes_per_token, token_budget
+from imhibench.generate.upstream import UpstreamGenerator
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+FP32 = {"dtype": "float32", "batch_tokens": 200_000, "max_batch_size": 64}
+
+
+def _imhi_queries(n: int) -> list[str]:
+    """``n`` real IMHI queries of 90 to 2000 characters (DR and SAD, in file order)."""
+    mirror = require_mirror() / "test_data/test_instruction"
+    queries = pd.concat([pd.read_csv(mirror / f"{d}.csv")["query"] for d in ("DR", "SAD")])
+    queries = queries[queries.str.len() <= 2000]  # long enough to differ, quick on CPU
+    ranked = queries.sort_values(key=lambda q: q.str.len()).tolist()
+    picks = [ranked[round(k * (len(ranked) - 1) / (n - 1))] for k in range(n)]
+    order = {q: i for i, q in enumerate(queries.tolist())}
+    return sorted(picks, key=order.__getitem__)  # file order, lengths mixed
+
+
+def _with_frequent_eos(models: dict, kind: str, tmp_path: Path, queries: list[str]) -> dict:
+    """``models`` with the checkpoint copied so that its EOS is a token its greedy answers emit
+    at varying steps (for ``lora``: the base, picked from the adapter's answers).
+
+    The tiny random models never emit their real EOS; this makes answers stop at different
+    steps without touching the decoding code.
+    """
+    answers = _load(models, kind, max_new_tokens=16).generate_token_ids(queries)
+    eos = Counter(t for a in answers for t in set(a[2:12])).most_common(1)[0][0]
+    name = "lora-base" if kind == "lora" else "causal"
+    copy = shutil.copytree(models[name], tmp_path / f"{name}-eos{eos}")
+    for file in ("config.json", "generation_config.json"):
+        data = json.loads((copy / file).read_text())
+        data["eos_token_id"] = eos
+        (copy / file).write_text(json.dumps(data))
+    return {**models, name: str(copy)}
+
+
+@pytest.fixture(scope="module")
+def queries() -> list[str]:
+    return _imhi_queries(10)
+
+
+@pytest.fixture(scope="module")
+def eos_models(demo_models, queries, tmp_path_factory) -> dict[str, str]:
+    tmp = tmp_path_factory.mktemp("eos")
+    models = _with_frequent_eos(demo_models, "causal", tmp, queries)
+    return _with_frequent_eos(models, "lora", tmp, queries)
+
+
+def _load(models, kind: str, **settings):
+    settings = GenerationSettings(**{**FP32, **settings})
+    if kind == "lora":
+        return load_backend(
+            "lora", model_dir=models["lora-adapter"], base_model_dir=models["lora-base"],
+            settings=settings, device="cpu",
+        )  # fmt: skip
+    return load_backend("causal", model_dir=models["causal"], settings=settings, device="cpu")
+
+
+# --- continuous batching ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["causal", "lora"])
+def test_continuous_equals_one_at_a_time_greedy(eos_models, queries, kind):
+    static = _load(eos_models, kind, max_new_tokens=24, engine="static")
+    reference = [static.generate_token_ids([q])[0] for q in queries]
+    lengths = [len(x) for x in reference]
+    assert len({n for n in lengths if n < 24}) >= 2, lengths  # EOS at different steps
+    assert 24 in lengths  # and answers that run to the cap
+    continuous = _load(eos_models, kind, max_new_tokens=24, engine="continuous")
+    assert isinstance(continuous, ContinuousGenerator)
+    assert continuous.generate_token_ids(queries) == reference
+    texts = continuous.generate(queries).texts
+    assert texts == [static.tokenizer.decode(x, skip_special_tokens=True) for x in reference]
+
+
+def test_continuous_in_the_sharded_stage(eos_models, tmp_path):
+    from imhibench.generate.stage import run_generate
+    from imhibench.io import read_provenance, write_table
+
+    queries = _imhi_queries(6)
+    test_set = tmp_path / "T.parquet"
+    ids = [f"T-{i}" for i in range(6)]
+    write_table(pd.DataFrame({"row_id": ids, "query": queries, "gold_answer": "x"}), test_set)
+    spec = {"kind": "causal", "split": "instruction"}
+    settings = {"max_new_tokens": 12, "dtype": "float32", "shard_rows": 4}
+    out = tmp_path / "out.parquet"
+    table = run_generate(str(test_set), str(out), "tiny", spec, eos_models["causal"], None, None,
+                         {**settings, "engine": "continuous"}, rows=None, device="cpu")  # fmt: skip
+    static = _load(eos_models, "causal", max_new_tokens=12, engine="static")
+    assert table["response"].tolist() == static.generate(queries).texts
+    assert read_provenance(out)["generation_settings"]["engine"] == "continuous"
+
+
+# --- upstream-exact loop ---------------------------------------------------------------------
+
+
+def _plain_upstream_loop(model_dir: str, queries: list[str], max_length: int) -> list[str]:
+    """IMHI.py's generate_response, written plainly (Auto classes: the demo is no SentencePiece)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    assert model.dtype == torch.float32
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
+    tokenizer.pad_token = tokenizer.unk_token
+    responses = []
+    for i in range(0, len(queries), 8):
+        inputs = tokenizer(queries[i : min(i + 8, len(queries))], return_tensors="pt", padding=True)
+        generate_ids = model.generate(
+            inputs.input_ids, attention_mask=inputs.attention_mask, max_length=max_length
+        )
+        for j in range(generate_ids.shape[0]):
+            truc_ids = generate_ids[j][len(inputs.input_ids[j]) :]
+            responses.append(
+                tokenizer.decode(
+                    truc_ids, skip_special_tokens=True, spaces_between_special_tokens=False
+                )
+            )
+    return responses
+
+
+def _upstream(model_dir: str, max_length: int, **settings) -> UpstreamGenerator:
+    from imhibench.generate.causal import load_causal_model, load_tokenizer
+
+    settings = GenerationSettings(**{**FP32, "engine": "upstream", **settings})
+    model = load_causal_model(model_dir, settings, "cpu")
+    tokenizer = load_tokenizer(model_dir)
+    return UpstreamGenerator(model, tokenizer, settings, "cpu", max_length=max_length)
+
+
+def test_upstream_engine_equals_a_plain_upstream_loop(eos_models):
+    queries = _imhi_queries(12)  # two batches: 8 + 4, prompt lengths mixed within each
+    engine = _upstream(eos_models["causal"], max_length=1)
+    width = max(len(x) for x in engine.encode(queries))
+    max_length = width + 12  # upstream's budget: max_length minus each batch's padded width
+    engine.generation_config.update(max_length=max_length)
+    assert engine.model.dtype.itemsize == 4
+    assert engine.prompt_lengths(queries) == [0] * 12  # shards keep file order
+    expected = _plain_upstream_loop(eos_models["causal"], queries, max_length)
+    result = engine.generate(queries)
+    assert result.texts == expected
+    assert len(set(result.n_output_tokens)) >= 3  # EOS at different steps, and capped rows
+
+
+def test_fast_static_mode_equals_upstream_in_float32(eos_models):
+    """Same answers, token for token, except where upstream's max_length cut one short."""
+    queries = _imhi_queries(12)
+    engine = _upstream(eos_models["causal"], max_length=1)
+    width = max(len(x) for x in engine.encode(queries))
+    engine.generation_config.update(max_length=width + 12)
+    upstream = engine.generate_token_ids(queries)
+    static = _load(eos_models, "causal", max_new_tokens=width + 12, engine="static")
+    fast = static.generate_token_ids(queries)
+    differ = []
+    for i, (up, ours) in enumerate(zip(upstream, fast, strict=True)):
+        # Upstream's cap is max_length minus the padded width of the query's batch of 8.
+        ours_cut = ours[: len(up)]
+        if ours_cut != up or (len(ours) < len(up)):
+            differ.append(i)
+    assert differ == [], f"{len(differ)} of {len(queries)} answers differ: {differ}"
+    capped = [i for i, (up, ours) in enumerate(zip(upstream, fast, strict=True)) if ours != up]
+    assert capped  # the cut by upstream's padded-prompt max_length happens here
+    assert all(len(fast[i]) > len(upstream[i]) for i in capped)
+
+
+def test_upstream_lora_runs_the_adapter_unmerged(eos_models):
+    from peft import PeftModel
+
+    backend = _load(eos_models, "lora", engine="upstream")
+    assert isinstance(backend, UpstreamGenerator) and isinstance(backend.model, PeftModel)
+    merged = _load(eos_models, "lora", engine="static")
+    assert not isinstance(merged.model, PeftModel)
+
+
+def test_upstream_engine_settings_are_checked(demo_models, tmp_path):
+    from imhibench.generate.stage import run_generate
+    from imhibench.io import write_table
+
+    write_table(pd.DataFrame({"row_id": ["a"], "query": ["hi"], "gold_answer": "x"}),
+                tmp_path / "T.parquet")  # fmt: skip
+
+    with pytest.raises(ImhiBenchError, match="float32"):
+        GenerationSettings(engine="upstream", dtype="bfloat16")
+    with pytest.raises(ImhiBenchError, match="decoding 'checkpoint' needs engine"):
+        GenerationSettings(engine="continuous", decoding="checkpoint")
+    with pytest.raises(ImhiBenchError, match="engine 'nope'"):
+        GenerationSettings(engine="nope")
+    with pytest.raises(ImhiBenchError, match="chat_template"):
+        _load(demo_models, "causal", engine="upstream", chat_template=True)
+    with pytest.raises(ImhiBenchError, match="multiple of 8"):
+        run_generate(str(tmp_path / "T.parquet"), str(tmp_path / "o.parquet"), "m",
+                     {"kind": "causal", "split": "instruction"}, demo_models["causal"], None,
+                     None, {"engine": "upstream", "shard_rows": 12}, rows=None,
+                     device="cpu")  # fmt: skip
+
+
+def test_engine_is_an_execution_setting_unless_it_changes_answers():
+    assert {"shard_rows", "batch_tokens", "max_batch_size", "engine"} == EXECUTION_SETTINGS
+    base = {"max_new_tokens": 8, "dtype": "float32", "shard_rows": 4, "batch_tokens": 9}
+    answers = {"max_new_tokens": 8, "dtype": "float32"}
+    assert answer_settings({**base, "engine": "static"}) == answers
+    assert answer_settings({**base, "engine": "continuous"}) == answer_settings(base)
+    assert answer_settings({**base, "engine": "upstream"})["engine"] == "upstream"
+    assert answer_settings({**base, "engine": "vllm"})["engine"] == "vllm"
+    assert resolve_engine("auto", "cpu") == resolve_engine("auto", "cuda:1") == "static"
+
+
+# --- decoding: greedy by default, the checkpoint's on request --------------------------------
+
+
+def _sampling_checkpoint(demo_models, tmp_path) -> str:
+    copy = shutil.copytree(demo_models["causal"], tmp_path / "sampling")
+    path = copy / "generation_config.json"
+    config = json.loads(path.read_text())
+    config.update(do_sample=True, temperature=0.6, top_p=0.9)  # as Llama-2-chat ships
+    path.write_text(json.dumps(config))
+    return str(copy)
+
+
+def test_greedy_warns_when_the_checkpoint_samples_and_records_both(demo_models, tmp_path, caplog):
+    model_dir = _sampling_checkpoint(demo_models, tmp_path)
+    with caplog.at_level(logging.WARNING, logger="imhibench"):
+        backend = load_backend("causal", model_dir=model_dir, device="cpu",
+                               settings=GenerationSettings(max_new_tokens=6, **FP32))  # fmt: skip
+    assert "asks for" in caplog.text and "'do_sample': True" in caplog.text
+    assert "ignored: decoding greedily" in caplog.text
+    record = backend.decoding_provenance
+    assert record["decoding"] == "greedy"
+    assert record["checkpoint_non_greedy"] == {"do_sample": True, "temperature": 0.6, "top_p": 0.9}
+    assert record["used_generation_config"]["do_sample"] is False
+    assert record["used_generation_config"]["max_new_tokens"] == 6
+    json.dumps(record)  # goes into provenance.json as it is
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="imhibench"):
+        _load(demo_models, "causal")  # a greedy checkpoint: nothing to warn about
+    assert "asks for" not in caplog.text
+
+
+def test_checkpoint_decoding_samples_as_upstream_seeded(demo_models, tmp_path):
+    model_dir = _sampling_checkpoint(demo_models, tmp_path)
+    queries = _imhi_queries(4)
+
+    def run(seed: int):
+        settings = GenerationSettings(decoding="checkpoint", seed=seed, **FP32)
+        backend = load_backend("causal", model_dir=model_dir, settings=settings, device="cpu")
+        backend.generation_config.update(max_length=max(backend.prompt_lengths(queries)) + 8)
+        return backend, backend.generate_token_ids(queries)
+
+    backend, first = run(seed=1)
+    config = backend.generation_config
+    assert config.do_sample and config.temperature == 0.6 and config.top_p == 0.9
+    assert backend.decoding_provenance["decoding"] == "checkpoint"
+    assert backend.decoding_provenance["used_generation_config"]["max_length"] == 2048
+    assert backend.decoding_provenance["used_generation_config"]["do_sample"] is True
+    assert run(seed=1)[1] == first  # seeded: reproducible
+    assert run(seed=2)[1] != first  # and really sampling
+    greedy = load_backend("causal", model_dir=model_dir, device="cpu",
+                          settings=GenerationSettings(max_new_tokens=8, **FP32))  # fmt: skip
+    assert greedy.generate_token_ids(queries) != first
+
+
+def test_stage_provenance_records_decoding(demo_models, tmp_path):
+    from imhibench.generate.stage import run_generate
+    from imhibench.io import read_provenance, write_table
+
+    model_dir = _sampling_checkpoint(demo_models, tmp_path)
+    test_set = tmp_path / "T.parquet"
+    write_table(pd.DataFrame({"row_id": ["a", "b"], "query": ["hi", "ok ok"], "gold_answer": "x"}),
+                test_set)  # fmt: skip
+    out = tmp_path / "out.parquet"
+    run_generate(str(test_set), str(out), "m", {"kind": "causal", "split": "instruction"},
+                 model_dir, None, None, {"max_new_tokens": 4, "dtype": "float32"}, rows=None,
+                 device="cpu", seed=7)  # fmt: skip
+    decoding = read_provenance(out)["decoding"]
+    assert decoding["checkpoint_non_greedy"]["do_sample"] is True
+    assert decoding["used_generation_config"]["do_sample"] is False
+    assert decoding["seed"] == 7
+
+
+# --- GPUs: device map, memory budget, OOM back-off, vLLM up to its boundary --------------------
+
+
+def test_device_map_spreads_over_the_jobs_gpus(demo_models, monkeypatch):
+    import transformers
+
+    from imhibench.generate import causal, engines
+
+    assert device_map("cuda", 2) == "auto"
+    assert device_map("cuda", 1) == device_map("cuda", 0) == "cuda"
+    assert device_map("cuda:1", 4) == "cuda:1" and device_map("cpu", 0) == "cpu"
+    calls = []
+    monkeypatch.setattr(
+        transformers.AutoModelForCausalLM, "from_pretrained",
+        lambda path, **kw: calls.append(kw),
+    )  # fmt: skip
+    monkeypatch.setattr(causal, "job_gpus", lambda: 2)
+    causal.load_causal_model(demo_models["causal"], GenerationSettings(), "cuda")
+    assert calls[-1]["device_map"] == "auto"
+    assert calls[-1]["dtype"] == engines.model_dtype(GenerationSettings(), "cuda")
+    monkeypatch.setattr(causal, "job_gpus", lambda: 1)
+    causal.load_causal_model(demo_models["causal"], GenerationSettings(engine="upstream"), "cuda")
+    assert calls[-1]["device_map"] == "cuda"
+    assert str(calls[-1]["dtype"]) == "torch.float32"  # upstream: fp32 whatever auto says
+
+
+# Values from the checkpoints' config.json files.
+LLAMA2_7B = {"num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 32,
+             "hidden_size": 4096}  # fmt: skip
+LLAMA2_13B = {"num_hidden_layers": 40, "num_attention_heads": 40, "num_key_value_heads": 40,
+              "hidden_size": 5120}  # fmt: skip
+VICUNA_33B = {"num_hidden_layers": 60, "num_attention_heads": 52, "hidden_size": 6656}
+
+
+@pytest.mark.parametrize(
+    ("shape", "fp32_bytes"),
+    [
+        (LLAMA2_7B, 32 * 2 * 32 * 128 * 4),  # 1 MiB per token
+        (LLAMA2_13B, 40 * 2 * 40 * 128 * 4),  # 1.5625 MiB
+        (VICUNA_33B, 60 * 2 * 52 * 128 * 4),  # no num_key_value_heads: all heads; 3.05 MiB
+    ],
+)
+def test_kv_bytes_per_token_of_the_paper_models(shape, fp32_bytes):
+    config = types.SimpleNamespace(**shape)
+    assert kv_bytes_per_token(config, 4) == fp32_bytes
+    assert kv_bytes_per_token(config, 2) == fp32_bytes // 2
+
+
+def test_token_budget_from_free_memory():
+    gib = 1024**3
+    per_token = kv_bytes_per_token(types.SimpleNamespace(**LLAMA2_7B), 4)
+    # 7B fp32 on an 80 GB H100: ~27 GB of weights leave ~52 GB.
+    assert token_budget(52 * gib, per_token, margin=0.15) == int(52 * gib * 0.85) // per_token
+    assert token_budget(52 * gib, per_token, margin=0.15) == 45260
+    assert token_budget(52 * gib, per_token, margin=0.0) == 53248
+    assert token_budget(100, per_token) == 1  # never zero: one row still gets tried
+
+
+def test_oom_backoff_remembers_the_batch_size_that_worked():
+    import torch
+
+    tried = []
+
+    def run(items):
+        tried.append(len(items))
+        if len(items) > 3:
+            raise torch.OutOfMemoryError("fake")
+        return [i * 10 for i in items]
+
+    backoff = OOMBackoff()
+    assert backoff.run(list(range(8)), run) == [i * 10 for i in range(8)]
+    assert tried == [8, 4, 2, 2, 2, 2] and backoff.limit == 2
+    tried.clear()
+    assert backoff.run(list(range(5)), run) == [i * 10 for i in range(5)]
+    assert tried == [2, 2, 1]  # never a larger batch again
+    with pytest.raises(ImhiBenchError, match="single query"):
+        OOMBackoff().run([1], lambda items: (_ for _ in ()).throw(torch.OutOfMemoryError("x")))
+
+
+def _fake_vllm(monkeypatch) -> dict:
+    """A stand-in ``vllm`` module recording what the engine asks of it."""
+    seen: dict = {}
+
+    class LLM:
+        def __init__(self, **kwargs):
+            seen["llm"] = kwargs
+
+        def generate(self, prompts, params, lora_request=None, use_tqdm=True):
+            seen.update(prompts=prompts, params=params, lora=lora_request)
+            eos = seen["eos"]
+            outputs = []
+            for p in prompts:
+                ids = [*p["prompt_token_ids"][:3], eos]
+                outputs.append(
+                    types.SimpleNamespace(outputs=[types.SimpleNamespace(token_ids=ids)])
+                )
+            return outputs
+
+    module = types.ModuleType("vllm")
+    module.LLM = LLM
+    module.SamplingParams = lambda **kw: kw
+    lora = types.ModuleType("vllm.lora.request")
+    lora.LoRARequest = lambda name, n, path: (name, n, path)
+    monkeypatch.setitem(sys.modules, "vllm", module)
+    monkeypatch.setitem(sys.modules, "vllm.lora", types.ModuleType("vllm.lora"))
+    monkeypatch.setitem(sys.modules, "vllm.lora.request", lora)
+    return seen
+
+
+def test_vllm_engine_up_to_its_boundary(demo_models, monkeypatch):
+    from imhibench.generate import causal, lora, vllm_engine
+    from imhibench.generate.causal import load_tokenizer
+
+    seen = _fake_vllm(monkeypatch)
+    for module in (causal, lora):  # no GPU here: take "cuda" as given
+        monkeypatch.setattr(module, "resolve_device", lambda device: device)
+    seen["eos"] = load_tokenizer(demo_models["causal"]).eos_token_id
+    monkeypatch.setattr(vllm_engine, "job_gpus", lambda: 4)
+    settings = GenerationSettings(engine="vllm", max_new_tokens=32, seed=5)
+    backend = load_backend("causal", model_dir=demo_models["causal"], settings=settings,
+                           device="cuda")  # fmt: skip
+    assert seen["llm"]["tensor_parallel_size"] == 4 and seen["llm"]["enable_prefix_caching"]
+    assert seen["llm"]["dtype"] == "bfloat16" and seen["llm"]["seed"] == 5
+    result = backend.generate(["hi there", "ok"])
+    assert seen["params"] == {"temperature": 0, "max_tokens": 32, "min_tokens": 0, "seed": 5}
+    prompt_ids = backend.tokenizer(["hi there", "ok"])["input_ids"]
+    assert [p["prompt_token_ids"] for p in seen["prompts"]] == prompt_ids
+    assert result.n_output_tokens == [min(3, len(x)) for x in prompt_ids]  # EOS cut off
+    assert result.texts[1] == backend.tokenizer.decode(prompt_ids[1][:3], skip_special_tokens=True)
+
+    lora = load_backend("lora", model_dir=demo_models["lora-adapter"], device="cuda",
+                        base_model_dir=demo_models["lora-base"], settings=settings)  # fmt: skip
+    assert seen["llm"]["enable_lora"] and seen["llm"]["model"] == demo_models["lora-base"]
+    lora.generate(["hi"])
+    assert seen["lora"] == ("adapter", 1, demo_models["lora-adapter"])
+    with pytest.raises(ImhiBenchError, match="needs a GPU"):
+        load_backend("causal", model_dir=demo_models["causal"], settings=settings, device="cpu")
+
+
+def test_vllm_missing_is_a_clear_error(demo_models, monkeypatch):
+    from imhibench.generate import causal
+
+    monkeypatch.setattr(causal, "resolve_device", lambda device: device)
+    monkeypatch.setitem(sys.modules, "vllm", None)  # import vllm raises ImportError
+    settings = GenerationSettings(engine="vllm")
+    with pytest.raises(ImhiBenchError, match=r"imhi-bench\[vllm\]"):
+        load_backend("causal", model_dir=demo_models["causal"], settings=settings, device="cuda")
+
+
+def test_compare_engines_script(demo_models, capsys, monkeypatch):
+    """scripts/compare_engines.py on the tiny LLaMA: static vs continuous agree on DR rows."""
+    import importlib.util
+
+    require_mirror()
+    path = Path(__file__).resolve().parents[1] / "scripts" / "compare_engines.py"
+    spec = importlib.util.spec_from_file_location("compare_engines", path)
+    script = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "compare_engines", script)
+    spec.loader.exec_module(script)
+    args = ["--model-dir", demo_models["causal"], "--dataset", "DR", "--rows", "3",
+            "--max-new-tokens", "4", "--dtype", "float32", "--device", "cpu"]  # fmt: skip
+    assert script.main(args) == 0
+    out = capsys.readouterr().out
+    assert "answers that differ (static vs continuous): 0/3" in out
+    assert re.search(r"weighted F1 \(rule labels\): static [\d.]+, continuous [\d.]+, "
+                     r"difference \+0\.00", out)  # fmt: skip
+    task = types.SimpleNamespace(rule_label=lambda text: (text[:1], False))
+    result = script.compare(task, ["a", "b"], ["a", "b"], ["a", "a"])
+    assert result["differ"] == 1 and result["f1"][0] == 100.0 and result["f1_difference"] < 0
+
+
+def test_upstream_engine_in_the_sharded_stage(demo_models, tmp_path, monkeypatch, caplog):
+    """Shards of 8 in file order are upstream's batches; progress is logged; the OOM is named."""
+    import torch
+
+    from imhibench.generate import decoding
+    from imhibench.generate.stage import run_generate
+    from imhibench.io import read_provenance, write_table
+
+    queries = _imhi_queries(12)
+    test_set = tmp_path / "T.parquet"
+    ids = [f"T-{i}" for i in range(12)]
+    write_table(pd.DataFrame({"row_id": ids, "query": queries, "gold_answer": "x"}), test_set)
+    engine = _upstream(demo_models["causal"], max_length=1)
+    max_length = max(len(x) for x in engine.encode(queries)) + 6
+    monkeypatch.setattr(decoding, "UPSTREAM_MAX_LENGTH", max_length)  # 2048 is slow on CPU
+    out = tmp_path / "out.parquet"
+    settings = {"dtype": "float32", "shard_rows": 8, "engine": "upstream"}
+    with caplog.at_level(logging.INFO, logger="imhibench"):
+        table = run_generate(str(test_set), str(out), "tiny", {"kind": "causal", "split": "x"},
+                             demo_models["causal"], None, None, settings, rows=None,
+                             device="cpu", progress_interval_s=0)  # fmt: skip
+    engine.generation_config.update(max_length=max_length)
+    assert table["response"].tolist() == engine.generate(queries).texts  # 8 + 4, file order
+    assert "saved shard-00001.parquet" in caplog.text and "12/12 rows" in caplog.text
+    assert read_provenance(out)["decoding"]["used_generation_config"]["max_length"] == max_length
+
+    def oom(*args, **kwargs):
+        raise torch.OutOfMemoryError("fake")
+
+    monkeypatch.setattr(engine.model, "generate", oom)
+    with pytest.raises(ImhiBenchError, match="cannot be split"):
+        engine.generate(queries[:2])
+
+
+def test_seq2seq_models_refuse_other_engines(demo_models):
+    settings = GenerationSettings(engine="continuous")
+    with pytest.raises(ImhiBenchError, match="engine 'continuous' is for causal and lora"):
+        load_backend("seq2seq", model_dir=demo_models["seq2seq-bart"], settings=settings)
