@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from support import REPO
-from test_generate_stage import _generate, keep_shards, test_set, writes  # noqa: F401
+from test_generate_stage import _generate, test_set, writes  # noqa: F401
 
 from imhibench import io
 from imhibench.generate.shards import shard_dir
@@ -151,41 +151,63 @@ def test_disk_full_leaves_no_partial_output(stage_inputs, monkeypatch):
     assert len(read_table(d / "rows.parquet")) == N_ROWS
 
 
+def _shard_files(out) -> list[Path]:
+    return sorted(shard_dir(out).glob("shard-*.parquet"))
+
+
 @pytest.mark.usefixtures("one_torch_thread")
 def test_disk_full_while_saving_a_shard_then_rerun(
     test_set, tmp_path, demo_models, writes, monkeypatch
 ):
     out = tmp_path / "out.parquet"
     clean = _generate(test_set, tmp_path / "clean.parquet", demo_models)
+    saved: list[str] = []
+    real = io.pq.write_table
+
+    def second_shard_fills_the_disk(table, where, **kw):
+        if "shard-" in str(where) and saved:
+            real(table, where, **kw)
+            data = Path(where).read_bytes()
+            Path(where).write_bytes(data[: len(data) // 2])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(where))
+        if "shard-" in str(where):
+            saved.append(str(where))
+        return real(table, where, **kw)
+
     writes.clear()
     with monkeypatch.context() as patch:
-        _disk_full_after_half(patch, fail_on="shard-00001")
+        patch.setattr(io.pq, "write_table", second_shard_fills_the_disk)
         with pytest.raises(OSError, match="No space left"):
             _generate(test_set, out, demo_models)
     assert not out.exists()
-    assert sorted(p.name for p in shard_dir(out).iterdir()) == [
-        "manifest.json",
-        "shard-00000.parquet",
-    ]
+    assert len(_shard_files(out)) == 1 and _leftovers(shard_dir(out)) == []
+    first_shard = writes[0]
     writes.clear()
     again = _generate(test_set, out, demo_models)
-    assert writes == [1, 2, 3]  # shard 0 was saved whole; nothing half-written was trusted
+    # the whole first shard was kept; the half-written one was never trusted
+    assert not set(first_shard) & {row for shard in writes for row in shard}
+    assert sorted(first_shard + [row for shard in writes for row in shard]) == sorted(
+        clean["row_id"]
+    )
     pd.testing.assert_frame_equal(again, clean)
 
 
-@pytest.mark.usefixtures("one_torch_thread", "keep_shards")
-@pytest.mark.parametrize("damage", ["half-file", "rows-disagree"])
+@pytest.mark.usefixtures("one_torch_thread")
+@pytest.mark.parametrize("damage", ["half-file", "rows-missing"])
 def test_damaged_shard_is_regenerated_not_trusted(test_set, tmp_path, demo_models, writes, damage):
     out = tmp_path / "out.parquet"
     first = _generate(test_set, out, demo_models)
     out.unlink()  # as if killed after the shards, before the output
-    shard = shard_dir(out) / "shard-00002.parquet"
+    shard = _shard_files(out)[1]
+    rows = read_table(shard)
     if damage == "half-file":
         data = shard.read_bytes()
         shard.write_bytes(data[: len(data) // 2])
-    else:  # the manifest's plan names 4 rows here; keep 3 of them
-        write_table(read_table(shard).head(3), shard)
+        expected = sorted(rows["row_id"])
+    else:  # a shard that lost a row: only that row is answered again
+        write_table(rows.head(len(rows) - 1), shard, io.read_provenance(shard))
+        expected = [rows["row_id"].iloc[-1]]
     writes.clear()
     again = _generate(test_set, out, demo_models)
-    assert writes == [2]
+    assert sorted(r for shard in writes for r in shard) == expected
     pd.testing.assert_frame_equal(again, first)
