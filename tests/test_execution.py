@@ -9,7 +9,7 @@ from imhibench.generate.base import EXECUTION_SETTINGS
 def test_answer_settings_leave_out_execution_settings():
     settings = load("config.yaml")["generation"]
     answers = answer_settings(settings)
-    assert set(answers) == {"max_new_tokens", "chat_template", "dtype"}
+    assert set(answers) == {"max_new_tokens", "chat_template", "dtype", "decoding"}
     assert not EXECUTION_SETTINGS & set(answers)
 
 

@@ -188,7 +188,7 @@ def test_lora_tokenizer_location(demo_models, tmp_path):
 def test_load_errors(demo_models, tmp_path):
     with pytest.raises(ImhiBenchError, match=r"unknown .* 'gpt'.*'causal'.*'lora'"):
         load_backend("gpt", model_dir="x", settings=SETTINGS)
-    assert known_kinds() == ["causal", "lora", "responses", "seq2seq"]
+    assert known_kinds() == ["api", "causal", "lora", "responses", "seq2seq"]
     with pytest.raises(ImhiBenchError, match="base_model_dir is required"):
         load_backend("lora", model_dir=demo_models["lora-adapter"], settings=SETTINGS)
     with pytest.raises(ImhiBenchError, match="only used by kind 'lora'"):
@@ -227,7 +227,7 @@ def test_import_upstream_csv(expert_dr):
 def test_import_upstream_csv_mismatches(expert_dr, tmp_path):
     path, row_ids, golds = expert_dr
     wrong = [*golds[:5], "No. Reasoning: something else.", *golds[6:]]
-    with pytest.raises(ImhiBenchError, match=r"DR\.csv: row 6 \(row_id DR-5\)"):
+    with pytest.raises(ImhiBenchError, match=r"DR\.csv: 'goldens' differs .* in 1 row\(s\):\n  row 6 \(row_id DR-5\)"):
         import_responses(str(path), row_ids, wrong)
     with pytest.raises(ImhiBenchError, match="35 rows, but the test file has 34"):
         import_responses(str(path), row_ids[:34], golds[:34])
