@@ -227,7 +227,8 @@ def test_import_upstream_csv(expert_dr):
 def test_import_upstream_csv_mismatches(expert_dr, tmp_path):
     path, row_ids, golds = expert_dr
     wrong = [*golds[:5], "No. Reasoning: something else.", *golds[6:]]
-    with pytest.raises(ImhiBenchError, match=r"DR\.csv: 'goldens' differs .* in 1 row\(s\):\n  row 6 \(row_id DR-5\)"):
+    one_row = r"DR\.csv: 'goldens' differs .* in 1 row\(s\):\n  row 6 \(row_id DR-5\)"
+    with pytest.raises(ImhiBenchError, match=one_row):
         import_responses(str(path), row_ids, wrong)
     with pytest.raises(ImhiBenchError, match="35 rows, but the test file has 34"):
         import_responses(str(path), row_ids[:34], golds[:34])
