@@ -85,15 +85,23 @@ def download(
                 problem,
             )  # fmt: skip
             time.sleep(2**attempt)
-        if sha256 is not None and actual != sha256.lower():
-            raise ImhiBenchError(
-                f"sha256 mismatch for {url}: expected {sha256}, got {actual}. The source does "
-                f"not hold the {what}; nothing was written."
-            )
-        os.replace(tmp, dest)
+        install_checked(tmp, dest, actual, sha256, url, what)
     finally:
         tmp.unlink(missing_ok=True)
     return actual
+
+
+def install_checked(
+    tmp: Path, dest: Path, actual: str, sha256: str | None, source: str, what: str
+) -> None:
+    """Move the completely received ``tmp`` (sha256 ``actual``) to ``dest``, unless a pinned
+    ``sha256`` says ``source`` sent something other than ``what``."""
+    if sha256 is not None and actual != sha256.lower():
+        raise ImhiBenchError(
+            f"sha256 mismatch for {source}: expected {sha256}, got {actual}. The source does "
+            f"not hold the {what}; nothing was written."
+        )
+    os.replace(tmp, dest)
 
 
 def _download_once(url: str, tmp: Path) -> str:

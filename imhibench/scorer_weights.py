@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 from imhibench.errors import ImhiBenchError
-from imhibench.fetch import copy_local, download
+from imhibench.fetch import copy_local, download, install_checked
 from imhibench.io import atomic_path, write_json
 from imhibench.provenance import sha256_file
 
@@ -54,12 +53,10 @@ def _download_gdrive(file_id: str, dest: Path, sha256: str | None) -> str:
         if got is None or not tmp.is_file():
             raise ImhiBenchError(f"gdown could not download Google Drive file {file_id}")
         actual = sha256_file(tmp)
-        if sha256 is not None and actual != sha256.lower():
-            raise ImhiBenchError(
-                f"sha256 mismatch for Google Drive file {file_id}: expected {sha256}, got "
-                f"{actual}; nothing was written"
-            )
-        os.replace(tmp, dest)
+        install_checked(
+            tmp, dest, actual, sha256, f"Google Drive file {file_id}",
+            "pinned BARTScore weights file",
+        )  # fmt: skip
     finally:
         tmp.unlink(missing_ok=True)
     return actual

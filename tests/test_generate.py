@@ -13,7 +13,7 @@ from support import require_mirror
 
 from imhibench.errors import ImhiBenchError
 from imhibench.generate import GenerationSettings, import_responses, known_kinds, load_backend
-from imhibench.generate.batching import plan_batches, split_on_oom
+from imhibench.generate.batching import plan_batches
 from imhibench.generate.causal import load_tokenizer
 from imhibench.generate.hf import HFGenerator
 from imhibench.generate.lora import load_lora_model, tokenizer_dir
@@ -103,27 +103,6 @@ def test_plan_batches_respects_budget():
     for b in batches[1:]:
         assert len(b) <= 3
         assert len(b) * (max(lengths[i] for i in b) + 10) <= 130
-
-
-def test_split_on_oom_halves_and_keeps_order():
-    import torch
-
-    calls = []
-
-    def run(items):
-        calls.append(len(items))
-        if len(items) > 2:
-            raise torch.OutOfMemoryError("fake")
-        return [i * 10 for i in items]
-
-    assert split_on_oom([1, 2, 3, 4, 5], run) == [10, 20, 30, 40, 50]
-    assert calls[0] == 5
-
-    def always(items):
-        raise torch.OutOfMemoryError("fake")
-
-    with pytest.raises(ImhiBenchError, match="single query"):
-        split_on_oom([1, 2], always)
 
 
 def test_pad_token_is_unk(demo_models):

@@ -45,25 +45,6 @@ def plan_shards(lengths: list[int], shard_rows: int) -> list[list[int]]:
     return [order[k : k + shard_rows] for k in range(0, len(order), shard_rows)]
 
 
-def split_on_oom(items: list[T], run: Callable[[list[T]], list]) -> list:
-    """``run(items)``; on CUDA out-of-memory retry both halves, down to single items."""
-    import torch
-
-    try:
-        return run(items)
-    except torch.OutOfMemoryError as err:
-        if len(items) == 1:
-            raise ImhiBenchError(
-                "out of memory generating a single query; lower max_new_tokens, use a smaller "
-                "dtype or a larger GPU"
-            ) from err
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        half = len(items) // 2
-        log.warning("CUDA out of memory on a batch of %d; retrying halves", len(items))
-    return split_on_oom(items[:half], run) + split_on_oom(items[half:], run)
-
-
 class OOMBackoff:
     """Runs batches under a size limit that only ever shrinks, for the rest of the job.
 
