@@ -73,7 +73,7 @@ def test_changes_that_cannot_alter_a_number_run_nothing(demo, tmp_path, change):
 def test_new_max_new_tokens_reruns_generation(demo, tmp_path):
     change = {"generation": {"max_new_tokens": 8}}
     cells = [(m, d) for m in MODELS for d in DATASETS]
-    assert planned_jobs(demo, tmp_path, change) == stages(*cells) | {("aggregate",)}
+    assert planned_jobs(demo, tmp_path, change) == stages(*cells) | TABLES
 
 
 def test_new_revision_of_one_model_reruns_only_its_jobs(demo, tmp_path):
