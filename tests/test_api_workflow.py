@@ -136,9 +136,10 @@ def test_api_model_end_to_end_through_snakemake(tmp_path):
     assert asked == 6 + 1  # six rows, one of them retried after the 429
     assert sum(fake.counts().values()) == asked
     table = pd.read_parquet(tmp_path / "results" / "tables" / "weighted_f1.parquet")
-    assert table["model"].tolist() == ["demo-api"]
-    assert list(table.columns) == ["model", "DR", "t-sid"]
-    assert table[["DR", "t-sid"]].notna().all().all()
+    reproduced = table[table["status"] == "reproduced"]
+    assert reproduced["model"].tolist() == ["demo-api"]
+    assert [c for c in table.columns if c in ("DR", "t-sid")] == ["DR", "t-sid"]
+    assert reproduced[["DR", "t-sid"]].notna().all().all()
     records = [
         read_provenance(tmp_path / "results" / "generate" / "demo-api" / f"{d}.parquet")
         for d in ("DR", "t-sid")
