@@ -21,6 +21,8 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from support import serve_handler
+
 FINGERPRINT = "fp_fake_0001"
 SERVED_MODEL = "fake-gpt-0613"
 
@@ -133,12 +135,5 @@ def _handler(fake: FakeOpenAI) -> type[http.server.BaseHTTPRequestHandler]:
 @contextlib.contextmanager
 def serve(fake: FakeOpenAI) -> Iterator[str]:
     """Serve ``fake`` on 127.0.0.1 (a free port); yields the base URL (``.../v1``)."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler(fake))
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_handler(_handler(fake)) as url:
+        yield f"{url}/v1"
