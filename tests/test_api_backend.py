@@ -175,3 +175,51 @@ def test_keyless_server_needs_no_key_variable(monkeypatch):
     with serve(fake) as url:
         result = answers(backend(url, monkeypatch, api_key_env=None), QUERIES[:2])
     assert [a.response for a in result] == [answer_text(q) for q in QUERIES[:2]]
+
+
+def test_a_stop_request_sends_nothing_new_and_keeps_every_answer_in_flight(monkeypatch):
+    queries = [f"Post {i}: stop test {i}?" for i in range(30)]
+    fake = FakeOpenAI(key=KEY, delay_s=0.05)
+    kept: list[str] = []
+    with serve(fake) as url:
+        b = backend(url, monkeypatch, concurrency=3)
+        b.answer(
+            [(str(i), q) for i, q in enumerate(queries)],
+            lambda a: kept.append(a.row_id),
+            stop_requested=lambda: len(kept) >= 4,
+        )
+        asked = fake.counts()
+    assert 4 <= len(kept) <= 4 + 3  # at most the requests in flight when the stop came
+    assert sorted(kept, key=int) == [str(queries.index(q)) for q in sorted(asked, key=queries.index)]
+    assert all(c == 1 for c in asked.values())
+
+
+def test_a_signal_during_the_loop_stops_it_cleanly_and_leaves_no_worker_behind(monkeypatch):
+    import os
+    import signal
+    import threading
+
+    from imhibench.generate.signals import GenerationStopped, StopOnSignal
+
+    queries = [f"Post {i}: signal test {i}?" for i in range(40)]
+    fake = FakeOpenAI(key=KEY, delay_s=0.02)
+    kept: list[str] = []
+    with serve(fake) as url:
+        b = backend(url, monkeypatch, concurrency=3)
+        timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGTERM))
+        with StopOnSignal() as stop, pytest.raises(GenerationStopped):
+            timer.start()
+            with stop.deferred():
+                b.answer(
+                    [(str(i), q) for i, q in enumerate(queries)],
+                    lambda a: kept.append(a.row_id),
+                    stop_requested=stop.requested,
+                )
+        timer.join()
+        asked = fake.counts()
+    assert 0 < len(kept) < len(queries)
+    assert len(asked) == len(kept)  # every request sent was answered and kept
+    deadline = time.monotonic() + 10
+    while any(t.name.startswith("api") for t in threading.enumerate()):
+        assert time.monotonic() < deadline, "an API worker thread never finished"
+        time.sleep(0.05)

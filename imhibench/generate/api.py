@@ -34,6 +34,8 @@ MODES = ("chat", "completions")
 RETRY_STATUSES = frozenset({408, 409, 429})
 # Seconds to wait for requests already in flight when the job stops (SLURM's KillWait is 30 s).
 DRAIN_S = 20.0
+# How often a running job checks for a stop request (seconds).
+POLL_S = 0.2
 
 
 @dataclass(frozen=True)
@@ -218,26 +220,22 @@ class ApiBackend:
         self,
         rows: Iterable[tuple[str, str]],
         on_answer: Callable[[Answer], None],
-        guard: Callable[[], object] | None = None,
+        stop_requested: Callable[[], bool] | None = None,
     ) -> None:
         """Ask for every (row_id, query); ``on_answer`` gets each answer, in the calling thread,
-        as it arrives (inside ``guard()``, a context manager, when given).
+        as it arrives.
 
-        On an error (or a stop signal) no new request is sent and no retry is made; answers of
-        requests already in flight are still handed to ``on_answer`` (waiting up to
-        ``DRAIN_S``), then the error propagates.
+        ``stop_requested`` is polled at least every ``POLL_S``; once it is true no new request
+        is sent and no retry is made, the answers of requests in flight are still handed to
+        ``on_answer`` (waiting up to ``DRAIN_S``), and the call returns. On an error the same
+        happens, then the error propagates. (A stop is polled, never raised from a signal
+        handler: an exception raised there can leave a future's lock held by this thread, and
+        the worker that later finishes that request would block forever, and so would exit.)
         """
         halt = threading.Event()
         queue = iter(rows)
         in_flight: dict[Future, str] = {}
         pool = ThreadPoolExecutor(self.settings.concurrency, thread_name_prefix="api")
-
-        def hand_over(future: Future) -> None:
-            if guard is None:
-                on_answer(future.result())
-            else:
-                with guard():
-                    on_answer(future.result())
 
         def top_up() -> None:
             while len(in_flight) < self.settings.concurrency and not halt.is_set():
@@ -246,14 +244,21 @@ class ApiBackend:
                     return
                 in_flight[pool.submit(self._ask, row[0], row[1], halt)] = row[0]
 
+        def stopping() -> bool:
+            return stop_requested is not None and bool(stop_requested())
+
         try:
             top_up()
-            while in_flight:
-                finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            while in_flight and not stopping():
+                finished, _ = wait(in_flight, timeout=POLL_S, return_when=FIRST_COMPLETED)
                 for future in finished:
                     in_flight.pop(future)
-                    hand_over(future)
-                top_up()
+                    on_answer(future.result())
+                if not stopping():
+                    top_up()
+            if in_flight:
+                halt.set()
+                self._drain(in_flight, on_answer)
         except BaseException:
             halt.set()
             self._drain(in_flight, on_answer)

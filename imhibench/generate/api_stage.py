@@ -77,7 +77,9 @@ def run_api_job(
             progress.batch(1, answer.completion_tokens or 0)
 
         try:
-            backend.answer(todo, keep, guard=stop.deferred)
+            # Signals are held for the whole loop and polled: see ApiBackend.answer.
+            with stop.deferred():
+                backend.answer(todo, keep, stop_requested=stop.requested)
         except GenerationStopped as err:
             log.warning(
                 "%s: stopped by %s; %d of %d rows saved in %s; run the job again to resume",

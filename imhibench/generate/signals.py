@@ -49,6 +49,10 @@ class StopOnSignal:
             return
         raise GenerationStopped(signum)
 
+    def requested(self) -> bool:
+        """Whether a stop signal is waiting (inside ``deferred()``)."""
+        return self.pending is not None
+
     @contextmanager
     def deferred(self) -> Iterator[None]:
         """Hold stop signals until the block (e.g. an atomic file write) has finished."""
