@@ -274,29 +274,50 @@ class Timer:
 class PlannedEOS:
     """Logits processor: EOS exactly at each row's planned step, never before.
 
-    Rows are recognised by their prompt (the first call's input ids, leading padding dropped);
-    a fresh instance serves one ``generate`` call (``with_planned_eos``).
+    Rows are recognised by their prompt, at the first step of each ``generate`` call (leading
+    padding dropped; a call may continue answers, as the static engine's rounds do); a fresh
+    instance serves one ``generate`` call (``with_planned_eos``).
     """
 
-    def __init__(self, plan: dict[tuple[int, ...], int], eos: int, pad: int):
+    def __init__(self, plan: PromptPlan, eos: int, pad: int):
         self.plan, self.eos, self.pad = plan, eos, pad
         self.width: int | None = None
-        self.rows: list[int] = []
+        self.rows: list[int] = []  # per row: the planned step, counted from this call's start
+        self.planned = None  # the same, as a tensor
 
     def __call__(self, input_ids, scores):
+        import torch
+
         if self.width is None:
             self.width = input_ids.shape[1]
             for row in input_ids.tolist():
                 start = next((j for j, t in enumerate(row) if t != self.pad), len(row))
-                self.rows.append(self.plan[tuple(row[start:])])
-        step = input_ids.shape[1] - self.width
-        for r, planned in enumerate(self.rows):
-            if step == planned:
-                scores[r, :] = float("-inf")
-                scores[r, self.eos] = 0.0
-            else:
-                scores[r, self.eos] = float("-inf")
+                planned, answered = self.plan.find(row[start:])
+                self.rows.append(planned - answered)
+            self.planned = torch.tensor(self.rows, device=scores.device)
+        # Vectorised: a Python loop over rows would weigh on the larger batches' steps.
+        ending = self.planned == input_ids.shape[1] - self.width
+        scores[:, self.eos] = float("-inf")
+        scores[ending] = float("-inf")
+        scores[ending, self.eos] = 0.0
         return scores
+
+
+class PromptPlan:
+    """Planned answer length per prompt, found from a prompt followed by part of its answer."""
+
+    def __init__(self, prompts: list[list[int]], plan: list[int]):
+        self.head = min(32, *(len(p) for p in prompts))
+        self.by_head: dict[tuple[int, ...], list[tuple[list[int], int]]] = {}
+        for prompt, planned in zip(prompts, plan, strict=True):
+            self.by_head.setdefault(tuple(prompt[: self.head]), []).append((prompt, planned))
+
+    def find(self, ids: list[int]) -> tuple[int, int]:
+        """(planned answer length, answer tokens already in ``ids``)."""
+        for prompt, planned in self.by_head[tuple(ids[: self.head])]:
+            if ids[: len(prompt)] == prompt:
+                return planned, len(ids) - len(prompt)
+        raise KeyError("a row whose prompt is not in the plan")
 
 
 def forbid_eos(model, plan: list[int] | None, eos: int) -> None:
@@ -320,7 +341,7 @@ def with_planned_eos(model, prompts: list[list[int]], plan: list[int] | None, eo
         return
     from transformers import LogitsProcessorList
 
-    by_prompt = dict(zip(map(tuple, prompts), plan, strict=True))
+    by_prompt = PromptPlan(prompts, plan)
     original = model.generate
 
     def generate(*args, **kwargs):

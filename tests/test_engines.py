@@ -511,3 +511,47 @@ def test_seq2seq_models_refuse_other_engines(demo_models):
     settings = GenerationSettings(engine="continuous")
     with pytest.raises(ImhiBenchError, match="engine 'continuous' is for causal and lora"):
         load_backend("seq2seq", model_dir=demo_models["seq2seq-bart"], settings=settings)
+
+
+# --- static: finished rows leave the batch -------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["causal", "lora"])
+def test_static_evicting_finished_rows_equals_one_at_a_time_greedy(
+    eos_models, queries, kind, monkeypatch
+):
+    from imhibench.generate import hf
+
+    monkeypatch.setattr(hf, "EVICT_EVERY", 10**6)  # one generate call per query: the reference
+    static = _load(eos_models, kind, max_new_tokens=24, engine="static")
+    reference = [static.generate_token_ids([q])[0] for q in queries]
+    lengths = [len(x) for x in reference]
+    assert len({n for n in lengths if n < 24}) >= 2, lengths  # EOS at different steps
+    assert 24 in lengths
+    monkeypatch.setattr(hf, "EVICT_EVERY", 3)
+    shapes: list[tuple[int, int]] = []  # (rows, cached + new columns) of each forward pass
+
+    def record(module, args, kwargs):
+        ids, mask = kwargs["input_ids"], kwargs["attention_mask"]
+        shapes.append((ids.shape[0], mask.shape[1]))
+
+    hook = static.model.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        assert static.generate_token_ids(queries) == reference
+    finally:
+        hook.remove()
+    rows = [n for n, _ in shapes]
+    assert rows[0] == len(queries) and min(rows) < len(queries)  # finished rows left
+    assert rows == sorted(rows, reverse=True)
+    widths = [w for _, w in shapes]
+    assert any(b < a for a, b in zip(widths, widths[1:], strict=False))  # padding cut off
+
+
+def test_static_keeps_one_generate_call_when_decoding_as_the_checkpoint(eos_models, monkeypatch):
+    from imhibench.generate import hf
+
+    monkeypatch.setattr(hf, "EVICT_EVERY", 3)
+    static = _load(eos_models, "causal", max_new_tokens=24, engine="static")
+    assert static._evicts()
+    checkpoint = _load(eos_models, "causal", max_new_tokens=24, decoding="checkpoint")
+    assert not checkpoint._evicts()

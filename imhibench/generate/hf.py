@@ -17,6 +17,11 @@ from imhibench.generate.memory import batch_token_budget
 
 log = logging.getLogger(__name__)
 
+#: Decoding steps between checks for finished answers (causal models, greedy decoding): a
+#: finished row then leaves its batch, so one long answer no longer holds a batch of finished
+#: ones to its last step.
+EVICT_EVERY = 32
+
 
 class HFGenerator:
     """Generation backend around a loaded model and tokenizer.
@@ -172,15 +177,98 @@ class HFGenerator:
         input_ids = torch.tensor(rows, device=self.device)
         attention_mask = torch.tensor(masks, device=self.device)
         with torch.inference_mode():
-            out = self.model.generate(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                generation_config=self.generation_config,
-            )
-        # Decoder outputs start with decoder_start_token_id; causal ones repeat the prompt.
-        new = out[:, 1:] if self.encoder_decoder else out[:, width:]
+            if self._evicts():
+                new = self._generate_evicting(input_ids, attention_mask)
+            else:
+                out = self.model.generate(
+                    input_ids=input_ids,
+                    attention_mask=attention_mask,
+                    generation_config=self.generation_config,
+                )
+                # Decoder outputs start with decoder_start_token_id; causal ones repeat the
+                # prompt.
+                new = (out[:, 1:] if self.encoder_decoder else out[:, width:]).tolist()
         results = []
-        for row in new.tolist():
+        for row in new:
             n = next((j for j, t in enumerate(row) if t in self.eos_ids), len(row))
             results.append(row[:n])
         return results
+
+    def _evicts(self) -> bool:
+        """Whether finished rows leave their batch: causal models, greedy decoding.
+
+        (Sampling would draw other random numbers once the batch shrinks, and ``decoding:
+        checkpoint`` keeps upstream's single ``generate`` call with its ``max_length``.)
+        """
+        config = self.generation_config
+        return (
+            not self.encoder_decoder
+            and self.settings.decoding == "greedy"
+            and not config.do_sample
+            and (config.num_beams or 1) == 1
+            and config.max_new_tokens is not None
+        )
+
+    def _generate_evicting(self, input_ids, attention_mask) -> list[list[int]]:
+        """Greedy ``generate`` in rounds of ``EVICT_EVERY`` steps; after each round the rows
+        that reached EOS leave the batch (and its KV cache) and the rest go on from the cache.
+
+        Every step of a row computes what one uninterrupted ``generate`` call computes: the
+        same single new token against the same cached keys and values, with positions from the
+        same attention mask; only the batch around it shrinks. Padding columns that no
+        remaining row needs are cut off.
+        """
+        import copy
+
+        import torch
+
+        config = self.generation_config
+        total, min_new = config.max_new_tokens, config.min_new_tokens or 0
+        answers: list[list[int]] = [[] for _ in range(input_ids.shape[0])]
+        live = list(range(input_ids.shape[0]))  # batch row -> index in ``answers``
+        cache, done = None, 0
+        while live and done < total:
+            steps = min(EVICT_EVERY, total - done)
+            round_config = copy.copy(config)
+            round_config.update(
+                max_new_tokens=steps, min_new_tokens=max(0, min_new - done) or None,
+                return_dict_in_generate=True,
+            )  # fmt: skip
+            out = self.model.generate(
+                input_ids=input_ids, attention_mask=attention_mask, past_key_values=cache,
+                generation_config=round_config,
+            )  # fmt: skip
+            new = out.sequences[:, input_ids.shape[1] :]
+            done += new.shape[1]
+            keep = []
+            for row, tokens in enumerate(new.tolist()):
+                answers[live[row]].extend(tokens)
+                if not self.eos_ids.intersection(tokens):
+                    keep.append(row)
+            if not keep or done >= total:
+                break
+            mask = torch.cat([attention_mask, attention_mask.new_ones(new.shape)], dim=1)
+            input_ids, cache = out.sequences, out.past_key_values
+            if len(keep) < len(live):
+                index = torch.tensor(keep)
+                cache.batch_select_indices(index)
+                input_ids, mask = input_ids[index.to(input_ids.device)], mask[index.to(mask.device)]
+                live = [live[row] for row in keep]
+            input_ids, attention_mask = _drop_padding_columns(input_ids, mask, cache)
+        return answers
+
+
+def _drop_padding_columns(input_ids, attention_mask, cache):
+    """Cut the leading columns that are padding in every row, from the ids, the mask and a
+    ``DynamicCache`` (other caches are left whole, and so are the columns)."""
+    from transformers.cache_utils import DynamicLayer
+
+    first = int(attention_mask.any(dim=0).int().argmax())
+    layers = getattr(cache, "layers", None)
+    if first == 0 or not layers or any(type(layer) is not DynamicLayer for layer in layers):
+        return input_ids, attention_mask
+    for layer in layers:
+        if layer.is_initialized:
+            layer.keys = layer.keys[..., first:, :]
+            layer.values = layer.values[..., first:, :]
+    return input_ids[:, first:], attention_mask[:, first:]
