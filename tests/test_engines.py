@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import re
@@ -532,8 +533,8 @@ def test_static_evicting_finished_rows_equals_one_at_a_time_greedy(
     shapes: list[tuple[int, int]] = []  # (rows, cached + new columns) of each forward pass
 
     def record(module, args, kwargs):
-        ids, mask = kwargs["input_ids"], kwargs["attention_mask"]
-        shapes.append((ids.shape[0], mask.shape[1]))
+        ids, mask = kwargs["input_ids"], kwargs.get("attention_mask")  # None: all ones
+        shapes.append((ids.shape[0], ids.shape[1] if mask is None else mask.shape[1]))
 
     hook = static.model.register_forward_pre_hook(record, with_kwargs=True)
     try:
@@ -544,7 +545,7 @@ def test_static_evicting_finished_rows_equals_one_at_a_time_greedy(
     assert rows[0] == len(queries) and min(rows) < len(queries)  # finished rows left
     assert rows == sorted(rows, reverse=True)
     widths = [w for _, w in shapes]
-    assert any(b < a for a, b in zip(widths, widths[1:], strict=False))  # padding cut off
+    assert any(b < a for a, b in itertools.pairwise(widths))  # padding cut off
 
 
 def test_static_keeps_one_generate_call_when_decoding_as_the_checkpoint(eos_models, monkeypatch):
@@ -555,3 +556,32 @@ def test_static_keeps_one_generate_call_when_decoding_as_the_checkpoint(eos_mode
     assert static._evicts()
     checkpoint = _load(eos_models, "causal", max_new_tokens=24, decoding="checkpoint")
     assert not checkpoint._evicts()
+    assert _load(eos_models, "causal", max_new_tokens=24, min_new_tokens=2)._evicts()
+    static.generation_config.min_length = 5
+    assert not static._evicts()
+
+
+def test_static_rounds_restart_in_smaller_batches_after_an_oom(eos_models, queries, monkeypatch):
+    import torch
+
+    from imhibench.generate import hf
+
+    monkeypatch.setattr(hf, "EVICT_EVERY", 3)
+    static = _load(eos_models, "causal", max_new_tokens=24)
+    reference = static.generate_token_ids(queries)
+    generate = static.model.generate
+    sizes: list[int] = []
+
+    def tight_memory(*args, **kwargs):  # a GPU that holds 3 rows
+        sizes.append(kwargs["input_ids"].shape[0])
+        if sizes[-1] > 3:
+            raise torch.OutOfMemoryError("fake")
+        return generate(*args, **kwargs)
+
+    monkeypatch.setattr(static.model, "generate", tight_memory)
+    finished: list[tuple[int, int]] = []
+    assert static.generate_token_ids(queries, lambda n, t: finished.append((n, t))) == reference
+    assert static.backoff.limit == 2 and sizes[:2] == [10, 5]
+    assert max(sizes[2:]) <= 2  # never a larger batch again
+    assert sum(n for n, _ in finished) == len(queries)
+    assert sum(t for _, t in finished) == sum(len(a) for a in reference)

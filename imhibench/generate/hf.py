@@ -207,6 +207,7 @@ class HFGenerator:
             and not config.do_sample
             and (config.num_beams or 1) == 1
             and config.max_new_tokens is not None
+            and not config.min_length  # counts the whole padded row, which rounds cut
         )
 
     def _generate_evicting(self, input_ids, attention_mask) -> list[list[int]]:
