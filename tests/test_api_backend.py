@@ -177,17 +177,22 @@ def test_keyless_server_needs_no_key_variable(monkeypatch):
     assert [a.response for a in result] == [answer_text(q) for q in QUERIES[:2]]
 
 
+def answer_until_stopped(b, queries: list[str], kept: list[str], stop_requested) -> None:
+    """``b.answer`` over ``queries``, the row ids of the answers in ``kept``."""
+    b.answer(
+        [(str(i), q) for i, q in enumerate(queries)],
+        lambda a: kept.append(a.row_id),
+        stop_requested=stop_requested,
+    )
+
+
 def test_a_stop_request_sends_nothing_new_and_keeps_every_answer_in_flight(monkeypatch):
     queries = [f"Post {i}: stop test {i}?" for i in range(30)]
     fake = FakeOpenAI(key=KEY, delay_s=0.05)
     kept: list[str] = []
     with serve(fake) as url:
         b = backend(url, monkeypatch, concurrency=3)
-        b.answer(
-            [(str(i), q) for i, q in enumerate(queries)],
-            lambda a: kept.append(a.row_id),
-            stop_requested=lambda: len(kept) >= 4,
-        )
+        answer_until_stopped(b, queries, kept, lambda: len(kept) >= 4)
         asked = fake.counts()
     assert 4 <= len(kept) <= 4 + 3  # at most the requests in flight when the stop came
     assert sorted(kept, key=int) == sorted((str(queries.index(q)) for q in asked), key=int)
@@ -210,11 +215,7 @@ def test_a_signal_during_the_loop_stops_it_cleanly_and_leaves_no_worker_behind(m
         with StopOnSignal() as stop, pytest.raises(GenerationStopped):
             timer.start()
             with stop.deferred():
-                b.answer(
-                    [(str(i), q) for i, q in enumerate(queries)],
-                    lambda a: kept.append(a.row_id),
-                    stop_requested=stop.requested,
-                )
+                answer_until_stopped(b, queries, kept, stop.requested)
         timer.join()
         asked = fake.counts()
     assert 0 < len(kept) < len(queries)
