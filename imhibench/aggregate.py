@@ -417,7 +417,7 @@ def write_tables(
     models: Sequence[str],
     datasets_by_group: dict[str, list[str]],
     task_of: Mapping[str, str] | None = None,
-    notes: Sequence[str] = (),
+    notes: Mapping[str, Sequence[str]] | Sequence[str] = (),
     published: str | Path | None = None,
     published_as: Mapping[str, str | None] | None = None,
     label_paths: Mapping[tuple[str, str], str | Path] | None = None,
@@ -427,7 +427,8 @@ def write_tables(
     """Write every table (and, given `label_paths`, a paired-test table per group) as .parquet,
     .md, .html and .tex, the long table of all metrics, and the provenance sidecar: the
     aggregate's own record, every input summary's full record (`inputs`), and per
-    (model, dataset) cell what made it (`cells`, see `cell_provenance`)."""
+    (model, dataset) cell what made it (`cells`, see `cell_provenance`). `notes` go under
+    every table, or, as a mapping group -> notes, under that group's tables."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     summaries = load_summaries(summary_paths)
@@ -475,7 +476,7 @@ def write_tables(
             task_of,
             published_values if with_published else None,
             [
-                *notes,
+                *(notes.get(spec.group, ()) if isinstance(notes, Mapping) else notes),
                 *(published_note if with_published else []),
                 *([bart_score_note(variant)] if spec.metric == "bart_score" else []),
             ],

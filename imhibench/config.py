@@ -169,10 +169,13 @@ class Plan:
         base = self.config["imhi"]["source"] or f"{UPSTREAM_REPO}/{self.config['imhi']['commit']}"
         return source_url(base, spec["path"])
 
-    def skip_messages(self) -> list[str]:
-        """One line per skipped (dataset, reason), naming the models it affects."""
+    def skip_messages(self, table: str | None = None) -> list[str]:
+        """One line per skipped (dataset, reason), naming the models it affects; with ``table``
+        (main / expert), only those of that table's datasets."""
         grouped: dict[tuple[str, str], list[str]] = {}
         for skip in self.skipped:
+            if table is not None and self.dataset(skip.dataset)["table"] != table:
+                continue
             grouped.setdefault((skip.dataset, skip.reason), []).append(skip.model)
         return [f"skipping {d} for {', '.join(models)}: {r}" for (d, r), models in grouped.items()]
 

@@ -301,4 +301,10 @@ def get_label_dtype(wildcards):
 
 
 def get_table_notes(wildcards):
-    return [message[0].upper() + message[1:] for message in PLAN.skip_messages()]
+    """Per table (main / expert): the skipped (dataset, models) of its datasets."""
+    return {
+        table: [
+            message[0].upper() + message[1:] for message in PLAN.skip_messages(table)
+        ]
+        for table in ("main", "expert")
+    }

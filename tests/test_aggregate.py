@@ -98,6 +98,19 @@ def test_tables_have_models_as_rows_and_datasets_as_columns(summaries, tmp_path)
     assert len(pd.read_parquet(out / "all_metrics.parquet")) == 20
 
 
+def test_notes_given_per_group_stay_under_that_groups_tables(summaries, tmp_path):
+    out = tmp_path / "tables"
+    specs = table_specs("mentalbert", ["bart_score"], ["main", "expert"])
+    notes = {"main": ["Skipping SAD for m2: main note"], "expert": ["Skipping X: expert note"]}
+    write_tables(summaries, out, specs, ["m1", "m2"], GROUPS, TASKS, notes=notes)
+    for name in ("weighted_f1", "bart_score"):
+        text = (out / f"{name}.md").read_text()
+        assert "main note" in text and "expert note" not in text
+    for name in ("expert_weighted_f1", "expert_bart_score"):
+        text = (out / f"{name}.md").read_text()
+        assert "expert note" in text and "main note" not in text
+
+
 def test_parquet_metadata_says_units_labeler_variant_and_provenance(summaries, tmp_path):
     out = tmp_path / "tables"
     write_tables(summaries, out, table_specs("mentalbert", ["bart_score"], ["main"]),

@@ -225,6 +225,16 @@ def test_skip_messages_group_models(paper):
     )
 
 
+def test_skip_messages_of_one_table_name_only_its_datasets(paper):
+    plan = Plan(paper)
+    main, expert = plan.skip_messages("main"), plan.skip_messages("expert")
+    assert sorted(main + expert) == sorted(plan.skip_messages())
+    assert any(m.startswith("skipping CLP ") for m in main)  # no job at all, still noted
+    assert any(m.startswith("skipping DR-expert ") for m in expert)
+    assert not any("-expert" in m.split(":")[0] for m in main)
+    assert not any(m.startswith("skipping CLP ") for m in expert)
+
+
 def test_command_line_strings_are_read_as_yaml_where_the_schema_wants_another_type(paper):
     # what Snakemake hands over for --config 'generation={batch_tokens: 4096, ...}' etc.
     paper["generation"].update(batch_tokens="4096", chat_template="true", shard_rows="1")
