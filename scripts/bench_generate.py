@@ -385,7 +385,8 @@ def run_upstream(args, model_dir, queries, plan, device) -> Side:
     from transformers import GenerationConfig
 
     from imhibench.generate.causal import load_tokenizer
-    from imhibench.generate.upstream import cut_at_eos, upstream_token_ids
+    from imhibench.generate.base import cut_at_eos
+    from imhibench.generate.upstream import upstream_token_ids
 
     model = load_model(args, model_dir, torch.float32, device)
     tokenizer = load_tokenizer(model_dir)  # pad = unk, left padding, as IMHI.py's LlamaTokenizer
@@ -412,7 +413,7 @@ def run_continuous(args, model_dir, queries, plan, device) -> Side:
     from imhibench.generate.base import resolve_dtype
     from imhibench.generate.causal import load_tokenizer
     from imhibench.generate.continuous import ContinuousGenerator
-    from imhibench.generate.upstream import cut_at_eos
+    from imhibench.generate.base import cut_at_eos
 
     model = load_model(args, model_dir, resolve_dtype("auto", device), device)
     engine = ContinuousGenerator(

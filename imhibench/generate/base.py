@@ -115,6 +115,11 @@ class GenerationResult:
 BatchCallback = Callable[[int, int], None]
 
 
+def cut_at_eos(row: list[int], eos_ids: set[int]) -> list[int]:
+    """``row`` up to (without) its first EOS."""
+    return row[: next((j for j, t in enumerate(row) if t in eos_ids), len(row))]
+
+
 class GenerationBackend(Protocol):
     """Anything that answers a list of queries, one response per query, same order."""
 

@@ -8,9 +8,8 @@ only (``decoding: greedy``, no ``min_new_tokens``).
 from __future__ import annotations
 
 from imhibench.errors import ImhiBenchError
-from imhibench.generate.base import BatchCallback, GenerationSettings
+from imhibench.generate.base import BatchCallback, GenerationSettings, cut_at_eos
 from imhibench.generate.hf import HFGenerator
-from imhibench.generate.upstream import cut_at_eos
 
 #: Tokens per forward pass on CPU. transformers' default sizing targets GPUs; on CPU larger
 #: steps only cost memory (10 DR queries, tiny LLaMA, 2-core CPU: 1.3 GB peak RSS and 7.1 s with

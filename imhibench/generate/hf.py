@@ -9,6 +9,7 @@ from imhibench.generate.base import (
     BatchCallback,
     GenerationResult,
     GenerationSettings,
+    cut_at_eos,
     resolve_device,
 )
 from imhibench.generate.batching import OOMBackoff, plan_batches
@@ -188,11 +189,7 @@ class HFGenerator:
                 # Decoder outputs start with decoder_start_token_id; causal ones repeat the
                 # prompt.
                 new = (out[:, 1:] if self.encoder_decoder else out[:, width:]).tolist()
-        results = []
-        for row in new:
-            n = next((j for j, t in enumerate(row) if t in self.eos_ids), len(row))
-            results.append(row[:n])
-        return results
+        return [cut_at_eos(row, self.eos_ids) for row in new]
 
     def _evicts(self) -> bool:
         """Whether finished rows leave their batch: causal models, greedy decoding.
@@ -228,7 +225,7 @@ class HFGenerator:
         answers: list[list[int]] = [[] for _ in range(input_ids.shape[0])]
         live = list(range(input_ids.shape[0]))  # batch row -> index in ``answers``
         cache, done = None, 0
-        while live and done < total:
+        while done < total:
             steps = min(EVICT_EVERY, total - done)
             round_config = copy.copy(config)
             round_config.update(

@@ -14,7 +14,12 @@ import logging
 
 from imhibench.errors import ImhiBenchError
 from imhibench.generate import decoding
-from imhibench.generate.base import BatchCallback, GenerationResult, GenerationSettings
+from imhibench.generate.base import (
+    BatchCallback,
+    GenerationResult,
+    GenerationSettings,
+    cut_at_eos,
+)
 from imhibench.generate.decoding import decoding_values
 from imhibench.generate.hf import HFGenerator
 
@@ -58,11 +63,6 @@ def upstream_token_ids(
         if on_batch is not None:
             on_batch(len(new), sum(len(x) for x in new))
     return rows
-
-
-def cut_at_eos(row: list[int], eos_ids: set[int]) -> list[int]:
-    """``row`` up to (without) its first EOS."""
-    return row[: next((j for j, t in enumerate(row) if t in eos_ids), len(row))]
 
 
 def decode_upstream(tokenizer, row: list[int]) -> str:

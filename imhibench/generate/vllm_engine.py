@@ -14,9 +14,8 @@ import json
 from pathlib import Path
 
 from imhibench.errors import ImhiBenchError
-from imhibench.generate.base import BatchCallback, GenerationResult, GenerationSettings
+from imhibench.generate.base import BatchCallback, GenerationResult, GenerationSettings, cut_at_eos
 from imhibench.generate.engines import job_gpus
-from imhibench.generate.upstream import cut_at_eos
 
 # settings dtype -> vLLM dtype; ``auto`` = bfloat16 on GPU, as the other engines.
 _VLLM_DTYPES = {"auto": "bfloat16", "float32": "float32", "bfloat16": "bfloat16",
