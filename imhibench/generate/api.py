@@ -237,15 +237,15 @@ class ApiBackend:
         in_flight: dict[Future, str] = {}
         pool = ThreadPoolExecutor(self.settings.concurrency, thread_name_prefix="api")
 
+        def stopping() -> bool:
+            return stop_requested is not None and bool(stop_requested())
+
         def top_up() -> None:
-            while len(in_flight) < self.settings.concurrency and not halt.is_set():
+            while len(in_flight) < self.settings.concurrency and not stopping():
                 row = next(queue, None)
                 if row is None:
                     return
                 in_flight[pool.submit(self._ask, row[0], row[1], halt)] = row[0]
-
-        def stopping() -> bool:
-            return stop_requested is not None and bool(stop_requested())
 
         try:
             top_up()
@@ -254,17 +254,11 @@ class ApiBackend:
                 for future in finished:
                     in_flight.pop(future)
                     on_answer(future.result())
-                if not stopping():
-                    top_up()
-            if in_flight:
-                halt.set()
-                self._drain(in_flight, on_answer)
-        except BaseException:
+                top_up()
+        finally:  # done, stopped or failed: no new request, no retry; keep what is in flight
             halt.set()
-            self._drain(in_flight, on_answer)
-            raise
-        finally:
             pool.shutdown(wait=False, cancel_futures=True)
+            self._drain(in_flight, on_answer)
 
     def _drain(self, in_flight: dict[Future, str], on_answer: Callable[[Answer], None]) -> None:
         """Save what requests already in flight bring back (they are paid for)."""
