@@ -282,19 +282,19 @@ class PlannedEOS:
     def __init__(self, plan: PromptPlan, eos: int, pad: int):
         self.plan, self.eos, self.pad = plan, eos, pad
         self.width: int | None = None
-        self.rows: list[int] = []  # per row: the planned step, counted from this call's start
-        self.planned = None  # the same, as a tensor
+        self.planned = None  # per row: the planned step, counted from this call's start
 
     def __call__(self, input_ids, scores):
         import torch
 
         if self.width is None:
             self.width = input_ids.shape[1]
+            steps = []
             for row in input_ids.tolist():
                 start = next((j for j, t in enumerate(row) if t != self.pad), len(row))
                 planned, answered = self.plan.find(row[start:])
-                self.rows.append(planned - answered)
-            self.planned = torch.tensor(self.rows, device=scores.device)
+                steps.append(planned - answered)
+            self.planned = torch.tensor(steps, device=scores.device)
         # Vectorised: a Python loop over rows would weigh on the larger batches' steps.
         ending = self.planned == input_ids.shape[1] - self.width
         scores[:, self.eos] = float("-inf")

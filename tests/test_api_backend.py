@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 
@@ -177,6 +178,14 @@ def test_keyless_server_needs_no_key_variable(monkeypatch):
     assert [a.response for a in result] == [answer_text(q) for q in QUERIES[:2]]
 
 
+@contextlib.contextmanager
+def slow_backend(monkeypatch, delay_s: float):
+    """(backend asking 3 at a time, fake server answering after ``delay_s``)."""
+    fake = FakeOpenAI(key=KEY, delay_s=delay_s)
+    with serve(fake) as url:
+        yield backend(url, monkeypatch, concurrency=3), fake
+
+
 def answer_until_stopped(b, queries: list[str], kept: list[str], stop_requested) -> None:
     """``b.answer`` over ``queries``, the row ids of the answers in ``kept``."""
     b.answer(
@@ -188,10 +197,8 @@ def answer_until_stopped(b, queries: list[str], kept: list[str], stop_requested)
 
 def test_a_stop_request_sends_nothing_new_and_keeps_every_answer_in_flight(monkeypatch):
     queries = [f"Post {i}: stop test {i}?" for i in range(30)]
-    fake = FakeOpenAI(key=KEY, delay_s=0.05)
     kept: list[str] = []
-    with serve(fake) as url:
-        b = backend(url, monkeypatch, concurrency=3)
+    with slow_backend(monkeypatch, delay_s=0.05) as (b, fake):
         answer_until_stopped(b, queries, kept, lambda: len(kept) >= 4)
         asked = fake.counts()
     assert 4 <= len(kept) <= 4 + 3  # at most the requests in flight when the stop came
@@ -207,10 +214,8 @@ def test_a_signal_during_the_loop_stops_it_cleanly_and_leaves_no_worker_behind(m
     from imhibench.generate.signals import GenerationStopped, StopOnSignal
 
     queries = [f"Post {i}: signal test {i}?" for i in range(40)]
-    fake = FakeOpenAI(key=KEY, delay_s=0.02)
     kept: list[str] = []
-    with serve(fake) as url:
-        b = backend(url, monkeypatch, concurrency=3)
+    with slow_backend(monkeypatch, delay_s=0.02) as (b, fake):
         timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGTERM))
         with StopOnSignal() as stop, pytest.raises(GenerationStopped):
             timer.start()
