@@ -175,7 +175,8 @@ class _ShardedJob:
             progress = Progress(self.model, len(row_ids), resumed, interval_s)
             tables = [saved] if len(saved) else []
             try:
-                self._fill(backend, queries, row_ids, missing, store, stop, progress, tables)
+                self._fill(backend, record, queries, row_ids, missing, store, stop, progress,
+                           tables)  # fmt: skip
             except GenerationStopped as err:
                 log.warning(
                     "%s: stopped by %s; %d of %d rows saved under %s; run the job again to "
@@ -215,9 +216,11 @@ class _ShardedJob:
             device=self.device,
         )
 
-    def _fill(self, backend, queries, row_ids, missing, store, stop, progress, tables) -> None:
-        """Generate the rows at indices ``missing``, shard by shard, saving and adding each
-        shard's table to ``tables``."""
+    def _fill(
+        self, backend, record, queries, row_ids, missing, store, stop, progress, tables
+    ) -> None:
+        """Generate the rows at indices ``missing``, shard by shard, saving each shard's table
+        (with the backend's ``record``) and adding it to ``tables``."""
         from imhibench.generate.batching import plan_shards
 
         lengths = backend.prompt_lengths([queries[i] for i in missing])
@@ -226,7 +229,6 @@ class _ShardedJob:
             "%s: generating %d responses in %d shard(s) of up to %d rows",
             self.model, len(missing), len(shards), self.shard_rows,
         )  # fmt: skip
-        record = _backend_record(backend)
         for shard in shards:
             started = time.perf_counter()
             result = backend.generate([queries[i] for i in shard], on_batch=progress.batch)
@@ -278,17 +280,15 @@ def generate_code_sha256(directory: Path = Path(__file__).parent) -> str:
     return digest.hexdigest()
 
 
-#: What a backend reports for provenance; saved with every shard, so an output rebuilt from
-#: shards alone (no backend loaded) still records it.
-_BACKEND_RECORD = ("max_new_tokens_cap", "decoding")
+#: What a backend reports for provenance (field -> backend attribute: the length cap of seq2seq
+#: models, the decoding record); saved with every shard, so an output rebuilt from shards alone
+#: (no backend loaded) still records it.
+_BACKEND_RECORD = {"max_new_tokens_cap": "max_new_tokens_cap", "decoding": "decoding_provenance"}
 
 
 def _backend_record(backend) -> dict:
-    """The backend's length cap (seq2seq) and decoding record, None where it has none."""
-    return {
-        "max_new_tokens_cap": getattr(backend, "max_new_tokens_cap", None),
-        "decoding": getattr(backend, "decoding_provenance", None),
-    }
+    """The ``_BACKEND_RECORD`` fields of a backend, None where it has none."""
+    return {field: getattr(backend, name, None) for field, name in _BACKEND_RECORD.items()}
 
 
 def _check_upstream_shards(generation, device: str, shard_rows: int) -> None:
