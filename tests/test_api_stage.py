@@ -120,7 +120,7 @@ def test_completed_rows_are_never_asked_again(tmp_path, monkeypatch):
     assert record["api"]["resumed_rows"] == 6
 
 
-def test_changed_settings_keep_the_old_journal_aside(tmp_path, monkeypatch):
+def test_changed_settings_keep_the_old_journal_aside(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv(KEY_ENV, KEY)
     write_test_set(tmp_path / "DR.parquet", 2)
     fake = FakeOpenAI(key=KEY)
@@ -130,6 +130,7 @@ def test_changed_settings_keep_the_old_journal_aside(tmp_path, monkeypatch):
     assert sorted(fake.counts().values()) == [2, 2]
     stale = list((tmp_path / "out").glob("DR.parquet.journal.jsonl.stale-*"))
     assert len(stale) == 1 and len(stale[0].read_text().splitlines()) == 3
+    assert '(changed: model "gpt-fake" -> "gpt-other")' in caplog.text
 
 
 def test_journal_survives_a_torn_last_line(tmp_path):

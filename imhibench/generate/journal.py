@@ -19,6 +19,7 @@ import os
 from pathlib import Path
 
 from imhibench.errors import ImhiBenchError
+from imhibench.generate.shards import changed_fields
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +48,10 @@ class RowJournal:
                 stale = self.path.with_name(
                     f"{self.path.name}.stale-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}"
                 )
-                old = header.get("key") or {}
-                changed = sorted(k for k in key.keys() | old.keys() if key.get(k) != old.get(k))
                 log.warning(
                     "%s: %d saved answer(s) were made with other settings (changed: %s); kept "
                     "as %s, all rows will be asked again", self.path, len(rows),
-                    ", ".join(changed), stale.name,
+                    "; ".join(changed_fields(header.get("key") or {}, key)), stale.name,
                 )  # fmt: skip
                 os.replace(self.path, stale)
                 rows = {}

@@ -99,12 +99,7 @@ class ShardStore:
         files = list(self.dir.glob("shard-*.parquet"))
         if not files:
             return
-        old = previous.get("key") or {}
-        changed = [
-            _describe_change(name, old.get(name), key.get(name))
-            for name in sorted(key.keys() | old.keys())
-            if key.get(name) != old.get(name)
-        ]
+        changed = changed_fields(previous.get("key") or {}, key)
         old_info = previous.get("info") or {}
         for name in sorted(info.keys() | old_info.keys()):
             if info.get(name) != old_info.get(name):
@@ -162,10 +157,16 @@ class ShardStore:
         return path
 
 
-def _describe_change(name: str, old: object, new: object) -> str:
-    """``name`` and, when short, its old and new value."""
-    text = f"{json.dumps(old, sort_keys=True)} -> {json.dumps(new, sort_keys=True)}"
-    return f"{name} {text}" if len(text) <= 160 else name
+def changed_fields(old: dict, new: dict) -> list[str]:
+    """The fields of a resume key that differ, each named with, when short, its old and new
+    value."""
+    changed = []
+    for name in sorted(old.keys() | new.keys()):
+        if old.get(name) != new.get(name):
+            text = f"{json.dumps(old.get(name), sort_keys=True)} -> "
+            text += json.dumps(new.get(name), sort_keys=True)
+            changed.append(f"{name} {text}" if len(text) <= 160 else name)
+    return changed
 
 
 def release_shards(out_path: str | Path) -> bool:
