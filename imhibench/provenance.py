@@ -67,13 +67,23 @@ def checkpoint_provenance(directory: str | Path) -> dict:
     }
 
 
+# Digests computed by this process, by (path, size, mtime): a job's provenance hashes every
+# input, and a stage may hash the same input for its own record (e.g. the BARTScore weights).
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
 def sha256_file(path: str | Path) -> str:
-    """Streamed sha256 hex digest of a file (constant memory, fine for multi-GB shards)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """Streamed sha256 hex digest of a file (constant memory, fine for multi-GB shards); a file
+    this process hashed before, unchanged in size and mtime, is not read again."""
+    stat = os.stat(path)
+    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _DIGESTS:
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            while chunk := fh.read(HASH_CHUNK):
+                digest.update(chunk)
+        _DIGESTS[key] = digest.hexdigest()
+    return _DIGESTS[key]
 
 
 def snakemake_job() -> dict | None:

@@ -374,6 +374,30 @@ def test_sha256_streams_in_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert checkpoints.sha256_file(tmp_path / "f") == _sha256(data)
 
 
+def test_sha256_reads_an_unchanged_file_once_per_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    opened = []
+
+    def counting_open(*args):
+        opened.append(args)
+        return open(*args)
+
+    monkeypatch.setattr(provenance, "open", counting_open, raising=False)
+    path = tmp_path / "weights.pth"
+    path.write_bytes(b"v1")
+    assert provenance.sha256_file(path) == provenance.sha256_file(str(path)) == _sha256(b"v1")
+    assert len(opened) == 1
+    path.write_bytes(b"v2")  # same size: the new mtime tells it apart
+    os.utime(path, ns=(0, path.stat().st_mtime_ns + 1))
+    assert provenance.sha256_file(path) == _sha256(b"v2")
+    path.write_bytes(b"v3, longer")
+    assert provenance.sha256_file(path) == _sha256(b"v3, longer")
+    assert len(opened) == 3
+
+
 def test_branch_moving_mid_fetch_keeps_resolved_commit(
     hub: FakeHub, repos: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
