@@ -514,6 +514,17 @@ def test_seq2seq_models_refuse_other_engines(demo_models):
         load_backend("seq2seq", model_dir=demo_models["seq2seq-bart"], settings=settings)
 
 
+def _forward_shapes(model) -> tuple[list[tuple[int, int]], object]:
+    """(rows, cached + new columns) of each forward pass of ``model``, and the hook to remove."""
+    shapes: list[tuple[int, int]] = []
+
+    def record(module, args, kwargs):
+        ids, mask = kwargs["input_ids"], kwargs.get("attention_mask")  # None: all ones
+        shapes.append((ids.shape[0], ids.shape[1] if mask is None else mask.shape[1]))
+
+    return shapes, model.register_forward_pre_hook(record, with_kwargs=True)
+
+
 # --- static: finished rows leave the batch -------------------------------------------------
 
 
@@ -521,22 +532,16 @@ def test_seq2seq_models_refuse_other_engines(demo_models):
 def test_static_evicting_finished_rows_equals_one_at_a_time_greedy(
     eos_models, queries, kind, monkeypatch
 ):
-    from imhibench.generate import hf
+    from imhibench.generate import rounds
 
-    monkeypatch.setattr(hf, "EVICT_EVERY", 10**6)  # one generate call per query: the reference
+    monkeypatch.setattr(rounds, "EVICT_EVERY", 10**6)  # one generate call per query: the reference
     static = _load(eos_models, kind, max_new_tokens=24, engine="static")
     reference = [static.generate_token_ids([q])[0] for q in queries]
     lengths = [len(x) for x in reference]
     assert len({n for n in lengths if n < 24}) >= 2, lengths  # EOS at different steps
     assert 24 in lengths
-    monkeypatch.setattr(hf, "EVICT_EVERY", 3)
-    shapes: list[tuple[int, int]] = []  # (rows, cached + new columns) of each forward pass
-
-    def record(module, args, kwargs):
-        ids, mask = kwargs["input_ids"], kwargs.get("attention_mask")  # None: all ones
-        shapes.append((ids.shape[0], ids.shape[1] if mask is None else mask.shape[1]))
-
-    hook = static.model.register_forward_pre_hook(record, with_kwargs=True)
+    monkeypatch.setattr(rounds, "EVICT_EVERY", 3)
+    shapes, hook = _forward_shapes(static.model)
     try:
         assert static.generate_token_ids(queries) == reference
     finally:
@@ -549,9 +554,9 @@ def test_static_evicting_finished_rows_equals_one_at_a_time_greedy(
 
 
 def test_static_keeps_one_generate_call_when_decoding_as_the_checkpoint(eos_models, monkeypatch):
-    from imhibench.generate import hf
+    from imhibench.generate import rounds
 
-    monkeypatch.setattr(hf, "EVICT_EVERY", 3)
+    monkeypatch.setattr(rounds, "EVICT_EVERY", 3)
     static = _load(eos_models, "causal", max_new_tokens=24, engine="static")
     assert static._evicts()
     checkpoint = _load(eos_models, "causal", max_new_tokens=24, decoding="checkpoint")
@@ -564,9 +569,9 @@ def test_static_keeps_one_generate_call_when_decoding_as_the_checkpoint(eos_mode
 def test_static_rounds_restart_in_smaller_batches_after_an_oom(eos_models, queries, monkeypatch):
     import torch
 
-    from imhibench.generate import hf
+    from imhibench.generate import rounds
 
-    monkeypatch.setattr(hf, "EVICT_EVERY", 3)
+    monkeypatch.setattr(rounds, "EVICT_EVERY", 3)
     static = _load(eos_models, "causal", max_new_tokens=24)
     reference = static.generate_token_ids(queries)
     generate = static.model.generate
@@ -585,3 +590,149 @@ def test_static_rounds_restart_in_smaller_batches_after_an_oom(eos_models, queri
     assert max(sizes[2:]) <= 2  # never a larger batch again
     assert sum(n for n, _ in finished) == len(queries)
     assert sum(t for _, t in finished) == sum(len(a) for a in reference)
+
+
+@pytest.mark.parametrize("kind", ["causal", "lora"])
+def test_static_finishes_the_long_answers_of_all_batches_together(
+    eos_models, queries, kind, monkeypatch
+):
+    from imhibench.generate import rounds
+
+    monkeypatch.setattr(rounds, "EVICT_EVERY", 10**6)  # one generate call per query: the reference
+    # Batches of 3; 23 steps in rounds of 3: merged rows have different steps left, and one
+    # merged round can take a row past 23 (those tokens must be dropped).
+    static = _load(eos_models, kind, max_new_tokens=23, max_batch_size=3)
+    reference = [static.generate_token_ids([q])[0] for q in queries]
+    monkeypatch.setattr(rounds, "EVICT_EVERY", 3)
+    merges: list[list[tuple[int, int, tuple[int, ...]]]] = []  # per part: rows, width, steps done
+    merge = rounds.merge
+
+    def spy(parts, pad_token_id):
+        merges.append([(len(p), p.input_ids.shape[1], tuple(p.done)) for p in parts])
+        return merge(parts, pad_token_id)
+
+    monkeypatch.setattr(rounds, "merge", spy)
+    finished: list[tuple[int, int]] = []
+    shapes, hook = _forward_shapes(static.model)
+    try:
+        assert static.generate_token_ids(queries, lambda n, t: finished.append((n, t))) == reference
+        parked_passes = len(shapes)
+        monkeypatch.setattr(rounds, "parkable", lambda rows, min_new_tokens: False)
+        assert static.generate_token_ids(queries) == reference
+    finally:
+        hook.remove()
+    [parts] = merges  # one merged batch of the last answers of several batches
+    assert len(parts) >= 2
+    assert len({width for _, width, _ in parts}) == len(parts)  # left-padded to the widest
+    assert len({done for *_, done in parts}) == len(parts)  # each at its own step
+    assert parked_passes < len(shapes) - parked_passes  # fewer forward passes than without
+    assert sum(n for n, _ in finished) == len(queries)
+    assert sum(t for _, t in finished) == sum(len(a) for a in reference)
+
+
+def test_parked_rows_hold_at_most_an_eighth_of_the_token_budget(eos_models, queries, monkeypatch):
+    from imhibench.generate import rounds
+
+    monkeypatch.setattr(rounds, "EVICT_EVERY", 3)
+    widest = max(_load(eos_models, "causal").prompt_lengths(queries))
+    budget = 4 * (widest + 23)
+    static = _load(eos_models, "causal", max_new_tokens=23, max_batch_size=3, batch_tokens=budget)
+    reference = _load(eos_models, "causal", max_new_tokens=23).generate_token_ids(queries)
+    held: list[int] = []  # token slots of the rows parked when each batch starts
+    merges: list[int] = []
+    run, merge = static._run, rounds.merge
+
+    def checked_run(batch, ids, parked):
+        held.append(sum(p.held() for p in parked))
+        return run(batch, ids, parked)
+
+    def counted_merge(parts, pad_token_id):
+        merges.append(len(parts))
+        return merge(parts, pad_token_id)
+
+    monkeypatch.setattr(static, "_run", checked_run)
+    monkeypatch.setattr(rounds, "merge", counted_merge)
+    assert static.generate_token_ids(queries) == reference
+    assert 0 < max(held) <= budget // rounds.RESERVE_SHARE  # rows were parked, within the reserve
+    assert len(merges) >= 2  # finished before the last batch as the reserve filled up
+
+
+def test_parked_rows_finish_in_smaller_groups_after_an_oom(eos_models, queries, monkeypatch):
+    import torch
+
+    from imhibench.generate import rounds
+
+    monkeypatch.setattr(rounds, "EVICT_EVERY", 3)
+    static = _load(eos_models, "causal", max_new_tokens=24, max_batch_size=3)
+    reference = static.generate_token_ids(queries)
+    merged: list[int] = []  # parts per merge
+    merge = rounds.merge
+
+    def spy(parts, pad_token_id):
+        merged.append(len(parts))
+        return merge(parts, pad_token_id)
+
+    generate = static.model.generate
+
+    def tight_memory(*args, **kwargs):  # the first merged batch does not fit
+        if len(merged) == 1 and kwargs["input_ids"].shape[0] > 1:
+            raise torch.OutOfMemoryError("fake")
+        return generate(*args, **kwargs)
+
+    monkeypatch.setattr(rounds, "merge", spy)
+    monkeypatch.setattr(static.model, "generate", tight_memory)
+    assert static.generate_token_ids(queries) == reference
+    assert merged[0] >= 2 and max(merged[1:]) < merged[0]
+
+
+def _parked(rows: int, width: int, done: int):
+    import torch
+
+    from imhibench.generate.rounds import Rows
+
+    ids = torch.zeros(rows, width, dtype=torch.long)
+    return Rows(ids, ids, None, list(range(rows)), [[] for _ in range(rows)], [done] * rows)
+
+
+def test_parked_rows_are_grouped_widest_first_within_the_budget():
+    from imhibench.generate.rounds import group_parked
+
+    wide, mid, narrow, late = (
+        _parked(1, 500, 10),
+        _parked(2, 100, 50),
+        _parked(1, 90, 5),
+        _parked(3, 20, 70),
+    )
+    names = {id(wide): "wide", id(mid): "mid", id(narrow): "narrow", id(late): "late"}
+
+    def grouped(budget: int, most_rows: int) -> list[list[str]]:
+        groups = group_parked([narrow, late, wide, mid], 100, budget, most_rows)
+        return [[names[id(part)] for part in group] for group in groups]
+
+    # wide alone: 1 x (500 + 90); with mid: 3 x (500 + 90); mid + narrow: 3 x (100 + 95)
+    assert grouped(1_000, 64) == [["wide"], ["mid", "narrow"], ["late"]]
+    assert grouped(10**6, 64) == [["wide", "mid", "narrow", "late"]]
+    assert grouped(10**6, 3) == [["wide", "mid"], ["narrow"], ["late"]]
+    assert grouped(10, 64) == [["wide"], ["mid"], ["narrow"], ["late"]]  # each over on its own
+
+
+def test_roomy_cache_layer_equals_concatenation():
+    import torch
+
+    from imhibench.generate.rounds import EVICT_EVERY, RoomyLayer
+
+    torch.manual_seed(0)
+    layer, rows, keys, values = RoomyLayer(), 3, None, None
+    for step, width in enumerate([5, 1, 1, EVICT_EVERY + 3, 1, 1]):
+        k, v = torch.randn(rows, 2, width, 4), torch.randn(rows, 2, width, 4)
+        keys = k if keys is None else torch.cat([keys, k], dim=-2)
+        values = v if values is None else torch.cat([values, v], dim=-2)
+        room = layer.room_keys
+        got_keys, got_values = layer.update(k, v)
+        assert torch.equal(got_keys, keys) and torch.equal(got_values, values)
+        in_place = layer.room_keys is room and got_keys.data_ptr() == room.data_ptr()
+        assert in_place == (step in (1, 4, 5)), step  # else: first, after a cut, past the room
+        if step == 1:  # rows and leading columns dropped from outside: copied into new room
+            layer.batch_select_indices(torch.tensor([0, 2]))
+            layer.keys, layer.values = layer.keys[..., 2:, :], layer.values[..., 2:, :]
+            rows, keys, values = 2, keys[[0, 2], :, 2:], values[[0, 2], :, 2:]

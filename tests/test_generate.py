@@ -304,9 +304,9 @@ def test_bench_script_smoke(tmp_path, capsys, monkeypatch):
     golds = ["Yes.", "No, the poster", "", "x " * 40, "Yes", "No. Reasoning: none"]
     queries = [*QUERIES, "one more query"]
     pd.DataFrame({"query": queries, "gpt-3.5-turbo": golds}).to_csv(csv, index=False)
-    from imhibench.generate import hf
+    from imhibench.generate import rounds
 
-    monkeypatch.setattr(hf, "EVICT_EVERY", 2)  # static answers continue over several calls
+    monkeypatch.setattr(rounds, "EVICT_EVERY", 2)  # static answers continue over several calls
     args = ["--csv", str(csv), "--max-new-tokens", "6", "--threads", "1", "--device", "cpu",
             "--runaway-share", "0.34"]  # fmt: skip
     assert bench.main(args) == 0

@@ -18,11 +18,6 @@ from imhibench.generate.memory import batch_token_budget
 
 log = logging.getLogger(__name__)
 
-#: Decoding steps between checks for finished answers (causal models, greedy decoding): a
-#: finished row then leaves its batch, so one long answer no longer holds a batch of finished
-#: ones to its last step.
-EVICT_EVERY = 32
-
 
 class HFGenerator:
     """Generation backend around a loaded model and tokenizer.
@@ -143,44 +138,60 @@ class HFGenerator:
     ) -> list[list[int]]:
         """The new token ids of each query's response, cut before the first EOS.
 
-        ``on_batch(rows, output_tokens)`` is called after each batch (progress reports).
+        ``on_batch(rows, output_tokens)`` is called as answers finish (progress reports): after
+        each batch for its finished rows, and after each group of parked rows (``rounds``).
         """
         import torch
+
+        from imhibench.generate import rounds
 
         torch.manual_seed(self.settings.seed)
         ids = self.encode(list(queries))
         s = self.settings
+        # Parked rows keep their cache while later batches run: it may hold up to ``reserve``
+        # of the token budget (beyond, they are finished at once; they grow only then, when no
+        # other batch runs); batches get the rest.
+        reserve = self.batch_tokens // rounds.RESERVE_SHARE if self._evicts() else 0
         batches = plan_batches(
-            [len(x) for x in ids], s.max_new_tokens, self.batch_tokens, s.max_batch_size
+            [len(x) for x in ids], s.max_new_tokens, self.batch_tokens - reserve, s.max_batch_size
         )
         results: list[list[int]] = [[] for _ in ids]
+        parked: list[rounds.Rows] = []  # batches down to their last long answers
+
+        def report(answers: dict[int, list[int]]) -> None:
+            for i, answer in answers.items():
+                results[i] = cut_at_eos(answer, self.eos_ids)
+            if on_batch is not None and answers:
+                on_batch(len(answers), sum(len(results[i]) for i in answers))
+
         for k, batch in enumerate(batches, 1):
             log.debug("batch %d/%d: %d queries", k, len(batches), len(batch))
-            outputs = self.backoff.run(batch, lambda b: self._run([ids[i] for i in b]))
-            for i, out in zip(batch, outputs, strict=True):
-                results[i] = out
-            if on_batch is not None:
-                on_batch(len(batch), sum(len(x) for x in outputs))
+            outputs = self.backoff.run(batch, lambda b: self._run(b, ids, parked))
+            report({i: out for i, out in zip(batch, outputs, strict=True) if out is not None})
+            if k == len(batches) or sum(p.held() for p in parked) > reserve:
+                report(self._finish_parked(parked))
+                parked.clear()
         return results
 
-    def _run(self, batch: list[list[int]]) -> list[list[int]]:
-        """Generate for one padded batch; the new tokens of each row, cut before EOS."""
+    def _run(self, batch: list[int], ids: list[list[int]], parked: list) -> list:
+        """Generate for one padded batch of the queries ``batch`` (their token ``ids``): the
+        new tokens of each row, or None for a row left in ``parked`` to finish later."""
         import torch
 
-        width = max(len(x) for x in batch)
+        from imhibench.generate import rounds
+
+        width = max(len(ids[i]) for i in batch)
         pad = self.tokenizer.pad_token_id
         left = not self.encoder_decoder
         rows, masks = [], []
-        for x in batch:
+        for x in (ids[i] for i in batch):
             fill = width - len(x)
             rows.append([pad] * fill + x if left else x + [pad] * fill)
             masks.append([0] * fill + [1] * len(x) if left else [1] * len(x) + [0] * fill)
         input_ids = torch.tensor(rows, device=self.device)
         attention_mask = torch.tensor(masks, device=self.device)
         with torch.inference_mode():
-            if self._evicts():
-                new = self._generate_evicting(input_ids, attention_mask)
-            else:
+            if not self._evicts():
                 out = self.model.generate(
                     input_ids=input_ids,
                     attention_mask=attention_mask,
@@ -188,8 +199,43 @@ class HFGenerator:
                 )
                 # Decoder outputs start with decoder_start_token_id; causal ones repeat the
                 # prompt.
-                new = (out[:, 1:] if self.encoder_decoder else out[:, width:]).tolist()
-        return [cut_at_eos(row, self.eos_ids) for row in new]
+                return (out[:, 1:] if self.encoder_decoder else out[:, width:]).tolist()
+            state = rounds.Rows(
+                input_ids, attention_mask, rounds.roomy_cache(), list(batch),
+                [[] for _ in batch], [0] * len(batch),
+            )  # fmt: skip
+            park_at = max(1, len(batch) // rounds.PARK_SHARE)
+            finished, rest = rounds.decode(
+                self.model, self.generation_config, self.eos_ids, state, park_at
+            )
+        if rest is not None:
+            parked.append(rest)
+        return [finished.get(i) for i in batch]
+
+    def _finish_parked(self, parked: list) -> dict[int, list[int]]:
+        """Finish the parked rows of every batch together, in merged batches under the token
+        budget and the batch size that fit so far (out of memory: in smaller groups)."""
+        import torch
+
+        from imhibench.generate import rounds
+
+        s, finished = self.settings, {}
+        most_rows = min(s.max_batch_size, self.backoff.limit or s.max_batch_size)
+        groups = rounds.group_parked(parked, s.max_new_tokens, self.batch_tokens, most_rows)
+        for group in groups:
+            log.debug("finishing %d long answers of %d batches", sum(map(len, group)), len(group))
+
+            def finish(parts: list) -> list[dict]:
+                merged = rounds.merge(parts, self.tokenizer.pad_token_id)
+                with torch.inference_mode():
+                    answers, _ = rounds.decode(
+                        self.model, self.generation_config, self.eos_ids, merged
+                    )
+                return [answers]
+
+            for answers in OOMBackoff().run(group, finish):
+                finished.update(answers)
+        return finished
 
     def _evicts(self) -> bool:
         """Whether finished rows leave their batch: causal models, greedy decoding.
@@ -206,67 +252,3 @@ class HFGenerator:
             and config.max_new_tokens is not None
             and not config.min_length  # counts the whole padded row, which rounds cut
         )
-
-    def _generate_evicting(self, input_ids, attention_mask) -> list[list[int]]:
-        """Greedy ``generate`` in rounds of ``EVICT_EVERY`` steps; after each round the rows
-        that reached EOS leave the batch (and its KV cache) and the rest go on from the cache.
-
-        Every step of a row computes what one uninterrupted ``generate`` call computes: the
-        same single new token against the same cached keys and values, with positions from the
-        same attention mask; only the batch around it shrinks. Padding columns that no
-        remaining row needs are cut off.
-        """
-        import copy
-
-        import torch
-
-        config = self.generation_config
-        total, min_new = config.max_new_tokens, config.min_new_tokens or 0
-        answers: list[list[int]] = [[] for _ in range(input_ids.shape[0])]
-        live = list(range(input_ids.shape[0]))  # batch row -> index in ``answers``
-        cache, done = None, 0
-        while done < total:
-            steps = min(EVICT_EVERY, total - done)
-            round_config = copy.copy(config)
-            round_config.update(
-                max_new_tokens=steps, min_new_tokens=max(0, min_new - done) or None,
-                return_dict_in_generate=True,
-            )  # fmt: skip
-            out = self.model.generate(
-                input_ids=input_ids, attention_mask=attention_mask, past_key_values=cache,
-                generation_config=round_config,
-            )  # fmt: skip
-            new = out.sequences[:, input_ids.shape[1] :]
-            done += new.shape[1]
-            keep = []
-            for row, tokens in enumerate(new.tolist()):
-                answers[live[row]].extend(tokens)
-                if not self.eos_ids.intersection(tokens):
-                    keep.append(row)
-            if not keep or done >= total:
-                break
-            mask = torch.cat([attention_mask, attention_mask.new_ones(new.shape)], dim=1)
-            input_ids, cache = out.sequences, out.past_key_values
-            if len(keep) < len(live):
-                index = torch.tensor(keep)
-                cache.batch_select_indices(index)
-                input_ids, mask = input_ids[index.to(input_ids.device)], mask[index.to(mask.device)]
-                live = [live[row] for row in keep]
-            input_ids, attention_mask = _drop_padding_columns(input_ids, mask, cache)
-        return answers
-
-
-def _drop_padding_columns(input_ids, attention_mask, cache):
-    """Cut the leading columns that are padding in every row, from the ids, the mask and a
-    ``DynamicCache`` (other caches are left whole, and so are the columns)."""
-    from transformers.cache_utils import DynamicLayer
-
-    first = int(attention_mask.any(dim=0).int().argmax())
-    layers = getattr(cache, "layers", None)
-    if first == 0 or not layers or any(type(layer) is not DynamicLayer for layer in layers):
-        return input_ids, attention_mask
-    for layer in layers:
-        if layer.is_initialized:
-            layer.keys = layer.keys[..., first:, :]
-            layer.values = layer.values[..., first:, :]
-    return input_ids[:, first:], attention_mask[:, first:]
