@@ -219,20 +219,17 @@ class HFGenerator:
 
         from imhibench.generate import rounds
 
+        def finish(parts: list) -> list[dict]:
+            merged = rounds.merge(parts, self.tokenizer.pad_token_id)
+            with torch.inference_mode():
+                answers, _ = rounds.decode(self.model, self.generation_config, self.eos_ids, merged)
+            return [answers]
+
         s, finished = self.settings, {}
         most_rows = min(s.max_batch_size, self.backoff.limit or s.max_batch_size)
         groups = rounds.group_parked(parked, s.max_new_tokens, self.batch_tokens, most_rows)
         for group in groups:
             log.debug("finishing %d long answers of %d batches", sum(map(len, group)), len(group))
-
-            def finish(parts: list) -> list[dict]:
-                merged = rounds.merge(parts, self.tokenizer.pad_token_id)
-                with torch.inference_mode():
-                    answers, _ = rounds.decode(
-                        self.model, self.generation_config, self.eos_ids, merged
-                    )
-                return [answers]
-
             for answers in OOMBackoff().run(group, finish):
                 finished.update(answers)
         return finished

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from transformers.cache_utils import DynamicCache, DynamicLayer
@@ -46,10 +46,6 @@ class Rows:
 
     def __len__(self) -> int:
         return len(self.queries)
-
-    def cost(self, max_new_tokens: int) -> int:
-        """Token slots these rows can come to hold in the cache: rows x (width + steps left)."""
-        return len(self) * (self.input_ids.shape[1] + max_new_tokens - min(self.done))
 
     def held(self) -> int:
         """Token slots these rows hold in the cache now (with the room kept for a round)."""
@@ -91,7 +87,10 @@ def decode(
         if not keep:
             return finished, None
         mask = torch.cat([rows.attention_mask, rows.attention_mask.new_ones(new.shape)], dim=1)
-        rows = _select(Rows(out.sequences, mask, out.past_key_values, *_lists(rows)), keep)
+        grown = replace(
+            rows, input_ids=out.sequences, attention_mask=mask, cache=out.past_key_values
+        )
+        rows = _select(grown, keep)
         if len(rows) <= park_at and parkable(rows, min_new):
             return finished, rows
 
@@ -153,10 +152,6 @@ def group_parked(
         group.append(part)
     if group:
         yield group
-
-
-def _lists(rows: Rows) -> tuple[list, list, list]:
-    return rows.queries, rows.answers, rows.done
 
 
 def _select(rows: Rows, keep: list[int]) -> Rows:
