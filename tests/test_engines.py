@@ -525,6 +525,21 @@ def _forward_shapes(model) -> tuple[list[tuple[int, int]], object]:
     return shapes, model.register_forward_pre_hook(record, with_kwargs=True)
 
 
+def _merges_seen(monkeypatch) -> list[list[tuple[int, int, tuple[int, ...]]]]:
+    """Each ``rounds.merge`` call from now on, as (rows, width, steps done) of each part."""
+    from imhibench.generate import rounds
+
+    merges: list[list[tuple[int, int, tuple[int, ...]]]] = []
+    merge = rounds.merge
+
+    def spy(parts, pad_token_id):
+        merges.append([(len(p), p.input_ids.shape[1], tuple(p.done)) for p in parts])
+        return merge(parts, pad_token_id)
+
+    monkeypatch.setattr(rounds, "merge", spy)
+    return merges
+
+
 # --- static: finished rows leave the batch -------------------------------------------------
 
 
@@ -604,14 +619,7 @@ def test_static_finishes_the_long_answers_of_all_batches_together(
     static = _load(eos_models, kind, max_new_tokens=23, max_batch_size=3)
     reference = [static.generate_token_ids([q])[0] for q in queries]
     monkeypatch.setattr(rounds, "EVICT_EVERY", 3)
-    merges: list[list[tuple[int, int, tuple[int, ...]]]] = []  # per part: rows, width, steps done
-    merge = rounds.merge
-
-    def spy(parts, pad_token_id):
-        merges.append([(len(p), p.input_ids.shape[1], tuple(p.done)) for p in parts])
-        return merge(parts, pad_token_id)
-
-    monkeypatch.setattr(rounds, "merge", spy)
+    merges = _merges_seen(monkeypatch)
     finished: list[tuple[int, int]] = []
     shapes, hook = _forward_shapes(static.model)
     try:
@@ -639,19 +647,14 @@ def test_parked_rows_hold_at_most_an_eighth_of_the_token_budget(eos_models, quer
     static = _load(eos_models, "causal", max_new_tokens=23, max_batch_size=3, batch_tokens=budget)
     reference = _load(eos_models, "causal", max_new_tokens=23).generate_token_ids(queries)
     held: list[int] = []  # token slots of the rows parked when each batch starts
-    merges: list[int] = []
-    run, merge = static._run, rounds.merge
+    run = static._run
 
     def checked_run(batch, ids, parked):
         held.append(sum(p.held() for p in parked))
         return run(batch, ids, parked)
 
-    def counted_merge(parts, pad_token_id):
-        merges.append(len(parts))
-        return merge(parts, pad_token_id)
-
     monkeypatch.setattr(static, "_run", checked_run)
-    monkeypatch.setattr(rounds, "merge", counted_merge)
+    merges = _merges_seen(monkeypatch)
     assert static.generate_token_ids(queries) == reference
     assert 0 < max(held) <= budget // rounds.RESERVE_SHARE  # rows were parked, within the reserve
     assert len(merges) >= 2  # finished before the last batch as the reserve filled up
@@ -665,24 +668,18 @@ def test_parked_rows_finish_in_smaller_groups_after_an_oom(eos_models, queries, 
     monkeypatch.setattr(rounds, "EVICT_EVERY", 3)
     static = _load(eos_models, "causal", max_new_tokens=24, max_batch_size=3)
     reference = static.generate_token_ids(queries)
-    merged: list[int] = []  # parts per merge
-    merge = rounds.merge
-
-    def spy(parts, pad_token_id):
-        merged.append(len(parts))
-        return merge(parts, pad_token_id)
-
+    merges = _merges_seen(monkeypatch)
     generate = static.model.generate
 
     def tight_memory(*args, **kwargs):  # the first merged batch does not fit
-        if len(merged) == 1 and kwargs["input_ids"].shape[0] > 1:
+        if len(merges) == 1 and kwargs["input_ids"].shape[0] > 1:
             raise torch.OutOfMemoryError("fake")
         return generate(*args, **kwargs)
 
-    monkeypatch.setattr(rounds, "merge", spy)
     monkeypatch.setattr(static.model, "generate", tight_memory)
     assert static.generate_token_ids(queries) == reference
-    assert merged[0] >= 2 and max(merged[1:]) < merged[0]
+    parts = [len(m) for m in merges]  # parts per merge
+    assert parts[0] >= 2 and max(parts[1:]) < parts[0]
 
 
 def _parked(rows: int, width: int, done: int):
