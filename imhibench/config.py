@@ -100,8 +100,45 @@ def _check_names(config: dict) -> None:
                 problems.append(
                     f"classifiers: no MentalBERT classifier for task {task!r} ({dataset})"
                 )
+    problems += _engine_problems(config)
     if problems:
         raise ImhiBenchError("invalid configuration:\n" + "\n".join(f"  {p}" for p in problems))
+
+
+def _setting_key(config: dict, model: str, name: str) -> str:
+    """Where a model's generation setting ``name`` comes from: its own entry or the default."""
+    if name in config["model_catalog"][model].get("generation", {}):
+        return f"model_catalog.{model}.generation.{name}"
+    return f"generation.{name}"
+
+
+def _engine_problems(config: dict) -> list[str]:
+    """Selected models whose engine cannot run what the config asks (docs/generation.md,
+    "Refused combinations"): a one-GPU engine for a job of several GPUs, and vLLM serving a
+    LoRA adapter in float32."""
+    from imhibench.generate.engines import ONE_GPU_ENGINES
+    from imhibench.generate.vllm_engine import lora_dtype_problem
+
+    problems = []
+    for model in config["models"]:
+        spec = config["model_catalog"].get(model)
+        if spec is None or spec["kind"] not in ("causal", "lora"):
+            continue
+        settings = {**config["generation"], **spec.get("generation", {})}
+        engine, gpus = settings.get("engine", "auto"), spec["resources"]["gpu"]
+        engine_key = f"{_setting_key(config, model, 'engine')} {engine!r} ({model})"
+        if engine in ONE_GPU_ENGINES and gpus > 1:
+            problems.append(
+                f"{engine_key} runs on one GPU, but model_catalog.{model}.resources.gpu is "
+                f"{gpus}: {ONE_GPU_ENGINES[engine]}; use engine static"
+            )
+        dtype = settings.get("dtype", "auto")
+        if engine == "vllm" and spec["kind"] == "lora" and lora_dtype_problem(dtype):
+            problems.append(
+                f"{engine_key} with {_setting_key(config, model, 'dtype')} {dtype!r}: "
+                f"{lora_dtype_problem(dtype)}"
+            )
+    return problems
 
 
 def checkpoint_key(spec: dict) -> str:

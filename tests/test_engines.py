@@ -382,16 +382,42 @@ def test_oom_backoff_remembers_the_batch_size_that_worked():
         OOMBackoff().run([1], lambda items: (_ for _ in ()).throw(torch.OutOfMemoryError("x")))
 
 
+# vLLM's own values (vllm/config/lora.py: MaxLoRARanks, LoRADType), kept apart from the engine's.
+VLLM_MAX_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+VLLM_LORA_DTYPES = ("auto", "float16", "bfloat16")
+
+
 def _fake_vllm(monkeypatch) -> dict:
-    """A stand-in ``vllm`` module recording what the engine asks of it."""
+    """A stand-in ``vllm`` module recording what the engine asks of it, and refusing what vLLM
+    refuses: a ``max_lora_rank`` outside its ``Literal`` (pydantic's error), a ``lora_dtype``
+    outside ``LoRADType``, LoRA weights (``lora_dtype`` auto = the model's dtype) that are not
+    float16/bfloat16 (its LoRA kernels assert it), an adapter above ``max_lora_rank``."""
     seen: dict = {}
 
     class LLM:
-        def __init__(self, **kwargs):
-            seen["llm"] = kwargs
+        def __init__(self, *, dtype="auto", enable_lora=False, max_lora_rank=16,
+                     lora_dtype="auto", **kwargs):  # fmt: skip
+            if enable_lora and max_lora_rank not in VLLM_MAX_LORA_RANKS:
+                raise ValueError(
+                    "1 validation error for LoRAConfig\nmax_lora_rank\n  Input should be 1, 8, "
+                    f"16, 32, 64, 128, 256, 320 or 512 [type=literal_error, input_value="
+                    f"{max_lora_rank!r}]"
+                )
+            if enable_lora and lora_dtype not in VLLM_LORA_DTYPES:
+                raise ValueError(f"1 validation error for LoRAConfig\nlora_dtype: {lora_dtype!r}")
+            weights = dtype if lora_dtype == "auto" else lora_dtype
+            if enable_lora and weights not in ("float16", "bfloat16"):
+                raise AssertionError("assert weight.dtype in [torch.float16, torch.bfloat16]")
+            seen["llm"] = dict(dtype=dtype, enable_lora=enable_lora, max_lora_rank=max_lora_rank,
+                               lora_dtype=lora_dtype, **kwargs)  # fmt: skip
 
         def generate(self, prompts, params, lora_request=None, use_tqdm=True):
             seen.update(prompts=prompts, params=params, lora=lora_request)
+            if lora_request is not None:
+                config = Path(lora_request[2]) / "adapter_config.json"
+                rank = json.loads(config.read_text())["r"]
+                if rank > seen["llm"]["max_lora_rank"]:
+                    raise ValueError(f"LoRA rank {rank} is greater than max_lora_rank")
             eos = seen["eos"]
             outputs = []
             for p in prompts:
@@ -412,15 +438,21 @@ def _fake_vllm(monkeypatch) -> dict:
     return seen
 
 
-def test_vllm_engine_up_to_its_boundary(demo_models, monkeypatch):
+def _on_fake_gpu(monkeypatch, models) -> dict:
+    """The stand-in ``vllm``, "cuda" taken as given (no GPU here), 4 visible GPUs."""
     from imhibench.generate import causal, lora, vllm_engine
     from imhibench.generate.causal import load_tokenizer
 
     seen = _fake_vllm(monkeypatch)
-    for module in (causal, lora):  # no GPU here: take "cuda" as given
+    for module in (causal, lora):
         monkeypatch.setattr(module, "resolve_device", lambda device: device)
-    seen["eos"] = load_tokenizer(demo_models["causal"]).eos_token_id
+    seen["eos"] = load_tokenizer(models["causal"]).eos_token_id
     monkeypatch.setattr(vllm_engine, "job_gpus", lambda: 4)
+    return seen
+
+
+def test_vllm_engine_up_to_its_boundary(demo_models, monkeypatch):
+    seen = _on_fake_gpu(monkeypatch, demo_models)
     settings = GenerationSettings(engine="vllm", max_new_tokens=32, seed=5)
     backend = load_backend("causal", model_dir=demo_models["causal"], settings=settings,
                            device="cuda")  # fmt: skip
@@ -436,10 +468,44 @@ def test_vllm_engine_up_to_its_boundary(demo_models, monkeypatch):
     lora = load_backend("lora", model_dir=demo_models["lora-adapter"], device="cuda",
                         base_model_dir=demo_models["lora-base"], settings=settings)  # fmt: skip
     assert seen["llm"]["enable_lora"] and seen["llm"]["model"] == demo_models["lora-base"]
+    # the demo adapter has r=4, which vLLM's Literal refuses: the next allowed rank, 8
+    assert json.loads((Path(demo_models["lora-adapter"]) / "adapter_config.json").read_text())[
+        "r"
+    ] == 4
+    assert seen["llm"]["max_lora_rank"] == 8
     lora.generate(["hi"])
     assert seen["lora"] == ("adapter", 1, demo_models["lora-adapter"])
     with pytest.raises(ImhiBenchError, match="needs a GPU"):
         load_backend("causal", model_dir=demo_models["causal"], settings=settings, device="cpu")
+
+
+@pytest.mark.parametrize(("rank", "allowed"), [(1, 1), (2, 8), (8, 8), (9, 16), (300, 320),
+                                               (512, 512), (513, None)])  # fmt: skip
+def test_vllm_max_lora_rank_is_the_next_rank_vllm_accepts(tmp_path, rank, allowed):
+    from imhibench.generate.vllm_engine import max_lora_rank
+
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"r": rank}))
+    if allowed is None:
+        with pytest.raises(ImhiBenchError, match="r=513 is above vLLM's largest, 512"):
+            max_lora_rank(str(tmp_path))
+    else:
+        assert max_lora_rank(str(tmp_path)) == allowed in VLLM_MAX_LORA_RANKS
+
+
+def test_vllm_lora_in_float32_is_refused_before_vllm_starts(demo_models, monkeypatch):
+    """vLLM's LoRA kernels take float16/bfloat16 only: LoRA in float32 is a clear error (the
+    config refuses it too, tests/test_config.py), not vLLM's assertion; causal models may."""
+    seen = _on_fake_gpu(monkeypatch, demo_models)
+    settings = GenerationSettings(engine="vllm", dtype="float32")
+    with pytest.raises(ImhiBenchError, match=r"lora-adapter.*: engine 'vllm' serves LoRA adapters "
+                       r"in float16 or bfloat16 only .*set dtype bfloat16"):  # fmt: skip
+        load_backend("lora", model_dir=demo_models["lora-adapter"], device="cuda",
+                     base_model_dir=demo_models["lora-base"], settings=settings)  # fmt: skip
+    assert "llm" not in seen
+    load_backend("causal", model_dir=demo_models["causal"], settings=settings, device="cuda")
+    assert seen["llm"]["dtype"] == "float32"
+    with pytest.raises(AssertionError):  # the stand-in refuses it as vLLM's kernels do
+        sys.modules["vllm"].LLM(dtype="float32", enable_lora=True, max_lora_rank=8)
 
 
 def test_vllm_missing_is_a_clear_error(demo_models, monkeypatch):

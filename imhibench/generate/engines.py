@@ -14,6 +14,17 @@ _GENERATORS = {
     "upstream": "imhibench.generate.upstream:UpstreamGenerator",
 }
 
+#: Engines that run a model on one GPU only, and why: config validation refuses them for a
+#: model whose job requests several GPUs (``resources.gpu``), and they refuse a model spread
+#: over several devices.
+ONE_GPU_ENGINES = {
+    "continuous": (
+        "transformers' continuous batching allocates its paged KV cache on the model's first "
+        "device, which the layers on the other GPUs cannot write to "
+        "(transformers/generation/continuous_batching/cache.py)"
+    ),
+}
+
 
 def job_gpus() -> int:
     """GPUs this job may use: the visible ones (SLURM sets CUDA_VISIBLE_DEVICES per job)."""

@@ -20,6 +20,12 @@ from imhibench.generate.engines import job_gpus
 # settings dtype -> vLLM dtype; ``auto`` = bfloat16 on GPU, as the other engines.
 _VLLM_DTYPES = {"auto": "bfloat16", "float32": "float32", "bfloat16": "bfloat16",
                 "float16": "float16"}  # fmt: skip
+#: The values vLLM accepts for ``max_lora_rank`` (``MaxLoRARanks``, a pydantic-validated
+#: ``Literal`` in vllm/config/lora.py); an adapter of a smaller rank is served zero-padded.
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+#: Model dtypes vLLM's LoRA kernels take: their LoRA weights must be float16 or bfloat16
+#: (vllm/lora/ops/triton_ops, ``LoRADType``); with ``lora_dtype`` "auto" they take the model's.
+VLLM_LORA_DTYPES = ("float16", "bfloat16")
 
 
 def _import_vllm():
@@ -32,9 +38,30 @@ def _import_vllm():
     return vllm
 
 
-def _lora_rank(lora_dir: str) -> int:
-    """The adapter's rank ``r`` (vLLM must be told the largest rank it will serve)."""
-    return int(json.loads((Path(lora_dir) / "adapter_config.json").read_text())["r"])
+def vllm_dtype(dtype: str) -> str:
+    """The vLLM dtype of a settings ``dtype``."""
+    return _VLLM_DTYPES[dtype]
+
+
+def lora_dtype_problem(dtype: str) -> str | None:
+    """Why vLLM cannot serve a LoRA adapter in settings ``dtype``, or None when it can."""
+    if vllm_dtype(dtype) in VLLM_LORA_DTYPES:
+        return None
+    return (
+        f"engine 'vllm' serves LoRA adapters in float16 or bfloat16 only (its LoRA kernels "
+        f"refuse {vllm_dtype(dtype)}); set dtype bfloat16 for this model, or use engine static "
+        "or continuous to generate in float32"
+    )
+
+
+def max_lora_rank(lora_dir: str) -> int:
+    """The smallest ``max_lora_rank`` vLLM accepts that holds the adapter's rank ``r``."""
+    path = Path(lora_dir) / "adapter_config.json"
+    rank = int(json.loads(path.read_text())["r"])
+    fitting = [r for r in VLLM_LORA_RANKS if r >= rank]
+    if not fitting:
+        raise ImhiBenchError(f"{path}: rank r={rank} is above vLLM's largest, {VLLM_LORA_RANKS[-1]}")
+    return fitting[0]
 
 
 class VLLMGenerator:
@@ -52,13 +79,15 @@ class VLLMGenerator:
             raise ImhiBenchError(f"engine 'vllm' needs a GPU; device is {device!r}")
         if settings.decoding != "greedy":
             raise ImhiBenchError("engine 'vllm' supports greedy decoding only")
+        if lora_dir and lora_dtype_problem(settings.dtype):
+            raise ImhiBenchError(f"{lora_dir}: {lora_dtype_problem(settings.dtype)}")
         vllm = _import_vllm()
         self.tokenizer, self.settings = tokenizer, settings
-        lora = {"enable_lora": True, "max_lora_rank": _lora_rank(lora_dir)} if lora_dir else {}
+        lora = {"enable_lora": True, "max_lora_rank": max_lora_rank(lora_dir)} if lora_dir else {}
         self.llm = vllm.LLM(
             model=model_dir,
             tokenizer=tokenizer.name_or_path,
-            dtype=_VLLM_DTYPES[settings.dtype],
+            dtype=vllm_dtype(settings.dtype),
             seed=settings.seed,
             tensor_parallel_size=max(job_gpus(), 1),
             enable_prefix_caching=True,
