@@ -303,7 +303,7 @@ def test_vllm_lora_in_float32_is_refused(paper):
     with pytest.raises(ImhiBenchError) as refused:
         validate_config(paper, SCHEMA)
     message = str(refused.value)
-    assert "generation.engine 'vllm' (MentaLLaMA-33B-lora) with generation.dtype 'float32'" in message
+    assert "engine 'vllm' (MentaLLaMA-33B-lora) with generation.dtype 'float32'" in message
     assert "LoRA adapters in float16 or bfloat16 only" in message
     assert message.count("generation.dtype") == 1  # causal models run vLLM in float32
     paper["model_catalog"]["MentaLLaMA-33B-lora"]["generation"] = {"dtype": "bfloat16"}

@@ -116,6 +116,75 @@ def test_continuous_in_the_sharded_stage(eos_models, tmp_path):
     assert read_provenance(out)["generation_settings"]["engine"] == "continuous"
 
 
+def test_continuous_keeps_sdpa_where_flash_attention_is_installed(eos_models, queries, monkeypatch):
+    """transformers switches continuous batching to FlashAttention when it is installed (no
+    float32; other numerics than the static engine's): the engine turns that off."""
+    from transformers.generation.continuous_batching import continuous_api
+
+    static = _load(eos_models, "causal", max_new_tokens=12, engine="static")
+    reference = static.generate_token_ids(queries[:4])
+    monkeypatch.setattr(continuous_api, "is_flash_attn_3_available", lambda **kw: False)
+    monkeypatch.setattr(continuous_api, "is_flash_attn_2_available", lambda **kw: True)
+    continuous = _load(eos_models, "causal", max_new_tokens=12, engine="continuous")
+    switched = []
+    monkeypatch.setattr(continuous.model, "set_attn_implementation", switched.append)
+    assert continuous.generate_token_ids(queries[:4]) == reference
+    assert switched == [] and continuous.model.config._attn_implementation == "sdpa"
+
+
+def test_continuous_refuses_a_model_spread_over_several_gpus(demo_models):
+    """Its paged cache lives on one device; layers on another GPU could not write to it."""
+    from imhibench.generate.causal import load_causal_model, load_tokenizer
+
+    settings = GenerationSettings(engine="continuous")
+    model = load_causal_model(demo_models["causal"], settings, "cpu")
+    model.hf_device_map = {"model.embed_tokens": 0, "model.layers.0": 0, "model.layers.1": 1}
+    with pytest.raises(ImhiBenchError, match=r"engine 'continuous' runs on one device, but the "
+                       r"model is spread over \['0', '1'\].*paged KV cache"):  # fmt: skip
+        ContinuousGenerator(model, load_tokenizer(demo_models["causal"]), settings, "cpu")
+
+
+def test_continuous_out_of_memory_lowers_the_memory_share_not_the_prompts(
+    eos_models, queries, monkeypatch
+):
+    """An out-of-memory reported by transformers: the whole shard again, with half the share
+    of the free memory for the paged cache (fewer prompts would not lower the peak), and the
+    cached memory released once the failed call's frames are gone."""
+    import weakref
+
+    import torch
+
+    continuous = _load(eos_models, "causal", max_new_tokens=12, engine="continuous")
+    reference = continuous.generate_token_ids(queries)
+    generate_batch = continuous.model.generate_batch
+    calls, alive_at_release, failed = [], [], []
+
+    class Activations:  # what the failed call's frame holds when it runs out of memory
+        pass
+
+    def tight_memory(prompts, continuous_batching_config, **kwargs):
+        calls.append((len(prompts), continuous_batching_config.max_memory_percent))
+        if len(calls) < 3:
+            activations = Activations()
+            failed.append(weakref.ref(activations))
+            raise torch.OutOfMemoryError("CUDA out of memory (fake)")
+        monkeypatch.setattr(torch.cuda, "is_available", cuda_available)  # CPU again
+        return generate_batch(prompts, continuous_batching_config=continuous_batching_config,
+                              **kwargs)  # fmt: skip
+
+    monkeypatch.setattr(continuous.model, "generate_batch", tight_memory)
+    cuda_available = torch.cuda.is_available
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # empty_cache is called
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: alive_at_release.append(failed[-1]()))
+    assert continuous.generate_token_ids(queries) == reference
+    assert calls == [(10, None), (10, 0.45), (10, 0.225)]  # transformers' default first
+    assert alive_at_release == [None, None]
+    calls.clear()
+    continuous.memory_share = 0.08  # the next halving is below MIN_MEMORY_SHARE: stop
+    with pytest.raises(ImhiBenchError, match="out of memory with 8% of the free GPU memory"):
+        continuous.generate_token_ids(queries[:2])
+
+
 # --- upstream-exact loop ---------------------------------------------------------------------
 
 
@@ -382,6 +451,31 @@ def test_oom_backoff_remembers_the_batch_size_that_worked():
         OOMBackoff().run([1], lambda items: (_ for _ in ()).throw(torch.OutOfMemoryError("x")))
 
 
+def test_oom_backoff_releases_cached_memory_after_leaving_the_handler(monkeypatch):
+    """Inside ``except`` the traceback still holds the failed batch's frames: the cache is
+    emptied after the handler, when they are gone."""
+    import weakref
+
+    import torch
+
+    class Batch:  # stands for the failed batch's tensors
+        pass
+
+    failed, alive_at_release = [], []
+
+    def run(items):
+        batch = Batch()
+        if len(items) > 1:
+            failed.append(weakref.ref(batch))
+            raise torch.OutOfMemoryError("fake")
+        return items
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: alive_at_release.append(failed[-1]()))
+    assert OOMBackoff().run([1, 2, 3, 4], run) == [1, 2, 3, 4]
+    assert alive_at_release == [None, None]  # 4 then 2 failed; both freed before the release
+
+
 # vLLM's own values (vllm/config/lora.py: MaxLoRARanks, LoRADType), kept apart from the engine's.
 VLLM_MAX_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 VLLM_LORA_DTYPES = ("auto", "float16", "bfloat16")
@@ -469,9 +563,10 @@ def test_vllm_engine_up_to_its_boundary(demo_models, monkeypatch):
                         base_model_dir=demo_models["lora-base"], settings=settings)  # fmt: skip
     assert seen["llm"]["enable_lora"] and seen["llm"]["model"] == demo_models["lora-base"]
     # the demo adapter has r=4, which vLLM's Literal refuses: the next allowed rank, 8
-    assert json.loads((Path(demo_models["lora-adapter"]) / "adapter_config.json").read_text())[
-        "r"
-    ] == 4
+    assert (
+        json.loads((Path(demo_models["lora-adapter"]) / "adapter_config.json").read_text())["r"]
+        == 4
+    )
     assert seen["llm"]["max_lora_rank"] == 8
     lora.generate(["hi"])
     assert seen["lora"] == ("adapter", 1, demo_models["lora-adapter"])
@@ -746,6 +841,36 @@ def test_parked_rows_finish_in_smaller_groups_after_an_oom(eos_models, queries, 
     assert static.generate_token_ids(queries) == reference
     parts = [len(m) for m in merges]  # parts per merge
     assert parts[0] >= 2 and max(parts[1:]) < parts[0]
+
+
+def test_parked_rows_back_off_row_by_row_after_an_oom(eos_models, queries, monkeypatch):
+    """A parked part of several rows that runs out of memory is split into its rows (it used
+    to stop the job as if it were a single query)."""
+    import torch
+
+    from imhibench.generate import rounds
+
+    monkeypatch.setattr(rounds, "EVICT_EVERY", 3)
+    monkeypatch.setattr(rounds, "PARK_SHARE", 2)  # one batch of 10: parked at 5 rows or fewer
+    static = _load(eos_models, "causal", max_new_tokens=24)
+    reference = static.generate_token_ids(queries)
+    merges = _merges_seen(monkeypatch)
+    generate = static.model.generate
+    rows_tried: list[int] = []
+
+    def tight_memory(*args, **kwargs):  # finishing the parked rows: one row at a time fits
+        if merges:
+            rows_tried.append(kwargs["input_ids"].shape[0])
+            if rows_tried[-1] > 1:
+                raise torch.OutOfMemoryError("fake")
+        return generate(*args, **kwargs)
+
+    monkeypatch.setattr(static.model, "generate", tight_memory)
+    assert static.generate_token_ids(queries) == reference
+    [[(parked, *_)], *retries] = merges  # one part of several rows was parked
+    assert parked >= 2 and rows_tried[0] == parked
+    sizes = [sum(rows for rows, *_ in m) for m in retries]
+    assert max(sizes) < parked and sizes.count(1) == parked  # in the end each row on its own
 
 
 def _parked(rows: int, width: int, done: int):

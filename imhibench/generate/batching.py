@@ -65,19 +65,28 @@ class OOMBackoff:
             size = min(len(items) - start, self.limit or len(items))
             try:
                 results.extend(run(items[start : start + size]))
+                start += size
+                continue
             except torch.OutOfMemoryError as err:
                 if size == 1:
                     raise ImhiBenchError(
                         "out of memory generating a single query; lower max_new_tokens, use a "
                         "smaller dtype or a larger GPU"
                     ) from err
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-                self.limit = size // 2
-                log.warning(
-                    "CUDA out of memory on a batch of %d; batches of at most %d from now on",
-                    size, self.limit,
-                )  # fmt: skip
-                continue
-            start += size
+            release_cached_memory()  # outside the handler: its traceback held the tensors
+            self.limit = size // 2
+            log.warning(
+                "CUDA out of memory on a batch of %d; batches of at most %d from now on",
+                size, self.limit,
+            )  # fmt: skip
         return results
+
+
+def release_cached_memory() -> None:
+    """Hand the CUDA allocator's cached blocks back after an out-of-memory. Called after the
+    ``except`` block: inside it the exception's traceback still holds the failed batch's
+    tensors (its frames' locals), so their memory could not be released."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -214,13 +214,14 @@ class HFGenerator:
 
     def _finish_parked(self, parked: list) -> dict[int, list[int]]:
         """Finish the parked rows of every batch together, in merged batches under the token
-        budget and the batch size that fit so far (out of memory: in smaller groups)."""
+        budget and the batch size that fit so far (out of memory: in smaller groups of rows,
+        down to single rows, whatever part they were parked in)."""
         import torch
 
         from imhibench.generate import rounds
 
-        def finish(parts: list) -> list[dict]:
-            merged = rounds.merge(parts, self.tokenizer.pad_token_id)
+        def finish(rows: list[tuple[rounds.Rows, int]]) -> list[dict]:
+            merged = rounds.merge(_parts_of(rows), self.tokenizer.pad_token_id)
             with torch.inference_mode():
                 answers, _ = rounds.decode(self.model, self.generation_config, self.eos_ids, merged)
             return [answers]
@@ -230,7 +231,8 @@ class HFGenerator:
         groups = rounds.group_parked(parked, s.max_new_tokens, self.batch_tokens, most_rows)
         for group in groups:
             log.debug("finishing %d long answers of %d batches", sum(map(len, group)), len(group))
-            for answers in OOMBackoff().run(group, finish):
+            rows = [(part, row) for part in group for row in range(len(part))]
+            for answers in OOMBackoff().run(rows, finish):
                 finished.update(answers)
         return finished
 
@@ -249,3 +251,14 @@ class HFGenerator:
             and config.max_new_tokens is not None
             and not config.min_length  # counts the whole padded row, which rounds cut
         )
+
+
+def _parts_of(rows: list) -> list:
+    """The parked parts of ``rows`` ((part, row index) pairs, a part's rows together): a part
+    whose rows are all there as it is, another as a copy of those rows (``rounds.pick``)."""
+    from imhibench.generate import rounds
+
+    parts: dict[int, tuple] = {}
+    for part, row in rows:
+        parts.setdefault(id(part), (part, []))[1].append(row)
+    return [p if len(keep) == len(p) else rounds.pick(p, keep) for p, keep in parts.values()]

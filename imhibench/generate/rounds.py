@@ -154,6 +154,23 @@ def group_parked(
         yield group
 
 
+def pick(rows: Rows, keep: list[int]) -> Rows:
+    """A copy of the rows ``keep`` of ``rows`` (ids, mask, cache); ``rows`` is left whole."""
+    cache = DynamicCache()
+    for layer in rows.cache.layers:
+        index = torch.tensor(keep, device=layer.keys.device)
+        keys, values, picked = layer.keys[index], layer.values[index], DynamicLayer()
+        picked.lazy_initialization(keys, values)
+        picked.keys, picked.values = keys, values
+        cache.layers.append(picked)
+    index = torch.tensor(keep, device=rows.input_ids.device)
+    return Rows(
+        rows.input_ids[index], rows.attention_mask[index], cache,
+        [rows.queries[k] for k in keep], [list(rows.answers[k]) for k in keep],
+        [rows.done[k] for k in keep],
+    )  # fmt: skip
+
+
 def _select(rows: Rows, keep: list[int]) -> Rows:
     """``rows`` reduced to the rows ``keep``, without the columns they no longer need."""
     ids, mask, cache = rows.input_ids, rows.attention_mask, rows.cache

@@ -60,7 +60,9 @@ def max_lora_rank(lora_dir: str) -> int:
     rank = int(json.loads(path.read_text())["r"])
     fitting = [r for r in VLLM_LORA_RANKS if r >= rank]
     if not fitting:
-        raise ImhiBenchError(f"{path}: rank r={rank} is above vLLM's largest, {VLLM_LORA_RANKS[-1]}")
+        raise ImhiBenchError(
+            f"{path}: rank r={rank} is above vLLM's largest, {max(VLLM_LORA_RANKS)}"
+        )
     return fitting[0]
 
 
