@@ -42,6 +42,10 @@ wildcard_constraints:
 
 
 SCRIPTS = Path(workflow.basedir) / "scripts"
+# Nodes of every submitted job: each is one process, so all of its GPUs must be on one node
+# (the `gpu` resource becomes `sbatch --gpus=N`, a job-wide total that SLURM may spread over
+# several nodes; the process would then see only its own node's GPUs).
+JOB_NODES = 1
 TABLE_GROUPS = [g for g in ("main", "expert") if PLAN.table_datasets(g)]
 TABLES = table_specs(config["labelers"][0], list(config["scorers"]), TABLE_GROUPS)
 PAIRED_TABLES = paired_table_names(TABLE_GROUPS)

@@ -13,6 +13,7 @@ rule generate:
         "../envs/generate.yaml"
     threads: get_generate_resource("cpus")
     resources:
+        nodes=JOB_NODES,
         gpu=get_generate_resource("gpu"),
         mem_mb=get_generate_resource("mem_mb"),
         runtime=get_generate_resource("runtime"),

@@ -45,6 +45,7 @@ rule generate_api:
         "../envs/generate.yaml"
     threads: get_generate_resource("cpus")
     resources:
+        nodes=JOB_NODES,
         mem_mb=get_generate_resource("mem_mb"),
         runtime=get_generate_resource("runtime"),
         cpus_per_task=get_generate_resource("cpus"),

@@ -11,6 +11,7 @@ rule label:
         "../envs/label.yaml"
     threads: get_stage_resource("label", "cpus")
     resources:
+        nodes=JOB_NODES,
         gpu=get_stage_resource("label", "gpu"),
         mem_mb=get_stage_resource("label", "mem_mb"),
         runtime=get_stage_resource("label", "runtime"),

@@ -12,6 +12,7 @@ rule score:
         "../envs/score.yaml"
     threads: get_stage_resource("score", "cpus")
     resources:
+        nodes=JOB_NODES,
         gpu=get_stage_resource("score", "gpu"),
         mem_mb=get_stage_resource("score", "mem_mb"),
         runtime=get_stage_resource("score", "runtime"),

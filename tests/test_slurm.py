@@ -1,4 +1,5 @@
-"""`snakemake --profile profiles/slurm` on a real single-node SLURM cluster on localhost.
+"""The sbatch line of every GPU job of the paper config, and `snakemake --profile
+profiles/slurm` on a real single-node SLURM cluster on localhost.
 
 Starts munged, slurmctld and slurmd from Debian's packages (slurmctld, slurmd, slurm-client,
 munge; .ci/run installs them) with a `gpu` GRES backed by /dev/null, runs the small demo through
@@ -14,7 +15,9 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
+import types
 from pathlib import Path
 
 import pandas as pd
@@ -22,7 +25,6 @@ import pytest
 import yaml
 from small_demo import REPO, finished_small_demo, run, snakemake_command, write_config
 
-pytestmark = pytest.mark.slow
 SLURM_ETC = Path("/etc/slurm")  # the jobstep plugin's inner srun needs the default location
 MARKER = "# written by imhi-bench tests/test_slurm.py"
 DAEMONS = ("munged", "slurmctld", "slurmd")
@@ -30,6 +32,67 @@ LOCAL_RULES = {
     "build_demo_models", "fetch_test_set", "fetch_example_responses", "fetch_bart_score_weights",
     "aggregate", "plots", "answer_sample", "all",
 }  # fmt: skip
+
+
+class JobResources(dict):
+    """A job's resources as the executor plugin reads them (``.get`` and attributes)."""
+
+    __getattr__ = dict.__getitem__
+
+
+def planned_jobs(output: str) -> list[types.SimpleNamespace]:
+    """The jobs of a dry run's output (rule, wildcards, resources), as the plugin sees them."""
+    jobs = []
+    for block in output.split("\nrule ")[1:]:
+        rule = block.split(":", 1)[0]
+        line = re.search(r"^\s+resources: (.*)$", block, re.M)
+        wildcards = re.search(r"^\s+wildcards: (.*)$", block, re.M)
+        resources = JobResources()
+        for key, value in re.findall(r"(\w+)=([^,]*)", line[1] if line else ""):
+            if value != "<TBD>":
+                resources[key] = int(value) if value.isdigit() else value
+        threads = re.search(r"^\s+threads: (\d+)$", block, re.M)
+        jobs.append(types.SimpleNamespace(
+            name=rule, wildcards=wildcards[1] if wildcards else "", resources=resources,
+            threads=int(threads[1]) if threads else 1, is_group=lambda: False,
+        ))  # fmt: skip
+    return jobs
+
+
+def test_every_gpu_job_of_the_paper_config_asks_for_one_node(tmp_path):
+    """`--gpus=N` is a job-wide total that SLURM may spread over nodes; every job is one
+    process, so it also asks for `--nodes=1`. The sbatch lines are the plugin's own
+    (`get_submit_command` + `set_gres_string`, snakemake-executor-plugin-slurm), from the
+    resources a dry run of the paper config through profiles/slurm gives each job."""
+    from snakemake_executor_plugin_slurm.submit_string import get_submit_command
+    from snakemake_executor_plugin_slurm.utils import set_gres_string
+
+    command = [
+        sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+        "--directory", str(tmp_path), "--profile", str(REPO / "profiles" / "slurm"), "--dry-run",
+    ]  # fmt: skip
+    result = run(command, timeout=600)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    gpu_jobs = [job for job in planned_jobs(result.stdout) if job.resources.get("gpu")]
+    lines = {}
+    for job in gpu_jobs:
+        params = {
+            "run_uuid": "run",
+            "slurm_logfile": "log",
+            "comment_str": f"rule_{job.name}",
+            "account": "-A my_account",
+            "partition": "-p gpu",
+            "workdir": str(tmp_path),
+        }
+        lines[(job.name, job.wildcards)] = get_submit_command(job, params) + set_gres_string(job)
+    assert {rule for rule, _ in lines} == {"generate", "label", "score"}
+    # 4 instruction models x 18 sets, 2 completion models x 9 (the API model runs locally)
+    assert sum(rule == "generate" for rule, _ in lines) == 4 * 18 + 2 * 9
+    for (rule, _), line in lines.items():
+        assert " --nodes=1 " in line and re.search(r" --gpus=\d+$", line), (rule, line)
+    multi = {w: line for (rule, w), line in lines.items() if "--gpus=2" in line}
+    assert len(multi) == 18 and all("model=MentaLLaMA-33B-lora" in w for w in multi)
+    print(next(iter(multi.values())))
 
 
 def sbin(name: str) -> str | None:
@@ -207,6 +270,7 @@ def scontrol_job(job_id: str) -> dict[str, str]:
     return dict(re.findall(r"(\w+)=(\S*)", shown))
 
 
+@pytest.mark.slow
 def test_demo_through_slurm_equals_local_run(slurm_cluster, tmp_path_factory, tmp_path):
     local, config = finished_small_demo(tmp_path_factory)
     workdir = tmp_path / "work"
