@@ -274,13 +274,18 @@ def test_imhi_source_null_string_names_the_keyword(paper):
         validate_config(paper, SCHEMA)
 
 
+def _refusal(config: dict) -> str:
+    """The message with which ``validate_config`` refuses ``config``."""
+    with pytest.raises(ImhiBenchError) as refused:
+        validate_config(config, SCHEMA)
+    return str(refused.value)
+
+
 def test_continuous_engine_for_a_job_of_several_gpus_is_refused(paper):
     """transformers' continuous batching keeps its paged cache on one device: a model spread
     over the 33B job's 2 GPUs could not run, so the config is refused, naming both keys."""
     paper["generation"]["engine"] = "continuous"
-    with pytest.raises(ImhiBenchError) as refused:
-        validate_config(paper, SCHEMA)
-    message = str(refused.value)
+    message = _refusal(paper)
     assert "generation.engine 'continuous' (MentaLLaMA-33B-lora) runs on one GPU" in message
     assert "model_catalog.MentaLLaMA-33B-lora.resources.gpu is 2" in message
     assert message.count("runs on one GPU") == 1  # one-GPU jobs may use it
@@ -300,9 +305,7 @@ def test_vllm_lora_in_float32_is_refused(paper):
     """vLLM's LoRA kernels take float16/bfloat16 weights only; the paper config's float32 with
     engine vllm is refused for the LoRA model, naming the engine and dtype keys."""
     paper["generation"]["engine"] = "vllm"
-    with pytest.raises(ImhiBenchError) as refused:
-        validate_config(paper, SCHEMA)
-    message = str(refused.value)
+    message = _refusal(paper)
     assert "engine 'vllm' (MentaLLaMA-33B-lora) with generation.dtype 'float32'" in message
     assert "LoRA adapters in float16 or bfloat16 only" in message
     assert message.count("generation.dtype") == 1  # causal models run vLLM in float32
