@@ -19,7 +19,14 @@ from imhibench.errors import ImhiBenchError
 from imhibench.io import read_provenance, read_table, write_json, write_table
 from imhibench.metrics.paired import paired_weighted_f1_difference
 from imhibench.score import SUMMARY_COLUMNS
-from imhibench.tables import DisplayRow, Table, number, with_interval, write_table_files
+from imhibench.tables import (
+    DisplayRow,
+    Table,
+    difference_as_shown,
+    number,
+    with_interval,
+    write_table_files,
+)
 
 # The transcription of the paper's weighted F1 that ships with imhi-bench (the default of the
 # config key `published_weighted_f1`), and its caveat, shown under every table that uses it.
@@ -32,6 +39,11 @@ SHIPPED_PUBLISHED_CAVEAT = (
 PROVENANCE_SIDECAR = "provenance.json"
 LABEL_COLUMNS = ["row_id", "gold_label"]
 
+# Under every table with difference rows.
+DIFFERENCE_NOTE = (
+    "Difference: ours minus published, of the values as shown (each rounded to 2 decimals); "
+    "the Parquet file's <dataset>_difference columns hold the unrounded difference."
+)
 STATUS_REPRODUCED = "reproduced"
 STATUS_PUBLISHED_ONLY = "published only"
 UNITS = {
@@ -159,17 +171,23 @@ class TableRow:
 def paper_row_order(
     models: Sequence[str], published_as: Mapping[str, str | None], published_models: Sequence[str]
 ) -> list[TableRow]:
-    """The paper's rows in its order, each one ours where a model is `published_as` it, else
+    """The paper's rows in its order, each one ours where a model is `published_as` it (every
+    such model, in config order, when several are, e.g. a float32 and a bfloat16 run), else
     published only; then our models that have no published row, in config order."""
-    ours = {name: model for model, name in published_as.items() if name and model in models}
+    ours: dict[str, list[str]] = {}
+    for model in models:
+        if name := published_as.get(model):
+            ours.setdefault(name, []).append(model)
     unknown = sorted(n for n in ours if n not in published_models)
     if unknown:
         raise ImhiBenchError(
             f"published_as names {unknown} are not rows of the published file "
             f"({list(published_models)})"
         )
-    rows = [TableRow(ours.get(name, name), ours.get(name), name) for name in published_models]
-    rows += [TableRow(m, m, None) for m in models if m not in ours.values()]
+    rows = []
+    for name in published_models:
+        rows += [TableRow(m, m, name) for m in ours.get(name, [])] or [TableRow(name, None, name)]
+    rows += [TableRow(m, m, None) for m in models if not published_as.get(m)]
     return rows
 
 
@@ -225,7 +243,7 @@ def metric_table(
                 record[f"{dataset}_difference"] = difference
             ours.append(with_interval(value, low, high) if has_ci else number(value))
             theirs.append(number(reference))
-            differences.append(number(difference, signed=True))
+            differences.append(number(difference_as_shown(value, reference), signed=True))
         records.append(record)
         if row.model is None:
             display.append(
@@ -242,6 +260,8 @@ def metric_table(
         table_notes.insert(
             0, "Brackets: seeded percentile bootstrap 95% interval (1000 resamples of the rows)."
         )
+    if any(row.kind == "difference" for row in display):
+        table_notes.append(DIFFERENCE_NOTE)
     return Table(
         spec.name, spec.title, list(datasets), display, frame, table_notes, dict(metadata or {})
     )
@@ -320,12 +340,8 @@ def paired_table(
                 cells.append("-")
                 continue
             test = by_dataset.loc[dataset]
-            text = with_interval(test["difference"], test["ci_low"], test["ci_high"])
-            cells.append(
-                ("+" if test["difference"] > 0 else "")
-                + text
-                + (" *" if test["significant"] else "")
-            )
+            text = with_interval(test["difference"], test["ci_low"], test["ci_high"], signed=True)
+            cells.append(text + (" *" if test["significant"] else ""))
         display.append(DisplayRow(f"{model_a} - {model_b}", tuple(cells)))
     notes = [
         f"Weighted F1 ({labeler} labels) of the first model minus the second, on the rows both "

@@ -47,18 +47,30 @@ class Table:
 
 
 def number(value: float | None, digits: int = 2, signed: bool = False) -> str:
-    """A rounded number, '-' when missing; `signed` shows '+' on positive values."""
+    """A rounded number, '-' when missing; `signed` shows '+' on positive values. A value that
+    rounds to zero is `0.00`, never `-0.00` or `+0.00`."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return MISSING
-    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+    text = f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+    return f"{0:.{digits}f}" if float(text) == 0 else text
 
 
-def with_interval(value: float, low: float, high: float, digits: int = 2) -> str:
+def difference_as_shown(ours: float, theirs: float, digits: int = 2) -> float:
+    """`ours - theirs` of the two values as `number` shows them (NaN when one is missing), so
+    that a displayed difference is the difference of the displayed values."""
+    shown = [number(v, digits) for v in (ours, theirs)]
+    return math.nan if MISSING in shown else float(shown[0]) - float(shown[1])
+
+
+def with_interval(
+    value: float, low: float, high: float, digits: int = 2, signed: bool = False
+) -> str:
     """`83.90 [80.10, 87.20]`; the value alone when the interval is missing."""
-    text = number(value, digits)
-    if text == MISSING or number(low) == MISSING or number(high) == MISSING:
+    text = number(value, digits, signed)
+    bounds = [number(low, digits), number(high, digits)]
+    if text == MISSING or MISSING in bounds:
         return text
-    return f"{text} [{low:.{digits}f}, {high:.{digits}f}]"
+    return f"{text} [{bounds[0]}, {bounds[1]}]"
 
 
 # ---- Parquet ---------------------------------------------------------------------------------

@@ -321,3 +321,59 @@ def test_mixed_bart_score_variants_are_refused(summaries, tmp_path):
     write_table(summary("m4", "DR", 1.0, -9.0), unnamed, {"model": "m4"})
     with pytest.raises(ImhiBenchError, match="old.parquet.*names no BARTScore variant"):
         write_tables([*summaries, unnamed], tmp_path / "t", specs, ["m1"], {"main": ["DR"]})
+
+
+def test_two_models_published_as_the_same_row_both_get_the_comparison(tmp_path, published):
+    """E.g. a float32 and a bfloat16 run of one checkpoint: both compared, in config order."""
+    paths = []
+    for model, f1 in [("m-fp32", 80.0), ("m-bf16", 79.0)]:
+        path = tmp_path / f"{model}.parquet"
+        write_table(summary(model, "DR", f1, -3.0), path, {"model": model})
+        paths.append(path)
+    out = tmp_path / "tables"
+    write_tables(paths, out, table_specs("mentalbert", [], ["main"]), ["m-fp32", "m-bf16"],
+                 {"main": ["DR"]}, TASKS, published=published,
+                 published_as={"m-fp32": "Paper M1", "m-bf16": "Paper M1"})  # fmt: skip
+    table = pd.read_parquet(out / "weighted_f1.parquet")
+    assert table["model"].tolist() == ["RoBERTa_base", "m-fp32", "m-bf16", "Paper M2"]
+    assert table.set_index("model").loc[["m-fp32", "m-bf16"], "DR_difference"].tolist() == [
+        pytest.approx(80.0 - 83.95), pytest.approx(79.0 - 83.95),
+    ]  # fmt: skip
+    markdown = (out / "weighted_f1.md").read_text()
+    assert markdown.count("| &nbsp;&nbsp;published (Paper M1) | 83.95 |") == 2
+    assert "| &nbsp;&nbsp;difference | -3.95 |" in markdown
+    assert "| &nbsp;&nbsp;difference | -4.95 |" in markdown
+
+
+@pytest.mark.parametrize(
+    ("ours", "theirs", "shown"),
+    [
+        (83.946, "83.95", "0.00"),  # was -0.00
+        (83.954, "83.95", "0.00"),  # was +0.00
+        (83.946, "83.954", "0.00"),  # 83.95 - 83.95 as shown (unrounded: -0.008, was -0.01)
+        (83.944, "83.95", "-0.01"),
+    ],
+)
+def test_differences_are_of_the_values_as_shown_without_signed_zero(tmp_path, ours, theirs, shown):
+    path = tmp_path / "m1.parquet"
+    write_table(summary("m1", "DR", ours, -3.0), path, {"model": "m1"})
+    published = tmp_path / "published.csv"
+    published.write_text(f"model,DR\nPaper M1,{theirs}\n")
+    out = tmp_path / "tables"
+    write_tables([path], out, table_specs("mentalbert", [], ["main"]), ["m1"], {"main": ["DR"]},
+                 TASKS, published=published, published_as={"m1": "Paper M1"})  # fmt: skip
+    markdown = (out / "weighted_f1.md").read_text()
+    assert f"| &nbsp;&nbsp;difference | {shown} |" in markdown
+    assert "of the values as shown" in markdown
+    unrounded = pd.read_parquet(out / "weighted_f1.parquet").loc[0, "DR_difference"]
+    assert unrounded == pytest.approx(ours - float(theirs))
+
+
+def test_numbers_never_show_a_signed_zero():
+    from imhibench.tables import number, with_interval
+
+    assert [number(v, signed=True) for v in (-0.004, 0.004, 0.0, -0.0, 0.006)] == [
+        "0.00", "0.00", "0.00", "0.00", "+0.01",
+    ]  # fmt: skip
+    assert number(-0.001) == "0.00" and number(-0.01) == "-0.01"
+    assert with_interval(0.001, -0.002, 0.3, signed=True) == "0.00 [0.00, 0.30]"
