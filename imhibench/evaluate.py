@@ -45,13 +45,15 @@ LONG_TREATMENT = (
 
 @dataclass(frozen=True)
 class ResponseRows:
-    """One dataset's rows, aligned: gold label None where the gold answer fits no template."""
+    """One dataset's rows, aligned: gold label None where the gold answer fits no template;
+    `test_set_rows`: the rows of the whole test set (the file may answer only some)."""
 
     row_ids: list[str]
     responses: list[str]
     gold_answers: list[str]
     gold_labels: list[str | None]
     given_labels: list[str] | None
+    test_set_rows: int
 
 
 def classifier_name_map(task: Task) -> dict[str, str]:
@@ -123,24 +125,33 @@ def _rows_from_upstream(
     responses = import_responses(path, row_ids, golds, keep_empty=True)
     gold_labels = [_parse_gold(task, gold, split) for gold in golds]
     given = _labels_column(table, path, labels_column, None)
-    return ResponseRows(row_ids, responses, golds, gold_labels, given)
+    return ResponseRows(row_ids, responses, golds, gold_labels, given, len(row_ids))
 
 
 def _rows_from_test_set(path: str, test_set: str, labels_column: str | None) -> ResponseRows:
-    """Rows of any responses layout, aligned to the test-set Parquet and its gold labels."""
+    """Rows of any responses layout, aligned to the test-set Parquet and its gold labels. A
+    row_id,response file may answer part of the test set (the pipeline's own output with
+    `rows_per_dataset`): its rows are scored, in test-set order."""
     from imhibench.io import read_table
 
     tests = read_table(test_set, ["row_id", "gold_answer", "gold_label"])
-    row_ids = [str(r) for r in tests["row_id"]]
-    golds = [str(g) for g in tests["gold_answer"]]
+    table = _read_table(Path(path))
+    by_row_id = not set(UPSTREAM_COLUMNS) <= set(table.columns)
+    answered = tests
+    if by_row_id and "row_id" in table.columns:
+        answered = tests[tests["row_id"].astype(str).isin(set(map(str, table["row_id"])))]
+        if answered.empty:
+            raise ImhiBenchError(
+                f"responses file {path}: none of its row_ids is a row of the test set {test_set}"
+            )
+    row_ids = [str(r) for r in answered["row_id"]]
+    golds = [str(g) for g in answered["gold_answer"]]
     responses = import_responses(path, row_ids, golds, keep_empty=True)
-    gold_labels = [g if isinstance(g, str) else None for g in tests["gold_label"]]
+    gold_labels = [g if isinstance(g, str) else None for g in answered["gold_label"]]
     given = None
     if labels_column is not None:
-        table = _read_table(Path(path))
-        by_row_id = not set(UPSTREAM_COLUMNS) <= set(table.columns)
         given = _labels_column(table, path, labels_column, row_ids if by_row_id else None)
-    return ResponseRows(row_ids, responses, golds, gold_labels, given)
+    return ResponseRows(row_ids, responses, golds, gold_labels, given, len(tests))
 
 
 def read_rows(
@@ -275,6 +286,15 @@ def answer_warnings(rows: ResponseRows, max_answer_tokens: int) -> dict[str, Any
     }
 
 
+def partial_warning(rows: ResponseRows, responses: str, test_set: str | None) -> str:
+    """What a file that answers part of the test set means for its numbers."""
+    return (
+        f"{responses} answers {len(rows.row_ids)} of the {rows.test_set_rows} rows of the test "
+        f"set {test_set}: every metric is of those {len(rows.row_ids)} rows only, not "
+        "comparable with a run on the whole test set"
+    )
+
+
 def evaluate(
     dataset: str,
     responses: str,
@@ -309,6 +329,8 @@ def evaluate(
     device = resolve_device(device) if needs_torch else "cpu"
     rows = read_rows(responses, task, split, test_set, labels_column)
     checks = answer_warnings(rows, max_answer_tokens)
+    if len(rows.row_ids) < rows.test_set_rows:
+        checks["warnings"].insert(0, partial_warning(rows, responses, test_set))
     predicted = predict_labels(rows, task, labeler, classifier, device)
     rule, ood = rule_labels(task, rows.responses)
     gold, scored = _scored_subset(rows, predicted, responses)
@@ -319,6 +341,7 @@ def evaluate(
         "responses": str(responses),
         "labeler": f"column:{labels_column}" if labels_column else labeler,
         "n": len(rows.row_ids),
+        "test_set_rows": rows.test_set_rows,
         "n_correctness": len(gold),
         "unparsed_gold": len(unparsed),
         "unparsed_gold_rows": unparsed,
@@ -364,7 +387,8 @@ def format_report(result: dict[str, Any]) -> str:
     low, high = result["weighted_f1_ci95"]
     lines = [
         f"{result['dataset']}: {result['n']} responses from {result['responses']} "
-        f"(labeler {result['labeler']})",
+        f"({result['n']} of the test set's {result['test_set_rows']} rows; "
+        f"labeler {result['labeler']})",
         f"correctness (x100, {result['n_correctness']} rows): accuracy {result['accuracy']:.2f}"
         f"  weighted F1 {result['weighted_f1']:.2f} (95% CI {low:.2f}-{high:.2f})"
         f"  micro F1 {result['micro_f1']:.2f}  macro F1 {result['macro_f1']:.2f}",

@@ -281,3 +281,31 @@ def test_mentalbert_labeler(upstream_csv, demo_models, capsys):
     assert result["confusion_matrix"]["labels"] == ["no", "yes"]
     assert result["ood"] == 1  # always from the rule labeler
     assert 0 <= result["rule_agreement"] <= 100
+
+
+def test_partial_pipeline_output_scores_the_rows_present(tmp_path, capsys):
+    """With rows_per_dataset the pipeline's results/generate/<m>/<d>.parquet answers the first
+    N rows: evaluate scores those and says how many of the test set's rows they are."""
+    responses = tmp_path / "partial.parquet"
+    answered = [f"DR-{n}" for n in range(4)]
+    frame = pd.DataFrame({"row_id": answered, "response": [text for _, text in ROWS[:4]]})
+    write_table(frame, responses)
+    code, out, err = run(capsys, "DR", str(responses), "--test-set", str(_test_set(tmp_path)))
+    assert code == 0, err
+    assert "4 responses from" in out and "(4 of the test set's 6 rows;" in out
+    assert "answers 4 of the 6 rows of the test set" in err and "not comparable" in err
+    result = run_json(capsys, "DR", str(responses), "--test-set", str(_test_set(tmp_path)))
+    assert result["n"] == 4 and result["test_set_rows"] == 6
+    assert "answers 4 of the 6 rows" in result["warnings"][0]
+    # the same numbers as the first four rows in upstream's layout
+    first_four = run_json(capsys, "DR", str(_write(tmp_path, _upstream(ROWS[:4]))))
+    for key in ("accuracy", "weighted_f1", "confusion_matrix", "ood", "bleu", "rougeL"):
+        assert result[key] == first_four[key], key
+    assert first_four["test_set_rows"] == 4 and first_four["warnings"] == []
+
+
+def test_responses_of_another_test_set_are_refused(tmp_path, capsys):
+    responses = tmp_path / "other.parquet"
+    write_table(pd.DataFrame({"row_id": ["SAD-0"], "response": ["x"]}), responses)
+    code, _, err = run(capsys, "DR", str(responses), "--test-set", str(_test_set(tmp_path)))
+    assert code == 2 and "none of its row_ids is a row of the test set" in err
