@@ -5,6 +5,7 @@ Snakemake's rules/common.smk is a thin layer over `Plan`; everything here is uni
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +13,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from imhibench.config_overrides import read_strings_as_yaml
+from imhibench.config_overrides import coerce_config, strict_validator
 from imhibench.errors import ImhiBenchError
 from imhibench.fetch import UPSTREAM_REPO, source_url
 from imhibench.tasks import all_tasks
@@ -21,7 +22,7 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_ROOT = "resources/checkpoints"
 IMHI_ROOT = "resources/imhi"
-# imhi.source keyword (as null): GitHub raw files at imhi.commit; reads right on a command line.
+# imhi.source keyword (as null): GitHub raw files at imhi.commit.
 UPSTREAM_SOURCE = "upstream"
 CHECKPOINT_FIELDS = ("hub_id", "revision", "weights", "path")
 # Model kinds that read no checkpoint (imported answers; answers from an API endpoint).
@@ -43,27 +44,79 @@ NAME_RULE = (
 )
 
 
+def _repeated(items: list) -> list:
+    return sorted({repr(x) for x in items if items.count(x) > 1})
+
+
 def _error_line(error: jsonschema.ValidationError) -> str:
     hint = NAME_RULE if "propertyNames" in error.schema_path else ""
+    if error.validator == "uniqueItems":
+        hint = f" (repeated: {', '.join(_repeated(error.instance))})"
     return f"  {_key_path(error)}: {error.message}{hint}"
+
+
+@functools.cache
+def _schema(path: str) -> dict:
+    return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
 
 
 def validate_config(config: dict, schema_path: str | Path) -> None:
     """Validate against the JSON schema, then cross-check names; errors name the key.
-    Strings from `--config` that the schema wants as numbers, booleans or null are first read
-    as YAML, in place (see `imhibench.config_overrides`)."""
-    schema = yaml.safe_load(Path(schema_path).read_text(encoding="utf-8"))
-    validator = jsonschema.validators.validator_for(schema)(schema)
-    read_strings_as_yaml(config, validator)
+    Values the schema wants as another type are first coerced, once, in place: strings from
+    `--config` read as YAML, null strings as None where null is accepted, 42.0 as 42 (see
+    `imhibench.config_overrides`). A config that passes plans at least one job."""
+    validator = strict_validator(_schema(str(schema_path)))
+    coerce_config(config, validator)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         lines = [_error_line(e) for e in errors]
         raise ImhiBenchError("invalid configuration:\n" + "\n".join(lines))
     _check_names(config)
+    plan = Plan(config)
+    if not plan.jobs:
+        raise ImhiBenchError(
+            "invalid configuration:\n  models, datasets: no (model, dataset) job to run:\n"
+            + "\n".join(f"    {m}" for m in plan.skip_messages())
+        )
+    _check_published(plan)
+
+
+def _case_collisions(key: str, names: list[str]) -> list[str]:
+    """Names that differ only in case: their output files collide on case-insensitive file
+    systems (macOS, Windows)."""
+    by_folded: dict[str, list[str]] = {}
+    for name in dict.fromkeys(names):
+        by_folded.setdefault(name.casefold(), []).append(name)
+    return [
+        f"{key}: {' and '.join(map(repr, same))} differ only in case (their output files would "
+        "be the same file on a case-insensitive file system)"
+        for same in by_folded.values()
+        if len(same) > 1
+    ]
+
+
+def _check_published(plan: Plan) -> None:
+    """Every planned model's `published_as` is a row of the published file, read now rather
+    than by the aggregate after every other job."""
+    from imhibench.aggregate import load_published
+
+    path = plan.published_file()
+    try:
+        rows = list(load_published(path).index)
+    except ImhiBenchError as err:
+        raise ImhiBenchError(f"invalid configuration:\n  published_weighted_f1: {err}") from err
+    problems = [
+        f"model_catalog.{model}.published_as: {name!r} is not a row of {path} ({rows})"
+        for model, name in plan.published_names().items()
+        if name is not None and name not in rows
+    ]
+    if problems:
+        raise ImhiBenchError("invalid configuration:\n" + "\n".join(f"  {p}" for p in problems))
 
 
 def _check_names(config: dict) -> None:
-    problems = []
+    problems = _case_collisions("models", config["models"])
+    problems += _case_collisions("datasets", config["datasets"])
     catalog = sorted(config["dataset_catalog"])
     for model in config["models"]:
         if model not in config["model_catalog"]:
@@ -79,11 +132,6 @@ def _check_names(config: dict) -> None:
     for dataset in config["datasets"]:
         if dataset not in config["dataset_catalog"]:
             problems.append(f"datasets: {dataset!r} is not in dataset_catalog {catalog}")
-    if config["imhi"]["source"] == "null":
-        problems.append(
-            "imhi.source: 'null' arrived as a string (as `--config` passes it); "
-            f"write `source: {UPSTREAM_SOURCE}` for GitHub at imhi.commit"
-        )
     tasks = all_tasks()
     for name, spec in config["dataset_catalog"].items():
         if spec["task"] not in tasks:
@@ -200,11 +248,17 @@ class Plan:
         """Rows per test set of a model: its own `rows_per_dataset`, else the global one."""
         return self.model(model).get("rows_per_dataset", self.config["rows_per_dataset"])
 
+    def imhi_file_source(self, relative_path: str) -> str:
+        """URL of an upstream IMHI file: under imhi.source, or GitHub at imhi.commit when the
+        source is null or `upstream`. Every IMHI file (test sets, example answers) uses it."""
+        base = self.config["imhi"]["source"]
+        if base in (None, UPSTREAM_SOURCE):
+            base = f"{UPSTREAM_REPO}/{self.config['imhi']['commit']}"
+        return source_url(base, relative_path)
+
     def example_responses_source(self, dataset: str) -> str:
         """URL of the upstream example answers for `dataset` (key imhi_example_responses)."""
-        spec = self.config["imhi_example_responses"][dataset]
-        base = self.config["imhi"]["source"] or f"{UPSTREAM_REPO}/{self.config['imhi']['commit']}"
-        return source_url(base, spec["path"])
+        return self.imhi_file_source(self.config["imhi_example_responses"][dataset]["path"])
 
     def skip_messages(self, table: str | None = None) -> list[str]:
         """One line per skipped (dataset, reason), naming the models it affects; with ``table``
@@ -239,10 +293,7 @@ class Plan:
         spec = self.test_file(dataset, split)
         if "local_path" in spec:
             return spec["local_path"]
-        base = self.config["imhi"]["source"]
-        if base in (None, UPSTREAM_SOURCE):
-            base = f"{UPSTREAM_REPO}/{self.config['imhi']['commit']}"
-        return source_url(base, spec["path"])
+        return self.imhi_file_source(spec["path"])
 
     def test_set_path(self, dataset: str, split: str, ext: str = "parquet") -> str:
         return f"{IMHI_ROOT}/{split}/{dataset}.{ext}"
@@ -307,6 +358,16 @@ class Plan:
             specs += [self.classifier(d) for d in {d for _, d in self.jobs}]
         specs += list(self.scorer_checkpoints().values())
         return {checkpoint_key(s): s for s in specs if not s.get("path")}
+
+    def published_file(self) -> str:
+        """The published weighted F1 file: the config's, else the transcription that ships."""
+        from imhibench.aggregate import SHIPPED_PUBLISHED
+
+        return self.config["published_weighted_f1"] or str(SHIPPED_PUBLISHED)
+
+    def published_names(self) -> dict[str, str | None]:
+        """Each model with jobs and its row in the published file (None: it has none)."""
+        return {m: self.model(m).get("published_as") for m in self.models_with_jobs()}
 
     def table_datasets(self, table: str) -> list[str]:
         """Selected datasets of one table (main / expert) that have at least one job."""

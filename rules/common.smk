@@ -5,7 +5,7 @@ from pathlib import Path
 # Rules and scripts use the imhibench package that ships with this workflow.
 sys.path.insert(0, workflow.basedir)
 
-from imhibench.aggregate import SHIPPED_PUBLISHED, paired_table_names, table_specs
+from imhibench.aggregate import paired_table_names, table_specs
 from imhibench.config import Plan, checkpoint_dir, validate_config
 from imhibench.scorer_weights import WEIGHTS_PATH as BART_SCORE_WEIGHTS
 from imhibench.config_fingerprint import check_tables_match_config
@@ -267,11 +267,11 @@ def get_label_inputs(wildcards):
 
 def get_published_file(wildcards):
     """The published weighted F1 file: the config's, else the transcription that ships."""
-    return config["published_weighted_f1"] or str(SHIPPED_PUBLISHED)
+    return PLAN.published_file()
 
 
 def get_published_names(wildcards):
-    return {m: PLAN.model(m).get("published_as") for m in PLAN.models_with_jobs()}
+    return PLAN.published_names()
 
 
 def get_sample_input(wildcards):

@@ -1,6 +1,8 @@
 import copy
+import random
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -260,17 +262,112 @@ def test_command_line_string_of_the_wrong_kind_is_still_refused(paper):
         validate_config(paper, SCHEMA)
 
 
-def test_imhi_source_upstream_keyword(paper):
-    upstream = Plan(paper).test_file_source("DR", "instruction")
-    assert upstream.startswith("https://raw.githubusercontent.com/")
-    paper["imhi"]["source"] = "upstream"
+UPSTREAM = "https://raw.githubusercontent.com/SteveKGYang/MentalLLaMA/"
+
+
+@pytest.mark.parametrize("source", [None, "upstream", "null"])  # "null": as --config passes it
+def test_imhi_source_upstream_resolves_every_imhi_file(paper, source):
+    """Test files and example answers go through one resolver: null and the keyword
+    `upstream` both mean GitHub at imhi.commit, for the example answers too."""
+    paper["imhi"]["source"] = source
     validate_config(paper, SCHEMA)
-    assert Plan(paper).test_file_source("DR", "instruction") == upstream
+    plan = Plan(paper)
+    base = f"{UPSTREAM}{paper['imhi']['commit']}/"
+    assert plan.test_file_source("DR", "instruction") == base + "test_data/test_instruction/DR.csv"
+    assert plan.example_responses_source("DR-expert") == (
+        base + "examples/response_generation_examples/DR.csv"
+    )
 
 
-def test_imhi_source_null_string_names_the_keyword(paper):
-    paper["imhi"]["source"] = "null"  # --config 'imhi={source: null}'
-    with pytest.raises(ImhiBenchError, match="source: upstream"):
+def test_imhi_source_mirror_serves_every_imhi_file(paper, tmp_path):
+    paper["imhi"]["source"] = str(tmp_path)
+    plan = Plan(paper)
+    assert plan.test_file_source("DR", "instruction") == (
+        (tmp_path / "test_data/test_instruction/DR.csv").as_uri()
+    )
+    assert plan.example_responses_source("SAD-expert") == (
+        (tmp_path / "examples/response_generation_examples/SAD.csv").as_uri()
+    )
+
+
+def demo_config() -> dict:
+    return merged(load("config.yaml"), load("demo.yaml"))
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "repeated"),
+    [
+        ("models", ["demo-llama", "demo-bart", "demo-llama"], "'demo-llama'"),
+        ("datasets", ["DR", "t-sid", "DR"], "'DR'"),
+    ],
+)
+def test_repeated_model_or_dataset_is_refused_naming_the_key(key, value, repeated):
+    config = demo_config()
+    config[key] = value
+    with pytest.raises(ImhiBenchError, match=rf"  {key}: .*non-unique.*\(repeated: {repeated}\)"):
+        validate_config(config, SCHEMA)
+
+
+def test_names_that_differ_only_in_case_are_refused():
+    config = demo_config()
+    config["dataset_catalog"]["dr"] = config["dataset_catalog"]["DR"]
+    config["datasets"] = ["DR", "dr"]
+    with pytest.raises(ImhiBenchError, match=r"datasets: 'DR' and 'dr' differ only in case"):
+        validate_config(config, SCHEMA)
+
+
+def test_command_line_nulls_unset_values_where_null_is_accepted(paper):
+    # what Snakemake hands over for published_weighted_f1=null and nested `null`s
+    paper["published_weighted_f1"] = "null"
+    paper["model_catalog"]["MentalBART"]["path"] = "null"
+    paper["model_catalog"]["ChatGPT-zero-shot"]["api"]["api_key_env"] = "null"
+    paper["scorers"]["bart_score"]["weights_file"].update(gdrive_id="null", local_path="w.pth")
+    validate_config(paper, SCHEMA)
+    assert paper["published_weighted_f1"] is None
+    assert Plan(paper).published_file().endswith("published_weighted_f1.csv")
+    assert paper["model_catalog"]["MentalBART"]["path"] is None
+    assert checkpoint_dir(paper["model_catalog"]["MentalBART"]) == (
+        "resources/checkpoints/Tianlin668--MentalBART@main"
+    )
+    assert paper["model_catalog"]["ChatGPT-zero-shot"]["api"]["api_key_env"] is None
+    assert Plan(paper).bart_score_weights() == {
+        "gdrive_id": None, "local_path": "w.pth", "sha256": None,
+    }  # fmt: skip
+
+
+def test_weights_file_null_unsets_the_inherited_source_from_a_yaml_file(paper):
+    override = {"scorers": {"bart_score": {"weights_file": {"gdrive_id": None, "url": "http://x"}}}}
+    config = merged(paper, override)
+    validate_config(config, SCHEMA)
+    assert Plan(config).bart_score_weights()["url"] == "http://x"
+
+
+def test_integral_floats_become_integers_and_others_are_refused(paper):
+    paper.update(seed=42.0, rows_per_dataset="8.0")
+    paper["generation"]["batch_tokens"] = 4096.0
+    validate_config(paper, SCHEMA)
+    assert paper["seed"] == 42 and type(paper["seed"]) is int
+    assert paper["rows_per_dataset"] == 8 and type(paper["rows_per_dataset"]) is int
+    assert type(paper["generation"]["batch_tokens"]) is int
+    # the bootstrap takes the seed as it is after validation
+    from imhibench.metrics.correctness import weighted_f1_ci
+
+    weighted_f1_ci(["a", "b"], ["a", "a"], paper["seed"], 10)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("seed", 42.5, r"seed: 42.5 is not of type 'integer'"),
+        ("seed", -1, r"seed: -1 is less than the minimum of 0"),
+        ("seed", True, r"seed: True is not of type 'integer'"),
+        ("published_weighted_f1", "", r"published_weighted_f1: '' should be non-empty"),
+        ("published_weighted_f1", "no/such.csv", r"published_weighted_f1: no/such.csv: cannot"),
+    ],
+)
+def test_odd_values_are_refused_naming_the_key(paper, key, value, message):
+    paper[key] = value
+    with pytest.raises(ImhiBenchError, match=message):
         validate_config(paper, SCHEMA)
 
 
@@ -314,3 +411,182 @@ def test_vllm_lora_in_float32_is_refused(paper):
     paper["generation"]["dtype"] = "auto"  # bfloat16 on GPU
     del paper["model_catalog"]["MentaLLaMA-33B-lora"]["generation"]
     validate_config(paper, SCHEMA)
+
+
+def test_published_as_must_be_a_row_of_the_published_file(paper):
+    paper["model_catalog"]["MentalT5"]["published_as"] = "MentalT5-paper"
+    with pytest.raises(ImhiBenchError, match=r"MentalT5.published_as: 'MentalT5-paper' is not a"):
+        validate_config(paper, SCHEMA)
+
+
+def test_a_config_with_no_job_is_refused(paper):
+    paper.update(models=["MentalBART"], datasets=["DR-expert", "CLP"])
+    with pytest.raises(ImhiBenchError, match=r"no \(model, dataset\) job(.|\n)*skipping CLP"):
+        validate_config(paper, SCHEMA)
+
+
+# ---- property: random overrides of every key -----------------------------------------------
+
+
+def _key_paths(value: object, path: tuple = ()) -> list[tuple]:
+    """Every key of a config, nested ones included (a list is one value)."""
+    paths = [path] if path else []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            paths += _key_paths(item, (*path, key))
+    return paths
+
+
+ODD_VALUES = [None, "null", "~", "", "x", "demo-llama", "DR", 0, -1, 42.5, 10**12, True, "true",
+              "[1, 2]", "{a: 1}", {}, [], ["DR", "DR"], ["demo-llama", "demo-llama"]]  # fmt: skip
+
+
+def _variants(current: object) -> list:
+    """The value in other forms that may be valid: null (as YAML and as `--config` passes it),
+    as a command-line string, as an integral float, a list reordered, shortened or with a
+    repeated item."""
+    variants = [None, "null"]
+    if isinstance(current, list) and current:
+        variants += [current[::-1], current[:1], current[-2:], current + current[:1]]
+    if isinstance(current, bool | int | float | str):
+        variants.append(str(current))  # how Snakemake passes a nested value
+    if isinstance(current, int) and not isinstance(current, bool):
+        variants += [float(current), current + 0.5, -current]
+    return variants
+
+
+def _trials(demo: dict, rng: random.Random) -> list[list[tuple[tuple, object]]]:
+    """Each top-level key with every variant and three odd values; then 40 random nested keys
+    with one value each, and 10 changes of 2-3 random keys at once."""
+    trials = []
+    for key, current in demo.items():
+        values = _variants(current) + rng.sample(ODD_VALUES, 3)
+        trials += [[((key,), value)] for value in values]
+    nested = [p for p in _key_paths(demo) if len(p) > 1]
+
+    def change(path: tuple) -> tuple[tuple, object]:
+        pool = _variants(demo_value(demo, path)) if rng.random() < 0.5 else ODD_VALUES
+        return path, rng.choice(pool)
+
+    trials += [[change(path)] for path in rng.sample(nested, 40)]
+    trials += [[change(p) for p in rng.sample(nested, rng.randint(2, 3))] for _ in range(10)]
+    return trials
+
+
+def _set_path(config: dict, path: tuple, value: object) -> None:
+    for key in path[:-1]:
+        config = config[key]
+    config[path[-1]] = value
+
+
+def _names_a_key(message: str, paths: list[tuple]) -> bool:
+    """The message names an overridden key, or the entry holding it (its parent)."""
+    names = {".".join(map(str, p[: len(p) - cut])) for p in paths for cut in (0, 1)}
+    return any(f"  {name}" in message or f", {name}" in message for name in names if name)
+
+
+def _fixture_outputs(plan: Plan, tmp_path: Path) -> tuple[list[Path], dict]:
+    """Small label and summary files of every planned job, as the score stage writes them."""
+    from imhibench.io import write_table
+    from imhibench.tasks import all_tasks
+
+    labelers = plan.config["labelers"]
+    summaries, labels = [], {}
+    for n, (model, dataset) in enumerate(plan.jobs):
+        task = all_tasks()[plan.task_of(dataset)]
+        gold = [task.labels[i % len(task.labels)] for i in range(6)]
+        predicted = gold[1:] + gold[:1]
+        labels[model, dataset] = tmp_path / f"label-{n}.parquet"
+        frame = pd.DataFrame({"row_id": [f"{dataset}-{i}" for i in range(6)], "gold_label": gold})
+        write_table(frame.assign(**{f"label_{lab}": predicted for lab in labelers}),
+                    labels[model, dataset])  # fmt: skip
+        rows = [("weighted_f1", lab, 50.0 + n) for lab in labelers]
+        rows += [("weighted_f1_ci_low", lab, 40.0 + n) for lab in labelers]
+        rows += [("weighted_f1_ci_high", lab, 60.0 + n) for lab in labelers]
+        if "bart_score" in plan.config["scorers"]:
+            rows.append(("bart_score", None, -3.0 - n / 10))
+        split = plan.split_of(model)
+        summary = pd.DataFrame(
+            [(model, dataset, task.name, split, metric, lab, v) for metric, lab, v in rows],
+            columns=["model", "dataset", "task", "split", "metric", "labeler", "value"],
+        )
+        summaries.append(tmp_path / f"summary-{n}.parquet")
+        record = {"model": model, "dataset": dataset, "bart_score_variant": "bart + ParaBank2"}
+        write_table(summary, summaries[-1], record)
+    return summaries, labels
+
+
+def _plan_as_the_dag_does(plan: Plan) -> None:
+    """What rules/common.smk asks of the plan to build the DAG."""
+    from imhibench.execution import answer_model_spec, answer_settings
+
+    config = plan.config
+    for model, dataset in plan.jobs:
+        plan.test_file_source(dataset, plan.split_of(model))
+        answer_model_spec(plan.model(model))
+        answer_settings(plan.generation_settings(model))
+        plan.rows_of(model)
+        [checkpoint_dir(spec) for spec in plan.model_checkpoints(model).values()]
+        if dataset in config.get("imhi_example_responses", {}):
+            plan.example_responses_source(dataset)
+    plan.hub_checkpoints()
+    plan.scorer_settings()
+
+
+def _run_aggregate(plan: Plan, tmp_path: Path) -> None:
+    """The aggregate stage with the parameters that rules/aggregate.smk and
+    scripts/aggregate.py give it, on small fixture outputs."""
+    from imhibench.aggregate import table_specs, write_tables
+
+    config = plan.config
+    summaries, labels = _fixture_outputs(plan, tmp_path)
+    groups = {g: plan.table_datasets(g) for g in ("main", "expert") if plan.table_datasets(g)}
+    write_tables(
+        summary_paths=summaries,
+        out_dir=tmp_path / "tables",
+        specs=table_specs(config["labelers"][0], list(config["scorers"]), list(groups)),
+        models=plan.models_with_jobs(),
+        datasets_by_group=groups,
+        task_of={d: plan.task_of(d) for d in plan.datasets},
+        notes={table: plan.skip_messages(table) for table in ("main", "expert")},
+        published=plan.published_file(),
+        published_as=plan.published_names(),
+        label_paths=labels,
+        seed=config["seed"],
+    )
+
+
+def test_random_overrides_fail_naming_the_key_or_aggregate_to_the_end(tmp_path):
+    """Seeded random overrides of every key of the demo config (types, nulls, duplicates;
+    bounded: about 160 configs): validation refuses each naming a key it was given, or the
+    config plans and aggregates to the end. The aggregate runs once per distinct set of its
+    parameters (most nested overrides leave them as they are)."""
+    rng = random.Random(24)
+    demo = demo_config()
+    aggregated: set[str] = set()
+    refused = 0
+    for n, trial in enumerate(_trials(demo, rng)):
+        config = copy.deepcopy(demo)
+        for path, value in trial:
+            _set_path(config, path, copy.deepcopy(value))
+        changes = [f"{'.'.join(path)}={value!r}" for path, value in trial]
+        try:
+            validate_config(config, SCHEMA)
+        except ImhiBenchError as err:
+            assert _names_a_key(str(err), [path for path, _ in trial]), f"{changes}: {err}"
+            refused += 1
+            continue
+        plan = Plan(config)
+        _plan_as_the_dag_does(plan)
+        signature = repr((plan.jobs, plan.published_names(), plan.published_file(),
+                          config["labelers"], list(config["scorers"]), config["seed"]))  # fmt: skip
+        if signature not in aggregated:
+            aggregated.add(signature)
+            _run_aggregate(plan, tmp_path / f"trial-{n}")
+    assert refused > 50 and len(aggregated) > 5, (refused, len(aggregated))
+
+
+def demo_value(config: dict, path: tuple) -> object:
+    for key in path:
+        config = config[key]
+    return config
