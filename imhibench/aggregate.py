@@ -174,6 +174,8 @@ def paper_row_order(
     """The paper's rows in its order, each one ours where a model is `published_as` it (every
     such model, in config order, when several are, e.g. a float32 and a bfloat16 run), else
     published only; then our models that have no published row, in config order."""
+    if repeated := sorted({m for m in models if list(models).count(m) > 1}):
+        raise ImhiBenchError(f"models listed more than once: {repeated}")
     ours: dict[str, list[str]] = {}
     for model in models:
         if name := published_as.get(model):

@@ -179,6 +179,11 @@ def test_published_as_must_name_a_published_row():
         paper_row_order(["m1"], {"m1": "Nope"}, ["A"])
 
 
+def test_a_model_listed_twice_is_refused_by_name():
+    with pytest.raises(ImhiBenchError, match=r"models listed more than once: \['m1'\]"):
+        paper_row_order(["m1", "m2", "m1"], {}, ["A"])
+
+
 def test_bad_published_file_is_named(tmp_path):
     bad = tmp_path / "pub.csv"
     bad.write_text("model,DR\nA,high\n")
