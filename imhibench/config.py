@@ -63,8 +63,9 @@ def _schema(path: str) -> dict:
 def validate_config(config: dict, schema_path: str | Path) -> None:
     """Validate against the JSON schema, then cross-check names; errors name the key.
     Values the schema wants as another type are first coerced, once, in place: strings from
-    `--config` read as YAML, null strings as None where null is accepted, 42.0 as 42 (see
-    `imhibench.config_overrides`). A config that passes plans at least one job."""
+    `--config` read as YAML, null strings (`'null'`) as None, 42.0 as 42 (see
+    `imhibench.config_overrides`). A config that passes plans at least one job, and its
+    `published_as` names are rows of the published file."""
     validator = strict_validator(_schema(str(schema_path)))
     coerce_config(config, validator)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))

@@ -14,8 +14,9 @@ string, and so does `null` (`--config rows_per_dataset=null`, `'imhi={source: nu
   does not, the validator says so, naming the key. (A quoted "null" in a YAML file reads the
   same: nothing in this config is meant to be named `null`.)
 - A float with no fractional part (`seed=42.0`) becomes an int where the schema wants an
-  integer; JSON Schema itself counts 42.0 as an integer, numpy and torch do not, so
-  `strict_validator` refuses any float there and 42.5 is reported with its key.
+  integer. JSON Schema itself counts 42.0 as an integer, numpy's `SeedSequence` does not
+  (the bootstrap failed on it after every other job), so `strict_validator` refuses any float
+  there and 42.5 is reported with its key.
 """
 
 from __future__ import annotations
