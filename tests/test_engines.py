@@ -821,6 +821,77 @@ def test_parked_rows_hold_at_most_an_eighth_of_the_token_budget(eos_models, quer
     assert len(merges) >= 2  # finished before the last batch as the reserve filled up
 
 
+def _storage_bytes(root) -> int:
+    """Bytes of every distinct tensor storage reachable from ``root`` (through attributes,
+    lists, tuples and dicts): what holding ``root`` keeps allocated, views counted whole."""
+    import torch
+
+    seen_objects, storages, todo = set(), {}, [root]
+    while todo:
+        item = todo.pop()
+        if id(item) in seen_objects:
+            continue
+        seen_objects.add(id(item))
+        if isinstance(item, torch.Tensor):
+            storage = item.untyped_storage()
+            storages[storage.data_ptr()] = storage.nbytes()
+        elif isinstance(item, dict):
+            todo.extend(item.values())
+        elif isinstance(item, list | tuple):
+            todo.extend(item)
+        elif hasattr(item, "__dict__") and not isinstance(item, type):
+            todo.extend(vars(item).values())
+    return sum(storages.values())
+
+
+def test_parked_rows_hold_what_the_planner_counts(eos_models, queries, monkeypatch):
+    from imhibench.generate import rounds
+    from imhibench.generate.memory import kv_bytes_per_token
+
+    monkeypatch.setattr(rounds, "EVICT_EVERY", 3)
+    static = _load(eos_models, "causal", max_new_tokens=23, max_batch_size=3)
+    reference = _load(eos_models, "causal", max_new_tokens=23).generate_token_ids(queries)
+    per_slot = kv_bytes_per_token(static.model.config, dtype_bytes=4)
+    parked_seen: list[tuple[int, int]] = []  # (bytes the parked caches keep, planner's bytes)
+    finish = static._finish_parked
+
+    def measured_finish(parked):
+        parked_seen.extend((_storage_bytes(p.cache), p.held() * per_slot) for p in parked)
+        return finish(parked)
+
+    monkeypatch.setattr(static, "_finish_parked", measured_finish)
+    assert static.generate_token_ids(queries) == reference
+    assert len(parked_seen) >= 2  # rows of several batches were parked
+    for kept, counted in parked_seen:
+        assert kept == counted, parked_seen  # no room buffer or cut columns left behind
+
+
+def test_merged_parked_rows_get_the_budget_the_parked_caches_leave(
+    eos_models, queries, monkeypatch
+):
+    from imhibench.generate import rounds
+    from imhibench.generate.base import cut_at_eos
+
+    monkeypatch.setattr(rounds, "EVICT_EVERY", 3)
+    static = _load(eos_models, "causal", max_new_tokens=23)
+    reference = static.generate_token_ids(queries)
+    long = [i for i, answer in enumerate(reference) if len(answer) > 3][:2]
+    assert len(long) == 2, reference
+    ids, parked = static.encode(queries), []
+    for i in long:  # batches of one row, parked after their first round
+        assert static._run([i], ids, parked) == [None]
+    assert [p.queries for p in parked] == [[i] for i in long]
+    held = sum(p.held() for p in parked)
+    together = 2 * (max(p.input_ids.shape[1] for p in parked) + 23 - 3)  # rows x (width + left)
+    static.batch_tokens = together + held - 1  # the two fit together only if parked held nothing
+    merges = _merges_seen(monkeypatch)
+    answers = static._finish_parked(parked)
+    assert {i: cut_at_eos(a, static.eos_ids) for i, a in answers.items()} == {
+        i: reference[i] for i in long
+    }
+    assert [len(parts) for parts in merges] == [1, 1]  # finished one at a time
+
+
 def test_parked_rows_finish_in_smaller_groups_after_an_oom(eos_models, queries, monkeypatch):
     import torch
 
@@ -902,6 +973,23 @@ def test_parked_rows_are_grouped_widest_first_within_the_budget():
     assert grouped(10**6, 64) == [["wide", "mid", "narrow", "late"]]
     assert grouped(10**6, 3) == [["wide", "mid"], ["narrow"], ["late"]]
     assert grouped(10, 64) == [["wide"], ["mid"], ["narrow"], ["late"]]  # each over on its own
+
+
+def test_rows_leaving_the_batch_release_the_rounds_room():
+    import torch
+
+    from imhibench.generate.rounds import Rows, _select, roomy_cache
+
+    cache = roomy_cache()
+    cache.update(torch.randn(3, 2, 5, 4), torch.randn(3, 2, 5, 4), 0)
+    [layer] = cache.layers
+    room = layer.room_keys
+    ids = torch.ones(3, 6, dtype=torch.long)
+    rows = Rows(ids, ids, cache, [0, 1, 2], [[], [], []], [1, 1, 1])
+    assert _select(rows, [0, 1, 2]).cache.layers[0].room_keys is room  # unchanged: room kept
+    kept = _select(rows, [0, 2]).cache.layers[0]
+    assert kept.room_keys is None and kept.room_values is None  # next round: new room
+    assert _storage_bytes(cache) == 2 * kept.keys.numel() * 4  # only the two rows' keys, values
 
 
 def test_roomy_cache_layer_equals_concatenation():

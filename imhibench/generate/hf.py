@@ -228,7 +228,10 @@ class HFGenerator:
 
         s, finished = self.settings, {}
         most_rows = min(s.max_batch_size, self.backoff.limit or s.max_batch_size)
-        groups = rounds.group_parked(parked, s.max_new_tokens, self.batch_tokens, most_rows)
+        # The parked caches stay until all groups are done (an out-of-memory retries a group
+        # from its parts): merged batches get the budget they leave.
+        budget = self.batch_tokens - sum(p.held() for p in parked)
+        groups = rounds.group_parked(parked, s.max_new_tokens, budget, most_rows)
         for group in groups:
             log.debug("finishing %d long answers of %d batches", sum(map(len, group)), len(group))
             rows = [(part, row) for part in group for row in range(len(part))]

@@ -4,10 +4,11 @@ A batch is decoded ``EVICT_EVERY`` steps per ``generate`` call, each call contin
 KV cache of the last. After each round the rows that reached EOS (or ``max_new_tokens``) leave
 the batch and its cache, and leading columns that are padding in every remaining row are cut.
 Once a batch is down to its last long answers (at most 1/``PARK_SHARE`` of its rows) it is set
-aside ("parked"); after the call's last batch, or once the parked rows hold 1/``RESERVE_SHARE``
-of the token budget, the parked rows of all batches are finished together, left-padded to a
-common width, in as few batches as the token budget allows. One runaway answer per batch then
-no longer costs every batch its own run to ``max_new_tokens``.
+aside ("parked") with its cache alone, copied out of the round's buffers; after the call's last
+batch, or once the parked rows hold 1/``RESERVE_SHARE`` of the token budget, the parked rows of
+all batches are finished together, left-padded to a common width, in as few batches as the
+token budget allows. One runaway answer per batch then no longer costs every batch its own run
+to ``max_new_tokens``.
 
 Every step of a row computes what one uninterrupted ``generate`` call computes: the same single
 new token against the same cached keys and values, with positions from the attention mask
@@ -48,8 +49,9 @@ class Rows:
         return len(self.queries)
 
     def held(self) -> int:
-        """Token slots these rows hold in the cache now (with the room kept for a round)."""
-        return len(self) * (self.input_ids.shape[1] + EVICT_EVERY)
+        """Token slots the KV cache of these rows holds, as ``decode`` parks them: one per row
+        and cached column (every column but the last id), no room for another round."""
+        return len(self) * (self.input_ids.shape[1] - 1)
 
 
 def decode(
@@ -92,6 +94,7 @@ def decode(
         )
         rows = _select(grown, keep)
         if len(rows) <= park_at and parkable(rows, min_new):
+            _compact(rows.cache)
             return finished, rows
 
 
@@ -179,8 +182,22 @@ def _select(rows: Rows, keep: list[int]) -> Rows:
         cache.batch_select_indices(index)
         ids, mask = ids[index.to(ids.device)], mask[index.to(mask.device)]
     ids, mask = _drop_padding_columns(ids, mask, cache)
+    for layer in getattr(cache, "layers", ()):
+        if isinstance(layer, RoomyLayer):
+            layer.release_stale_room()
     pick = [rows.queries[k] for k in keep], [rows.answers[k] for k in keep]
     return Rows(ids, mask, cache, *pick, [rows.done[k] for k in keep])
+
+
+def _compact(cache: DynamicCache) -> None:
+    """Each layer of ``cache`` (all ``DynamicLayer``s) holding its keys and values alone: no
+    room for another round, no rows or columns cut from a larger tensor. Parked rows wait
+    while other batches run; the planner counts only their cached columns (``Rows.held``)."""
+    for layer in cache.layers:
+        layer.keys = layer.keys.clone(memory_format=torch.contiguous_format)
+        layer.values = layer.values.clone(memory_format=torch.contiguous_format)
+        if isinstance(layer, RoomyLayer):
+            layer.room_keys = layer.room_values = None
 
 
 def _drop_padding_columns(input_ids, attention_mask, cache):
@@ -225,6 +242,13 @@ class RoomyLayer(DynamicLayer):
         self.room_values[..., old:new, :] = value_states
         self.keys, self.values = self.room_keys[..., :new, :], self.room_values[..., :new, :]
         return self.keys, self.values
+
+    def release_stale_room(self) -> None:
+        """Let go of the room once ``keys`` no longer lies at its start (rows or columns were
+        dropped from outside): the next ``update`` would replace it anyway, and until then it
+        would hold the memory of the rows and columns that left."""
+        if self.room_keys is not None and not _is_start_of(self.keys, self.room_keys):
+            self.room_keys = self.room_values = None
 
 
 def roomy_cache() -> DynamicCache:
