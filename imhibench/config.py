@@ -347,10 +347,12 @@ class Plan:
         return self.config["scorers"].get("bart_score", {}).get("weights_file")
 
     def bart_score_weights_path(self) -> str | None:
-        """The fetched weights file the score stage reads, or None for plain checkpoint."""
-        from imhibench.scorer_weights import WEIGHTS_PATH
+        """The fetched weights file the score stage reads (a folder per source), or None for
+        the plain checkpoint."""
+        from imhibench.scorer_weights import weights_path
 
-        return WEIGHTS_PATH if self.bart_score_weights() else None
+        spec = self.bart_score_weights()
+        return weights_path(spec) if spec else None
 
     def hub_checkpoints(self) -> dict[str, dict]:
         """Every hub checkpoint the planned jobs need, by checkpoint_key."""

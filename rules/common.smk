@@ -7,13 +7,16 @@ sys.path.insert(0, workflow.basedir)
 
 from imhibench.aggregate import paired_table_names, table_specs
 from imhibench.config import Plan, checkpoint_dir, validate_config
-from imhibench.scorer_weights import WEIGHTS_PATH as BART_SCORE_WEIGHTS
+from imhibench.scorer_weights import WEIGHTS_PATTERN as BART_SCORE_WEIGHTS
+from imhibench.scorer_weights import check_pin_against_lock, source_key
 from imhibench.config_fingerprint import check_tables_match_config
 from imhibench.execution import answer_model_spec, answer_settings
 from imhibench.tasks import all_tasks
 
 validate_config(config, Path(workflow.basedir) / "workflow_config" / "schema.yaml")
 PLAN = Plan(config)
+# A sha256 pinned for the BARTScore weights must be the one their first fetch recorded.
+check_pin_against_lock(PLAN.bart_score_weights(), PLAN.bart_score_weights_path())
 ALL_TASKS_BY_NAME = all_tasks()
 ALL_TASKS = list(ALL_TASKS_BY_NAME)
 for message in PLAN.skip_messages():
@@ -157,8 +160,17 @@ def get_checkpoint_spec(wildcards):
     return PLAN.hub_checkpoints()[wildcards.checkpoint]
 
 
-def get_bart_score_weights_spec(wildcards):
-    return PLAN.bart_score_weights()
+def get_bart_score_weights_source(wildcards):
+    """The weights file's source without its sha256: pinning a fetched digest refetches
+    nothing (the script reads the pin from the config)."""
+    spec = PLAN.bart_score_weights()
+    return {key: value for key, value in spec.items() if key != "sha256" and value}
+
+
+def get_bart_score_weights_folders():
+    """Wildcard constraint: the one source folder (scorer_weights.source_key) of this config."""
+    spec = PLAN.bart_score_weights()
+    return _alternatives([source_key(spec)] if spec else [])
 
 
 def get_bart_score_weights_local(wildcards):

@@ -49,6 +49,9 @@ rule fetch_example_responses:
         "../scripts/fetch_example_responses.py"
 
 
+# One folder per source (imhibench.scorer_weights.source_key): configs with different sources
+# never write each other's file. The lock file beside it (sha256 of the first fetch) is not an
+# output, so a refetch keeps it and must match it.
 rule fetch_bart_score_weights:
     input:
         get_bart_score_weights_local,
@@ -56,10 +59,12 @@ rule fetch_bart_score_weights:
         weights=BART_SCORE_WEIGHTS,
         record=f"{BART_SCORE_WEIGHTS}.json",
     log:
-        "logs/fetch/bart_score_weights.log",
+        "logs/fetch/bart_score_weights/{weights_source}.log",
+    wildcard_constraints:
+        weights_source=get_bart_score_weights_folders(),
     conda:
         "../envs/fetch.yaml"
     params:
-        spec=get_bart_score_weights_spec,
+        source=get_bart_score_weights_source,
     script:
         "../scripts/fetch_bart_score_weights.py"

@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
-from support import serve_directory
+import yaml
+from support import REPO, serve_directory
 
+from imhibench.config import Plan
 from imhibench.errors import ImhiBenchError
 from imhibench.metrics import compute_explanation_metrics
 from imhibench.metrics.bartscore import BARTScorer
@@ -20,7 +25,10 @@ from imhibench.score import bart_score_provenance
 from imhibench.scorer_weights import (
     PARABANK2_GDRIVE_ID,
     fetch_weights_file,
+    lock_path,
+    locked_sha256,
     record_path,
+    weights_path,
     weights_record,
 )
 
@@ -83,6 +91,60 @@ def test_unpinned_file_warns_and_records_its_digest(weights, tmp_path, caplog):
     assert f"no sha256 is pinned in the config; got {sha}" in caplog.text
 
 
+def test_first_fetch_writes_the_lock_and_later_fetches_must_match_it(weights, tmp_path):
+    source, sha = weights
+    local = tmp_path / "weights.pth"
+    shutil.copy(source, local)
+    dest = tmp_path / "scorers" / "bart_score.pth"
+    spec = {"local_path": str(local), "sha256": None}
+    record = fetch_weights_file(spec, dest)
+    lock = json.loads(lock_path(dest).read_text())
+    assert lock["sha256"] == sha == locked_sha256(dest) and lock["source"] == {
+        "local_path": str(local)
+    }
+    assert record["sha256_lock"] == str(lock_path(dest)) and not record["sha256_locked_before"]
+    assert weights_record(dest)["sha256_locked"] is True
+    locked_bytes = lock_path(dest).read_bytes()
+    dest.unlink()  # a refetch (Snakemake deletes the outputs first; the lock is none of them)
+    again = fetch_weights_file(spec, dest)
+    assert again["sha256"] == sha and again["sha256_locked_before"]
+    assert lock_path(dest).read_bytes() == locked_bytes  # written once, by the first fetch
+    local.write_bytes(b"another file at the same source")
+    dest.unlink()
+    other = sha256_file(local)
+    with pytest.raises(ImhiBenchError, match="sha256 mismatch") as err:
+        fetch_weights_file(spec, dest)
+    for named in (str(lock_path(dest)), sha, other):
+        assert named in str(err.value)
+    assert not dest.exists() and lock_path(dest).read_bytes() == locked_bytes
+
+
+def test_a_pin_that_differs_from_the_lock_is_refused_before_fetching(weights, tmp_path):
+    source, sha = weights
+    dest = tmp_path / "bart_score.pth"
+    fetch_weights_file({"local_path": str(source), "sha256": None}, dest)
+    dest.unlink()
+    with pytest.raises(ImhiBenchError, match=f"pins {'a' * 64}, but .*lock.json records {sha}"):
+        fetch_weights_file({"local_path": str(source), "sha256": "a" * 64}, dest)
+    assert not dest.exists()
+    pinned = fetch_weights_file({"local_path": str(source), "sha256": sha}, dest)  # the same
+    assert pinned["sha256_pinned"] and pinned["sha256"] == sha
+
+
+def test_a_weights_file_replaced_after_its_fetch_is_refused(weights, tmp_path):
+    source, sha = weights
+    dest = tmp_path / "bart_score.pth"
+    fetch_weights_file({"local_path": str(source), "sha256": None}, dest)
+    dest.write_bytes(b"swapped by hand")
+    with pytest.raises(
+        ImhiBenchError, match=f"bart_score.pth: sha256 [0-9a-f]{{64}}, but .* {sha}"
+    ):
+        weights_record(dest)
+    lock_path(dest).write_text("{}")
+    with pytest.raises(ImhiBenchError, match="not a BARTScore weights lock file"):
+        weights_record(dest)
+
+
 def test_missing_local_file_is_named(tmp_path):
     missing = tmp_path / "nope.pth"
     with pytest.raises(ImhiBenchError, match="nope.pth does not exist"):
@@ -106,8 +168,10 @@ def test_gdrive_source_calls_gdown_with_the_file_id(weights, tmp_path, monkeypat
     record = fetch_weights_file({"gdrive_id": PARABANK2_GDRIVE_ID, "sha256": sha}, dest)
     assert calls == [PARABANK2_GDRIVE_ID]
     assert record["source"] == {"gdrive_id": PARABANK2_GDRIVE_ID} and sha256_file(dest) == sha
+    other = tmp_path / "other" / "bart_score.pth"
     with pytest.raises(ImhiBenchError, match="sha256 mismatch for Google Drive file"):
-        fetch_weights_file({"gdrive_id": PARABANK2_GDRIVE_ID, "sha256": "f" * 64}, dest)
+        fetch_weights_file({"gdrive_id": PARABANK2_GDRIVE_ID, "sha256": "f" * 64}, other)
+    assert not other.exists() and not lock_path(other).exists()
     monkeypatch.setattr(gdown, "download", lambda **kwargs: None)
     with pytest.raises(ImhiBenchError, match="gdown could not download"):
         fetch_weights_file({"gdrive_id": "abc", "sha256": None}, tmp_path / "x.pth")
@@ -169,3 +233,77 @@ def test_provenance_names_the_variant(weights, tmp_path):
     }
     local = bart_score_provenance({"checkpoint": "x"}, {"local_path": "/models/bart-large-cnn/"})
     assert local["bart_score_variant"] == "bart-large-cnn, no ParaBank2 weights"
+
+
+# --- through Snakemake: the demo and the paper config side by side ------------------------
+
+
+def _snakemake(workdir: Path, *args: str, configs=(), env=None) -> subprocess.CompletedProcess:
+    """`snakemake` in ``workdir`` on the paper config, ``configs`` on top (later files win)."""
+    files = ["--configfile", *map(str, configs)] if configs else []
+    command = [
+        sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+        "--directory", str(workdir), "--cores", "1", *args, *files,
+    ]  # fmt: skip
+    return subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+
+
+def _fake_gdown(tmp_path: Path, content: bytes) -> dict:
+    """An environment whose ``gdown.download(id=, output=, quiet=)`` (its keyword API) writes
+    ``content`` for the ParaBank2 file id: Google Drive is out of reach here."""
+    package = tmp_path / "fake_gdown" / "gdown"
+    package.mkdir(parents=True)
+    (tmp_path / "parabank2.pth").write_bytes(content)
+    (package / "__init__.py").write_text(
+        "import shutil\n\n\n"
+        "def download(*, id, output, quiet):\n"
+        f"    assert id == {PARABANK2_GDRIVE_ID!r}, id\n"
+        f"    shutil.copy({str(tmp_path / 'parabank2.pth')!r}, output)\n"
+        "    return output\n"
+    )
+    path = os.pathsep.join(filter(None, [str(package.parent), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path, "HF_HUB_OFFLINE": "1"}
+
+
+@pytest.mark.slow
+def test_the_demo_never_touches_the_papers_weights_nor_plans_their_refetch(demo_models, tmp_path):
+    workdir, demo = tmp_path / "work", REPO / "workflow_config" / "demo.yaml"
+    env = _fake_gdown(tmp_path, b"ParaBank2 weights, as Google Drive would send them")
+    paper = yaml.safe_load((REPO / "workflow_config" / "config.yaml").read_text())
+    paper_file = workdir / Plan(paper).bart_score_weights_path()
+    fetched = _snakemake(workdir, str(paper_file.relative_to(workdir)), env=env)
+    assert fetched.returncode == 0, fetched.stderr[-3000:]
+    paper_sha = sha256_file(paper_file)
+    assert locked_sha256(paper_file) == paper_sha  # the first fetch wrote the lock
+    before = paper_file.stat().st_mtime_ns, paper_file.read_bytes()
+
+    # The demo, with its models built (copied from the session's build), fetches its own file.
+    shutil.copytree(
+        Path(demo_models["bart-score-weights"]).parent, workdir / "resources" / "demo_models"
+    )
+    demo_spec = yaml.safe_load(demo.read_text())["scorers"]["bart_score"]["weights_file"]
+    demo_file = workdir / weights_path(demo_spec)
+    assert demo_file.parent != paper_file.parent
+    ran = _snakemake(workdir, str(demo_file.relative_to(workdir)), configs=[demo], env=env)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    assert sha256_file(demo_file) == sha256_file(demo_models["bart-score-weights"])
+    assert (paper_file.stat().st_mtime_ns, paper_file.read_bytes()) == before
+
+    def plans_fetch(*configs: Path, target: tuple[str, ...] = ()) -> bool:
+        dry = _snakemake(workdir, "--dry-run", *target, configs=configs, env=env)
+        assert dry.returncode == 0, dry.stderr[-3000:]
+        return "fetch_bart_score_weights" in dry.stdout + dry.stderr
+
+    assert not plans_fetch()  # the paper's dry run after the demo: no refetch
+    assert not plans_fetch(demo, target=(str(demo_file.relative_to(workdir)),))  # and back
+    pin = tmp_path / "pin.yaml"
+    pin.write_text(
+        yaml.safe_dump({"scorers": {"bart_score": {"weights_file": {"sha256": paper_sha}}}})
+    )
+    assert not plans_fetch(pin)  # pinning the recorded digest refetches nothing
+    pin.write_text(
+        yaml.safe_dump({"scorers": {"bart_score": {"weights_file": {"sha256": "b" * 64}}}})
+    )
+    refused = _snakemake(workdir, "--dry-run", configs=[pin], env=env)
+    message = refused.stdout + refused.stderr
+    assert refused.returncode != 0 and f"pins {'b' * 64}, but" in message and paper_sha in message

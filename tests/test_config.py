@@ -170,11 +170,16 @@ def test_generation_settings_merge_model_overrides(paper):
     assert plan.generation_settings("MentalBART")["max_new_tokens"] == 2048
 
 
+PAPER_WEIGHTS = (
+    "resources/scorers/bart_score/gdrive-1_7JfF7KOInb7ZrxKHIigTMR4ChVET01m/bart_score.pth"
+)
+
+
 def test_scorer_settings_resolve_checkpoints(paper):
     settings = Plan(paper).scorer_settings()
     assert settings["bart_score"] == {
         "checkpoint": "resources/checkpoints/facebook--bart-large-cnn@main",
-        "weights_file": "resources/scorers/bart_score.pth", "batch_size": 4, "max_length": 1024,
+        "weights_file": PAPER_WEIGHTS, "batch_size": 4, "max_length": 1024,
         "dtype": "float32",
     }  # fmt: skip
     assert settings["bert_score"]["model"] == "resources/checkpoints/roberta-large@main"
@@ -199,6 +204,24 @@ def test_demo_config_uses_a_local_weights_file(paper):
     source = Plan(config).bart_score_weights()
     assert source["local_path"] == "resources/demo_models/bart-score-weights.pth"
     assert source["gdrive_id"] is None
+    # Each source has a folder of its own: the demo never writes the paper's file.
+    demo_path = Plan(config).bart_score_weights_path()
+    assert demo_path.startswith("resources/scorers/bart_score/local_path-")
+    assert demo_path.endswith("/bart_score.pth") and demo_path != PAPER_WEIGHTS
+    assert Plan(paper).bart_score_weights_path() == PAPER_WEIGHTS
+
+
+def test_pinning_the_weights_digest_keeps_their_path(paper):
+    pinned = copy.deepcopy(paper)
+    pinned["scorers"]["bart_score"]["weights_file"]["sha256"] = "a" * 64
+    assert Plan(pinned).bart_score_weights_path() == PAPER_WEIGHTS
+    url = {"url": "https://example.org/bart_score.pth", "sha256": None}
+    other_url = {**url, "url": "https://example.org/other.pth"}
+    pinned["scorers"]["bart_score"]["weights_file"] = url
+    first = Plan(pinned).bart_score_weights_path()
+    pinned["scorers"]["bart_score"]["weights_file"] = other_url
+    assert first.startswith("resources/scorers/bart_score/url-")
+    assert Plan(pinned).bart_score_weights_path() != first
 
 
 def test_without_weights_file_nothing_is_fetched(paper):

@@ -9,6 +9,8 @@ import re
 import pytest
 from small_demo import finished_small_demo, run, snakemake_command, write_config
 
+from imhibench.scorer_weights import source_key
+
 pytestmark = pytest.mark.slow
 MODELS, DATASETS = ("demo-llama", "demo-bart"), ("DR", "SAD")
 
@@ -113,6 +115,7 @@ def test_new_bart_score_weights_file_refetches_it_and_reruns_only_scoring(demo, 
     other.write_bytes(b"another weights file")  # a dry run: the file is never loaded
     change = {"scorers": {"bart_score": {"weights_file": {"local_path": str(other)}}}}
     expected = {("score", m, d) for m in MODELS for d in DATASETS}
+    folder = source_key({"local_path": str(other)})  # a folder of its own, beside the demo's
     assert planned_jobs(demo, tmp_path, change) == expected | TABLES | {
-        ("fetch_bart_score_weights",),
+        ("fetch_bart_score_weights", folder),
     } | {("answer_sample", m, d) for m in MODELS for d in DATASETS}  # fmt: skip
