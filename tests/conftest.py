@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 
@@ -24,3 +26,25 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def served_demo_llama(tmp_path_factory):
+    """A real OpenAI-compatible server: `transformers serve` with the demo's tiny LLaMA (the
+    weights the workflow's build_demo_models builds, with the workflow seed), on CPU, once per
+    session. Yields `transformers_serve.Served`: `.base_url` (…/v1, no API key), `.model` (the
+    name requests must give) and `.requests(path)` (a count from the access log). Skipped, with
+    the reason, without the transformers[serving] extra. Any test that needs a real server (the
+    API models, an LLM judge's chat backend) can take this fixture."""
+    import yaml
+    from support import REPO
+    from transformers_serve import require_serving, served
+
+    from imhibench.demo_models import build_demo_models
+
+    require_serving()
+    seed = yaml.safe_load((REPO / "workflow_config" / "config.yaml").read_text())["seed"]
+    models = build_demo_models(tmp_path_factory.mktemp("served_models"), {}, seed=seed)
+    log = tmp_path_factory.mktemp("served_log") / "transformers-serve.log"
+    with served(Path(models["causal"]), log) as server:
+        yield server

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import http.server
+import json
 import os
 import threading
 from collections.abc import Iterator
@@ -56,3 +57,15 @@ def serve_directory(directory: Path) -> Iterator[str]:
     """Serve `directory` on 127.0.0.1 (a free port) and yield its base URL."""
     with serve_handler(functools.partial(_QuietHandler, directory=str(directory))) as url:
         yield url
+
+
+def journaled_rows(path: Path) -> list[str]:
+    """Row ids of the answers saved in a row journal (`path`), one per line, in order; a torn
+    last line (a killed write) is not an answer."""
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines()[1:]:
+        with contextlib.suppress(ValueError):
+            rows.append(json.loads(line)["row_id"])
+    return rows

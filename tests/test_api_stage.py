@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -17,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from fake_openai import FINGERPRINT, SERVED_MODEL, FakeOpenAI, answer_text, serve
-from support import REPO
+from support import REPO, journaled_rows
 
 from imhibench.errors import ImhiBenchError
 from imhibench.generate.journal import RowJournal, journal_path
@@ -184,14 +183,7 @@ def start_job(tmp_path: Path, spec: dict) -> subprocess.Popen:
 
 
 def saved_rows(tmp_path: Path) -> list[str]:
-    path = journal_path(tmp_path / "out" / "DR.parquet")
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines()[1:]:
-        with contextlib.suppress(ValueError):
-            rows.append(json.loads(line)["row_id"])
-    return rows
+    return journaled_rows(journal_path(tmp_path / "out" / "DR.parquet"))
 
 
 def kill_after_saved(job: subprocess.Popen, tmp_path: Path, n: int, sig: int) -> list[str]:
