@@ -8,8 +8,9 @@ HTML and LaTeX.
 from __future__ import annotations
 
 import itertools
+import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,8 @@ from imhibench.tables import (
     with_interval,
     write_table_files,
 )
+
+log = logging.getLogger(__name__)
 
 # The transcription of the paper's weighted F1 that ships with imhi-bench (the default of the
 # config key `published_weighted_f1`), and its caveat, shown under every table that uses it.
@@ -50,6 +53,49 @@ UNITS = {
     "weighted_f1": "weighted F1 x100 (scikit-learn, average='weighted')",
     "bart_score": "BARTScore: mean token log-likelihood of the gold answer given the response",
 }
+# The labeller behind the published weighted F1 (the paper's MentalBERT classifiers).
+PUBLISHED_LABELER = "mentalbert"
+# Beside the name of a model whose entry says `random_weights: true` (the demo's tiny models).
+RANDOM_WEIGHTS_MARK = "(random weights)"
+RANDOM_WEIGHTS_NOTE = (
+    "(random weights): a tiny model with untrained weights (the demo's stand-ins); its numbers "
+    "only show that the pipeline runs and say nothing about any real model."
+)
+# The one line under a table with cells of skipped jobs; the list is in provenance.json.
+NOT_RUN_NOTE = "-: not run; details in provenance.json"
+
+
+def labelling_differs_note(labeler: str) -> str:
+    """The note under a table whose reproduced rows use another labeller than the paper's."""
+    return (
+        f"Labelling differs: the reproduced rows are scored on {labeler} labels, the published "
+        "rows on the paper's MentalBERT classifier labels; a difference mixes the model with "
+        "the labeller."
+    )
+
+
+def seed_text(seeds: Sequence[int]) -> str:
+    """`seed 42`, or `seeds 0, 42` where summaries were made with different seeds."""
+    if len(seeds) == 1:
+        return f"seed {seeds[0]}"
+    return "seeds " + ", ".join(map(str, seeds))
+
+
+def rows_per_cell_note(counts: pd.DataFrame) -> str | None:
+    """How many rows each cell scores, models with the same counts named together:
+    `Rows per cell: 4 (m1, m2); 35 (m3).` or, where test sets differ, `DR 405, SAD 684 (m1)`."""
+    groups: dict[str, list[str]] = {}
+    for model, row in counts.iterrows():
+        found = {dataset: int(n) for dataset, n in row.items() if not math.isnan(n)}
+        if not found:
+            continue
+        if len(set(found.values())) == 1:
+            text = str(next(iter(found.values())))
+        else:
+            text = ", ".join(f"{dataset} {n}" for dataset, n in found.items())
+        groups.setdefault(text, []).append(str(model))
+    parts = [f"{text} ({', '.join(models)})" for text, models in groups.items()]
+    return "Rows per cell: " + "; ".join(parts) + "." if parts else None
 
 
 @dataclass(frozen=True)
@@ -63,6 +109,11 @@ class TableSpec:
     group: str  # main | expert
 
 
+def group_description(group: str) -> str:
+    """The test sets of a table group, as its tables' titles name them."""
+    return "IMHI test sets" if group == "main" else "expert-written explanation sets"
+
+
 def table_specs(
     primary_labeler: str, scorers: Sequence[str], groups: Sequence[str]
 ) -> list[TableSpec]:
@@ -70,7 +121,7 @@ def table_specs(
     specs = []
     for group in groups:
         prefix = "" if group == "main" else f"{group}_"
-        where = "IMHI test sets" if group == "main" else "expert-written explanation sets"
+        where = group_description(group)
         specs.append(
             TableSpec(
                 f"{prefix}weighted_f1",
@@ -205,15 +256,21 @@ def metric_table(
     published: pd.DataFrame | None,
     notes: Sequence[str] = (),
     metadata: Mapping | None = None,
+    random_weights: Collection[str] = (),
+    bootstrap_seeds: Sequence[int] = (),
 ) -> Table:
     """One paper table: our value (with its 95% interval where the summaries have one) per
     cell; under each reproduced model with published values, the published row and the
-    difference (ours - published); published-only rows in italics."""
+    difference (ours - published); published-only rows in italics. Models in `random_weights`
+    are marked as such; a note gives the rows behind each cell and, where the published
+    values come from another labeller than `spec.labeler`, says so."""
     models = [r.model for r in rows if r.model]
     values = pivot(summaries, spec.metric, spec.labeler, models, datasets)
     lows = pivot(summaries, f"{spec.metric}_ci_low", spec.labeler, models, datasets)
     highs = pivot(summaries, f"{spec.metric}_ci_high", spec.labeler, models, datasets)
+    counts = pivot(summaries, "n", None, models, datasets)
     has_ci = bool(lows.notna().to_numpy().any())
+    other_labels = published is not None and spec.labeler != PUBLISHED_LABELER
 
     def published_value(name: str | None, dataset: str) -> float:
         if published is None or name is None or name not in published.index:
@@ -229,6 +286,7 @@ def metric_table(
             "model": row.label,
             "status": STATUS_REPRODUCED if row.model else STATUS_PUBLISHED_ONLY,
             "published_as": row.published,
+            "random_weights": row.model in random_weights,
         }
         ours, theirs, differences = [], [], []
         for dataset in datasets:
@@ -238,6 +296,7 @@ def metric_table(
             reference = published_value(row.published, dataset)
             difference = value - reference
             record[dataset] = value
+            record[f"{dataset}_n"] = counts.at[row.model, dataset] if row.model else math.nan
             if has_ci:
                 record[f"{dataset}_ci_low"], record[f"{dataset}_ci_high"] = low, high
             if published is not None:
@@ -248,22 +307,32 @@ def metric_table(
             differences.append(number(difference_as_shown(value, reference), signed=True))
         records.append(record)
         if row.model is None:
-            display.append(
-                DisplayRow(f"{row.label} (published only)", tuple(theirs), "published-only")
-            )
+            status = "published only, MentalBERT labels" if other_labels else "published only"
+            display.append(DisplayRow(f"{row.label} ({status})", tuple(theirs), "published-only"))
             continue
-        display.append(DisplayRow(row.label, tuple(ours)))
+        label = f"{row.label} {RANDOM_WEIGHTS_MARK}" if row.model in random_weights else row.label
+        display.append(DisplayRow(label, tuple(ours)))
         if any(t != "-" for t in theirs):
-            display.append(DisplayRow(f"published ({row.published})", tuple(theirs), "published"))
+            source = f"{row.published}, MentalBERT labels" if other_labels else row.published
+            display.append(DisplayRow(f"published ({source})", tuple(theirs), "published"))
             display.append(DisplayRow("difference", tuple(differences), "difference"))
     frame = pd.DataFrame.from_records(records)
-    table_notes = list(notes)
+    table_notes = []
     if has_ci:
-        table_notes.insert(
-            0, "Brackets: seeded percentile bootstrap 95% interval (1000 resamples of the rows)."
+        seeds = f", {seed_text(bootstrap_seeds)}" if bootstrap_seeds else ""
+        table_notes.append(
+            "Brackets: seeded percentile bootstrap 95% interval (1000 resamples of the rows"
+            f"{seeds})."
         )
+    if rows_note := rows_per_cell_note(counts):
+        table_notes.append(rows_note)
+    if random_weights and any(r.model in random_weights for r in rows):
+        table_notes.append(RANDOM_WEIGHTS_NOTE)
+    if other_labels and any(d.kind in ("published", "published-only") for d in display):
+        table_notes.append(labelling_differs_note(spec.labeler))
     if any(row.kind == "difference" for row in display):
         table_notes.append(DIFFERENCE_NOTE)
+    table_notes += notes
     return Table(
         spec.name, spec.title, list(datasets), display, frame, table_notes, dict(metadata or {})
     )
@@ -277,9 +346,12 @@ def paired_table(
     labeler: str,
     seed: int,
     metadata: Mapping | None = None,
+    where: str = "",
 ) -> Table:
     """Paired bootstrap of the weighted-F1 difference of every pair of models per test set, on
-    the rows both answered (matched by row_id); `*` marks a 95% interval that excludes 0."""
+    the rows both answered (matched by row_id); `*` marks a 95% interval that excludes 0, and
+    each cell says how many rows the two models share. `where` (the group's test sets) ends
+    the title."""
     records = []
     pairs = list(itertools.combinations(models, 2))
     for dataset in datasets:
@@ -343,15 +415,22 @@ def paired_table(
                 continue
             test = by_dataset.loc[dataset]
             text = with_interval(test["difference"], test["ci_low"], test["ci_high"], signed=True)
-            cells.append(text + (" *" if test["significant"] else ""))
+            cells.append(
+                text + (" *" if test["significant"] else "") + f" (n={int(test['n_rows'])})"
+            )
         display.append(DisplayRow(f"{model_a} - {model_b}", tuple(cells)))
     notes = [
         f"Weighted F1 ({labeler} labels) of the first model minus the second, on the rows both "
         "answered (by row_id), with a seeded paired percentile bootstrap 95% interval "
         f"(1000 resamples, seed {seed}). * = the interval excludes 0 (significant at 5%, "
-        "no correction for multiple comparisons); p-values are in the Parquet file."
+        "no correction for multiple comparisons); p-values are in the Parquet file.",
+        "(n=...): the rows both models answered, on which the difference is computed; the "
+        "weighted-F1 table scores every row of each model, so its differences can disagree "
+        "with these when the models answered different rows.",
     ]
     title = f"Paired test: weighted-F1 differences between models ({labeler} labels)"
+    if where:
+        title += f", {where}"
     return Table(
         name, title, list(datasets), display, frame, notes, dict(metadata or {}), corner="models"
     )
@@ -392,16 +471,32 @@ def cell_provenance(record: dict) -> dict:
     }
 
 
-def bart_score_variant(records: dict[str, dict]) -> str:
-    """The one BARTScore variant (score provenance ``bart_score_variant``) of every summary;
-    raises when summaries were scored with different variants or do not say which."""
+def bart_score_weights_sha256(record: dict) -> str | None:
+    """sha256 of the weights file a summary's BART-scores were computed with (None: none)."""
+    return (record.get("bart_score_weights") or {}).get("sha256")
+
+
+def bart_score_variant(records: dict[str, dict], parabank2_sha256: str | None = None) -> str:
+    """The one BARTScore variant of every summary, named from what its score job loaded: the
+    checkpoint (score provenance ``scorer_checkpoints``) and the weights file's sha256
+    (``bart_score_weights``), "ParaBank2 weights" only when that digest is `parabank2_sha256`
+    (the config's ``scorers.bart_score.parabank2_sha256``). Raises when summaries were scored
+    with different variants or do not say what they loaded."""
+    from imhibench.metrics.bartscore import variant_name
+
     by_variant: dict[str | None, list[str]] = {}
     for path, record in records.items():
-        by_variant.setdefault(record.get("bart_score_variant"), []).append(path)
+        checkpoint = (record.get("scorer_checkpoints") or {}).get("bart_score") or {}
+        name = checkpoint.get("hub_id") or checkpoint.get("local_path")
+        variant = None
+        if name and "bart_score_weights" in record:
+            sha256 = bart_score_weights_sha256(record)
+            variant = variant_name(name, sha256, parabank2_sha256)
+        by_variant.setdefault(variant, []).append(path)
     if None in by_variant:
         raise ImhiBenchError(
-            f"{by_variant[None][0]}: its provenance names no BARTScore variant; rerun its score "
-            "job with this version of imhi-bench"
+            f"{by_variant[None][0]}: its provenance names no BARTScore checkpoint and weights "
+            "file; rerun its score job with this version of imhi-bench"
         )
     if len(by_variant) != 1:
         mixed = "; ".join(f"{v}: {paths[0]}" for v, paths in sorted(by_variant.items()))
@@ -412,16 +507,25 @@ def bart_score_variant(records: dict[str, dict]) -> str:
     return next(iter(by_variant))
 
 
-def bart_score_note(variant: str) -> str:
-    """The BART-score table's note on the variant it reports."""
-    if "no ParaBank2" in variant:
+def bart_score_note(variant: str, sha256: str | None, parabank2_sha256: str | None) -> str:
+    """The BART-score table's note on the variant it reports (`sha256`: of the weights file
+    loaded; `parabank2_sha256`: the digest the config records as ParaBank2's)."""
+    if sha256 is None:
         return (
             f"BART-scores from {variant}: upstream loads the ParaBank2 weights file "
             "(bart_score.pth), so these are not comparable with the paper's BART-scores."
         )
+    if sha256 == parabank2_sha256:
+        return (
+            f"BART-scores from {variant}: the weights file loaded has sha256 {sha256}, the "
+            "ParaBank2 digest recorded in scorers.bart_score.parabank2_sha256, as upstream "
+            "loads (the file's source is in provenance.json)."
+        )
     return (
-        f"BART-scores from {variant}: the checkpoint with a ParaBank2 weights file loaded, as "
-        "upstream does (the file's source and sha256 are in provenance.json)."
+        f"BART-scores from {variant}: the weights file loaded has sha256 {sha256}, not the "
+        "ParaBank2 digest recorded in scorers.bart_score.parabank2_sha256 "
+        f"({parabank2_sha256 or 'null: none recorded'}); these scores are not known to use "
+        "upstream's ParaBank2 weights and are not comparable with the paper's BART-scores."
     )
 
 
@@ -441,16 +545,28 @@ def write_tables(
     label_paths: Mapping[tuple[str, str], str | Path] | None = None,
     seed: int = 0,
     provenance: dict | None = None,
+    skipped: Mapping[str, Sequence[str]] | None = None,
+    random_weights: Collection[str] = (),
+    parabank2_sha256: str | None = None,
 ) -> list[Path]:
     """Write every table (and, given `label_paths`, a paired-test table per group) as .parquet,
     .md, .html and .tex, the long table of all metrics, and the provenance sidecar: the
-    aggregate's own record, every input summary's full record (`inputs`), and per
-    (model, dataset) cell what made it (`cells`, see `cell_provenance`). `notes` go under
-    every table, or, as a mapping group -> notes, under that group's tables."""
+    aggregate's own record, every input summary's full record (`inputs`), per
+    (model, dataset) cell what made it (`cells`, see `cell_provenance`) and the jobs not run
+    (`skipped`). `notes` go under every table, or, as a mapping group -> notes, under that
+    group's tables. `skipped` (group -> one message per skipped job group) puts one line under
+    that group's tables, the list in the HTML table (the report), the log and the sidecar.
+    Models in `random_weights` are marked; `parabank2_sha256` is the digest a BARTScore
+    weights file must have to be called ParaBank2's."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     summaries = load_summaries(summary_paths)
     inputs = {str(p): read_provenance(p) for p in summary_paths}
+    skipped = {group: list(messages) for group, messages in (skipped or {}).items() if messages}
+    for group, messages in skipped.items():
+        for message in messages:
+            log.info("not run (%s tables): %s", group, message)
+    seeds = sorted({r["seed"] for r in inputs.values() if r.get("seed") is not None})
     task_of = dict(task_of or {d: d for g in datasets_by_group.values() for d in g})
     published_values = load_published(published) if published is not None else None
     paper_tasks = list(published_values.columns) if published_values is not None else []
@@ -467,7 +583,8 @@ def write_tables(
         ]
     variant = None
     if any(spec.metric == "bart_score" for spec in specs):
-        variant = bart_score_variant(inputs)
+        variant = bart_score_variant(inputs, parabank2_sha256)
+        weights_sha256 = bart_score_weights_sha256(next(iter(inputs.values())))
     written = []
 
     def answered(group_datasets: Sequence[str]) -> list[TableRow]:
@@ -486,6 +603,8 @@ def write_tables(
             "published_source": str(published) if with_published and published else None,
             "provenance": PROVENANCE_SIDECAR,
         }
+        if spec.metric == "weighted_f1":
+            metadata["bootstrap_seeds"] = seeds
         table = metric_table(
             summaries,
             spec,
@@ -496,10 +615,19 @@ def write_tables(
             [
                 *(notes.get(spec.group, ()) if isinstance(notes, Mapping) else notes),
                 *(published_note if with_published else []),
-                *([bart_score_note(variant)] if spec.metric == "bart_score" else []),
+                *(
+                    [bart_score_note(variant, weights_sha256, parabank2_sha256)]
+                    if spec.metric == "bart_score"
+                    else []
+                ),
             ],
             metadata,
+            random_weights,
+            seeds,
         )
+        table.not_run = skipped.get(spec.group, [])
+        if table.not_run:
+            table.notes.append(NOT_RUN_NOTE)
         table_provenance = provenance
         if spec.metric == "bart_score":
             table.title += f" [{variant}]"
@@ -516,7 +644,8 @@ def write_tables(
                 "labeler": primary,
                 "provenance": PROVENANCE_SIDECAR,
             }
-            table = paired_table(name, label_paths, order, datasets, primary, seed, metadata)
+            where = group_description(group)
+            table = paired_table(name, label_paths, order, datasets, primary, seed, metadata, where)
             written += write_table_files(table, out_dir, provenance)
     write_table(summaries, out_dir / "all_metrics.parquet", provenance)
     cells: dict[str, dict] = {}
@@ -525,7 +654,12 @@ def write_tables(
             "summary": path,
             **cell_provenance(record),
         }
-    sidecar = {"aggregate": provenance or {}, "cells": cells, "inputs": inputs}
+    sidecar = {
+        "aggregate": provenance or {},
+        "cells": cells,
+        "skipped": skipped,
+        "inputs": inputs,
+    }
     if variant is not None:
         sidecar["bart_score_variant"] = variant
     write_json(sidecar, out_dir / PROVENANCE_SIDECAR)

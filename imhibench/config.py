@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import jsonschema
 import yaml
@@ -17,6 +19,8 @@ from imhibench.config_overrides import coerce_config, strict_validator
 from imhibench.errors import ImhiBenchError
 from imhibench.fetch import UPSTREAM_REPO, source_url
 from imhibench.tasks import all_tasks
+
+_T = TypeVar("_T")
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +33,8 @@ CHECKPOINT_FIELDS = ("hub_id", "revision", "weights", "path")
 KINDS_WITHOUT_CHECKPOINT = ("responses", "api")
 # The generate rule of a model, by (kind, run_on); every other model uses rule `generate`.
 GENERATE_RULES = {("api", "local"): "generate_api_local", ("api", "cluster"): "generate_api"}
+# Scorer keys that only name what the tables show (never a scorer option, so never a rerun).
+TABLE_ONLY_FIELDS = ("parabank2_sha256",)
 # The option through which each model-based scorer receives its checkpoint directory.
 SCORER_CHECKPOINT_OPTION = {"bart_score": "checkpoint", "bert_score": "model"}
 
@@ -58,6 +64,16 @@ def _error_line(error: jsonschema.ValidationError) -> str:
 @functools.cache
 def _schema(path: str) -> dict:
     return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+
+
+def stop_on_error(check: Callable[..., _T], *args: object) -> _T:
+    """`check(*args)` for the Snakefile: an ImhiBenchError (a bad config) stops Snakemake with
+    its message alone, `imhi-bench: <message>`, exit status 1. (Raised, Snakemake would print
+    it with two traceback lines that point into imhi-bench's code and add nothing.)"""
+    try:
+        return check(*args)
+    except ImhiBenchError as err:
+        raise SystemExit(f"imhi-bench: {err}") from None
 
 
 def validate_config(config: dict, schema_path: str | Path) -> None:
@@ -334,7 +350,9 @@ class Plan:
         """Options for imhibench.metrics.explanation, checkpoints resolved to directories."""
         settings = {}
         for name, spec in self.config["scorers"].items():
-            options = {k: v for k, v in spec.items() if k not in CHECKPOINT_FIELDS}
+            options = {
+                k: v for k, v in spec.items() if k not in CHECKPOINT_FIELDS + TABLE_ONLY_FIELDS
+            }
             if name in SCORER_CHECKPOINT_OPTION:
                 options[SCORER_CHECKPOINT_OPTION[name]] = checkpoint_dir(spec)
             if name == "bart_score" and "weights_file" in options:
@@ -345,6 +363,14 @@ class Plan:
     def bart_score_weights(self) -> dict | None:
         """Where the BARTScore weights file comes from (scorers.bart_score.weights_file)."""
         return self.config["scorers"].get("bart_score", {}).get("weights_file")
+
+    def parabank2_sha256(self) -> str | None:
+        """The sha256 recorded as ParaBank2's bart_score.pth (scorers.bart_score), or None."""
+        return self.config["scorers"].get("bart_score", {}).get("parabank2_sha256")
+
+    def random_weight_models(self) -> list[str]:
+        """Models with jobs whose entry says `random_weights: true` (marked in the tables)."""
+        return [m for m in self.models_with_jobs() if self.model(m).get("random_weights")]
 
     def bart_score_weights_path(self) -> str | None:
         """The fetched weights file the score stage reads (a folder per source), or None for

@@ -37,8 +37,9 @@ API_EXECUTION_KEYS = frozenset(
     }
 )
 #: Parts of a model entry that are never a rule param: cluster resources, execution placement,
-#: and `generation` (its answer-affecting part is the rule's `settings` param).
-_SPEC_EXECUTION_KEYS = ("resources", "generation", "run_on")
+#: `generation` (its answer-affecting part is the rule's `settings` param) and `random_weights`
+#: (a mark in the tables).
+_SPEC_EXECUTION_KEYS = ("resources", "generation", "run_on", "random_weights")
 
 
 def answer_model_spec(spec: dict) -> dict:

@@ -61,18 +61,13 @@ def score(
     return per_row, table
 
 
-def bart_score_provenance(options: dict, checkpoint: dict) -> dict:
-    """Which BARTScore variant scored (named from the checkpoint's hub id or directory) and
-    the weights file it loaded (source and sha256), for the score stage's provenance."""
-    from imhibench.metrics.bartscore import variant_name
+def bart_score_provenance(options: dict) -> dict:
+    """The weights file BARTScore loaded (source and sha256), for the score stage's provenance;
+    the aggregate names the variant from it and the checkpoint (``scorer_checkpoints``)."""
     from imhibench.scorer_weights import weights_record
 
     weights = options.get("weights_file")
-    name = checkpoint.get("hub_id") or checkpoint.get("local_path") or options["checkpoint"]
-    return {
-        "bart_score_variant": variant_name(str(name), weights is not None),
-        "bart_score_weights": weights_record(weights) if weights is not None else None,
-    }
+    return {"bart_score_weights": weights_record(weights) if weights is not None else None}
 
 
 def run_score(
@@ -117,7 +112,7 @@ def run_score(
     }
     bart = {}
     if "bart_score" in scorers:
-        bart = bart_score_provenance(scorers["bart_score"], scorer_checkpoints["bart_score"])
+        bart = bart_score_provenance(scorers["bart_score"])
     provenance = build_provenance(
         "score",
         model=model,

@@ -44,6 +44,9 @@ class Table:
     notes: list[str] = field(default_factory=list)
     metadata: dict = field(default_factory=dict)
     corner: str = "model"
+    # Jobs behind this table's "-" cells that were not run, one message each: listed in full
+    # in the HTML page (the report) and the Parquet metadata, not in the Markdown or LaTeX.
+    not_run: list[str] = field(default_factory=list)
 
 
 def number(value: float | None, digits: int = 2, signed: bool = False) -> str:
@@ -82,6 +85,7 @@ def write_parquet(table: Table, path: str | Path, provenance: dict | None = None
     metadata = dict(arrow.schema.metadata or {})
     description = {"name": table.name, "title": table.title, "columns": table.columns}
     description["notes"] = table.notes
+    description["not_run"] = table.not_run
     metadata[TABLE_METADATA_KEY] = json.dumps({**description, **table.metadata}).encode()
     if provenance is not None:
         metadata[PROVENANCE_KEY] = json.dumps(provenance, sort_keys=True, default=str).encode()
@@ -159,7 +163,12 @@ def to_html(table: Table) -> str:
     """A standalone HTML page of the table (for `snakemake --report`)."""
     notes = "".join(f"<li>{html.escape(note)}</li>" for note in table.notes)
     body = f"<h2>{html.escape(table.title)}</h2>\n{to_html_fragment(table)}\n"
-    return html_page(table.title, body + (f"<ul>{notes}</ul>" if notes else ""))
+    body += f"<ul>{notes}</ul>" if notes else ""
+    if table.not_run:
+        items = "".join(f"<li>{html.escape(m)}</li>" for m in table.not_run)
+        summary = f"Not run ({len(table.not_run)})"
+        body += f"\n<details><summary>{summary}</summary><ul>{items}</ul></details>"
+    return html_page(table.title, body)
 
 
 # ---- LaTeX -----------------------------------------------------------------------------------

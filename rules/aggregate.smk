@@ -22,9 +22,11 @@ rule aggregate:
         tasks=get_task_names,
         labelers=config["labelers"],
         scorers=list(config["scorers"]),
-        notes=get_table_notes,
+        skipped=get_table_skips,
         published_as=get_published_names,
         seed=config["seed"],
+        random_weights=PLAN.random_weight_models(),
+        parabank2_sha256=PLAN.parabank2_sha256(),
     script:
         "../scripts/aggregate.py"
 

@@ -6,17 +6,22 @@ from pathlib import Path
 sys.path.insert(0, workflow.basedir)
 
 from imhibench.aggregate import paired_table_names, table_specs
-from imhibench.config import Plan, checkpoint_dir, validate_config
+from imhibench.config import Plan, checkpoint_dir, stop_on_error, validate_config
 from imhibench.scorer_weights import WEIGHTS_PATTERN as BART_SCORE_WEIGHTS
 from imhibench.scorer_weights import check_pin_against_lock, source_key
 from imhibench.config_fingerprint import check_tables_match_config
 from imhibench.execution import answer_model_spec, answer_settings
 from imhibench.tasks import all_tasks
 
-validate_config(config, Path(workflow.basedir) / "workflow_config" / "schema.yaml")
-PLAN = Plan(config)
+# A bad config stops here with its message alone (no traceback).
+stop_on_error(
+    validate_config, config, Path(workflow.basedir) / "workflow_config" / "schema.yaml"
+)
+PLAN = stop_on_error(Plan, config)
 # A sha256 pinned for the BARTScore weights must be the one their first fetch recorded.
-check_pin_against_lock(PLAN.bart_score_weights(), PLAN.bart_score_weights_path())
+stop_on_error(
+    check_pin_against_lock, PLAN.bart_score_weights(), PLAN.bart_score_weights_path()
+)
 ALL_TASKS_BY_NAME = all_tasks()
 ALL_TASKS = list(ALL_TASKS_BY_NAME)
 for message in PLAN.skip_messages():
@@ -30,7 +35,7 @@ def get_report_requested():
 
 # A report must not present tables made with another config as this config's.
 if get_report_requested():
-    check_tables_match_config("results/tables", config)
+    stop_on_error(check_tables_match_config, "results/tables", config)
 
 
 def _alternatives(names):
@@ -316,7 +321,7 @@ def get_label_dtype(wildcards):
     return config["label_dtype"]
 
 
-def get_table_notes(wildcards):
+def get_table_skips(wildcards):
     """Per table (main / expert): the skipped (dataset, models) of its datasets."""
     return {
         table: [

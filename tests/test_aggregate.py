@@ -1,4 +1,5 @@
 import json
+import logging
 import math
 import re
 
@@ -35,7 +36,21 @@ def summary(model: str, dataset: str, f1: float, bart: float) -> pd.DataFrame:
     )
 
 
-PARABANK = "bart-large-cnn + ParaBank2"
+# What a score job records of the BARTScore it loaded (the aggregate names the variant from it).
+WEIGHTS_SHA = "ab" * 32
+PARABANK = (
+    "bart-large-cnn + ParaBank2 weights"  # when the config records WEIGHTS_SHA as ParaBank2's
+)
+UNIDENTIFIED = "bart-large-cnn + unidentified weights file abababababab"
+
+
+def scored_with(weights_sha256: str | None = WEIGHTS_SHA) -> dict:
+    weights = {"sha256": weights_sha256} if weights_sha256 else None
+    return {
+        "seed": 42,
+        "scorer_checkpoints": {"bart_score": {"hub_id": "facebook/bart-large-cnn"}},
+        "bart_score_weights": weights,
+    }
 
 
 @pytest.fixture
@@ -47,7 +62,7 @@ def summaries(tmp_path):
     ]:  # fmt: skip
         path = tmp_path / f"{model}-{dataset}.parquet"
         record = {"stage": "score", "model": model, "dataset": dataset}
-        record["bart_score_variant"] = PARABANK
+        record.update(scored_with())
         write_table(summary(model, dataset, f1, bart), path, record)
         paths.append(path)
     return paths
@@ -83,8 +98,8 @@ def test_tables_have_models_as_rows_and_datasets_as_columns(summaries, tmp_path)
     f1 = pd.read_parquet(out / "weighted_f1.parquet")
     # no published file: no published columns; config order SAD, DR kept (no paper order known)
     assert f1.columns.tolist() == [
-        "model", "status", "published_as",
-        "SAD", "SAD_ci_low", "SAD_ci_high", "DR", "DR_ci_low", "DR_ci_high",
+        "model", "status", "published_as", "random_weights",
+        "SAD", "SAD_n", "SAD_ci_low", "SAD_ci_high", "DR", "DR_n", "DR_ci_low", "DR_ci_high",
     ]  # fmt: skip
     assert f1.loc[0, "DR"] == 80.0 and f1.loc[1, "DR"] == 70.25 and f1.loc[0, "DR_ci_low"] == 75
     assert math.isnan(f1.loc[1, "SAD"])  # m2 has no SAD job
@@ -114,14 +129,14 @@ def test_notes_given_per_group_stay_under_that_groups_tables(summaries, tmp_path
 def test_parquet_metadata_says_units_labeler_variant_and_provenance(summaries, tmp_path):
     out = tmp_path / "tables"
     write_tables(summaries, out, table_specs("mentalbert", ["bart_score"], ["main"]),
-                 ["m1", "m2"], {"main": ["DR"]}, TASKS)  # fmt: skip
+                 ["m1", "m2"], {"main": ["DR"]}, TASKS, parabank2_sha256=WEIGHTS_SHA)  # fmt: skip
     f1 = read_table_metadata(out / "weighted_f1.parquet")
     assert f1["units"].startswith("weighted F1 x100") and f1["labeler"] == "mentalbert"
     assert f1["provenance"] == "provenance.json" and f1["scorer_variant"] is None
     bart = read_table_metadata(out / "bart_score.parquet")
-    assert bart["scorer_variant"] == "bart-large-cnn + ParaBank2" and bart["labeler"] is None
-    assert "[bart-large-cnn + ParaBank2]" in bart["title"]
-    assert "bart-large-cnn + ParaBank2" in (out / "bart_score.tex").read_text()
+    assert bart["scorer_variant"] == PARABANK and bart["labeler"] is None
+    assert f"[{PARABANK}]" in bart["title"]
+    assert PARABANK in (out / "bart_score.tex").read_text()
 
 
 def test_rows_follow_the_paper_with_published_values_and_differences(
@@ -243,8 +258,8 @@ def test_paired_table_marks_significant_differences(summaries, tmp_path):
     assert paired.loc[("m2", "m3"), "difference"] == -100
     assert paired["n_rows"].tolist() == [20, 20, 20]
     markdown = (out / "weighted_f1_paired.md").read_text()
-    assert "| m1 - m2 | +100.00 [100.00, 100.00] * |" in markdown
-    assert "| m1 - m3 | 0.00 [0.00, 0.00] |" in markdown
+    assert "| m1 - m2 | +100.00 [100.00, 100.00] * (n=20) |" in markdown
+    assert "| m1 - m3 | 0.00 [0.00, 0.00] (n=20) |" in markdown
 
 
 def test_paired_bootstrap_matches_scikit_learn_and_is_seeded():
@@ -294,7 +309,8 @@ def test_html_escapes_names(summaries, tmp_path):
 def test_bart_score_table_names_its_variant(summaries, tmp_path):
     out = tmp_path / "tables"
     specs = table_specs("mentalbert", ["bart_score"], ["main"])
-    write_tables(summaries, out, specs, ["m1", "m2"], {"main": ["DR", "SAD"]}, provenance={})
+    write_tables(summaries, out, specs, ["m1", "m2"], {"main": ["DR", "SAD"]}, provenance={},
+                 parabank2_sha256=WEIGHTS_SHA)  # fmt: skip
     assert PARABANK in (out / "bart_score.md").read_text().splitlines()[0]
     assert PARABANK in (out / "bart_score.html").read_text()
     assert read_provenance(out / "bart_score.parquet")["bart_score_variant"] == PARABANK
@@ -306,7 +322,7 @@ def test_bart_score_table_names_its_variant(summaries, tmp_path):
 def test_run_without_weights_says_so_in_the_note(tmp_path):
     path = tmp_path / "m1-DR.parquet"
     plain = "bart-large-cnn, no ParaBank2 weights"
-    write_table(summary("m1", "DR", 80.0, -3.0), path, {"model": "m1", "bart_score_variant": plain})
+    write_table(summary("m1", "DR", 80.0, -3.0), path, {"model": "m1", **scored_with(None)})
     out = tmp_path / "tables"
     specs = table_specs("mentalbert", ["bart_score"], ["main"])
     write_tables([path], out, specs, ["m1"], {"main": ["DR"]})
@@ -317,14 +333,14 @@ def test_run_without_weights_says_so_in_the_note(tmp_path):
 
 def test_mixed_bart_score_variants_are_refused(summaries, tmp_path):
     plain = summaries[0].with_name("m3-DR.parquet")
-    record = {"model": "m3", "bart_score_variant": "bart-large-cnn, no ParaBank2 weights"}
+    record = {"model": "m3", **scored_with(None)}
     write_table(summary("m3", "DR", 1.0, -9.0), plain, record)
     specs = table_specs("mentalbert", ["bart_score"], ["main"])
     with pytest.raises(ImhiBenchError, match="different variants.*m3-DR.parquet"):
         write_tables([*summaries, plain], tmp_path / "t", specs, ["m1", "m3"], {"main": ["DR"]})
     unnamed = summaries[0].with_name("old.parquet")
     write_table(summary("m4", "DR", 1.0, -9.0), unnamed, {"model": "m4"})
-    with pytest.raises(ImhiBenchError, match="old.parquet.*names no BARTScore variant"):
+    with pytest.raises(ImhiBenchError, match="old.parquet.*names no BARTScore checkpoint"):
         write_tables([*summaries, unnamed], tmp_path / "t", specs, ["m1"], {"main": ["DR"]})
 
 
@@ -382,3 +398,163 @@ def test_numbers_never_show_a_signed_zero():
     ]  # fmt: skip
     assert number(-0.001) == "0.00" and number(-0.01) == "-0.01"
     assert with_interval(0.001, -0.002, 0.3, signed=True) == "0.00 [0.00, 0.30]"
+
+
+def summary_with_n(model: str, dataset: str, f1: float, n: int) -> pd.DataFrame:
+    frame = summary(model, dataset, f1, -3.0)
+    extra = pd.DataFrame([(model, dataset, dataset, "instruction", "n", None, float(n))],
+                         columns=frame.columns)  # fmt: skip
+    return pd.concat([frame, extra], ignore_index=True)
+
+
+@pytest.fixture
+def demo_like(tmp_path):
+    """A random-weights model on 4 rows per test set and a real one on 35 rows, as the demo."""
+    paths = []
+    cells = [("demo-llama", "DR", 64.29, 4), ("demo-llama", "SAD", 20.0, 4),
+             ("examples", "DR", 56.23, 35), ("examples", "SAD", 60.0, 35)]  # fmt: skip
+    for model, dataset, f1, n in cells:
+        path = tmp_path / f"{model}-{dataset}.parquet"
+        record = {"model": model, "dataset": dataset, **scored_with()}
+        write_table(summary_with_n(model, dataset, f1, n), path, record)
+        paths.append(path)
+    return paths
+
+
+def test_random_weight_rows_are_marked_and_rows_per_cell_are_given(demo_like, tmp_path):
+    out = tmp_path / "tables"
+    write_tables(demo_like, out, table_specs("mentalbert", [], ["main"]),
+                 ["demo-llama", "examples"], {"main": ["DR", "SAD"]}, TASKS,
+                 random_weights=["demo-llama"])  # fmt: skip
+    markdown = (out / "weighted_f1.md").read_text()
+    assert "| demo-llama (random weights) | 64.29 [59.29, 68.29] | 20.00 [15.00, 24.00] |" in (
+        markdown
+    )
+    assert "| examples | 56.23 [51.23, 60.23] | 60.00 [55.00, 64.00] |" in markdown
+    assert "- Rows per cell: 4 (demo-llama); 35 (examples).\n" in markdown
+    assert (
+        "- (random weights): a tiny model with untrained weights (the demo's stand-ins); its "
+        "numbers only show that the pipeline runs and say nothing about any real model.\n"
+    ) in markdown
+    frame = pd.read_parquet(out / "weighted_f1.parquet").set_index("model")
+    assert frame["random_weights"].tolist() == [True, False]
+    assert frame["DR_n"].tolist() == [4, 35]
+
+
+def test_rows_per_cell_name_test_sets_when_they_differ():
+    from imhibench.aggregate import rows_per_cell_note
+
+    counts = pd.DataFrame({"DR": [405.0, 405.0], "SAD": [684.0, math.nan]}, index=["a", "b"])
+    assert rows_per_cell_note(counts) == "Rows per cell: DR 405, SAD 684 (a); 405 (b)."
+
+
+def test_published_values_of_another_labeller_are_said_so(summaries, published, tmp_path):
+    out = tmp_path / "tables"
+    args = (summaries, out, table_specs("rule", [], ["main"]), ["m1"], {"main": ["DR"]}, TASKS)
+    write_tables(*args, published=published, published_as={"m1": "Paper M1"})
+    markdown = (out / "weighted_f1.md").read_text()
+    assert "| &nbsp;&nbsp;published (Paper M1, MentalBERT labels) | 83.95 |" in markdown
+    assert "| Paper M2 (published only, MentalBERT labels) | 85.00 |" in markdown
+    assert (
+        "- Labelling differs: the reproduced rows are scored on rule labels, the published rows "
+        "on the paper's MentalBERT classifier labels; a difference mixes the model with the "
+        "labeller.\n"
+    ) in markdown
+    write_tables(summaries, out, table_specs("mentalbert", [], ["main"]), ["m1"],
+                 {"main": ["DR"]}, TASKS, published=published,
+                 published_as={"m1": "Paper M1"})  # fmt: skip
+    markdown = (out / "weighted_f1.md").read_text()
+    assert "Labelling differs" not in markdown
+    assert "| &nbsp;&nbsp;published (Paper M1) | 83.95 |" in markdown
+    # published-only rows (the demo's case: no model of ours is published) say so too
+    write_tables(*args, published=published, published_as={})
+    markdown = (out / "weighted_f1.md").read_text()
+    assert "| Paper M1 (published only, MentalBERT labels) | 83.95 |" in markdown
+    assert "- Labelling differs: the reproduced rows are scored on rule labels" in markdown
+
+
+def test_skipped_jobs_are_one_line_in_tables_and_listed_in_report_log_and_sidecar(
+    summaries, tmp_path, caplog
+):
+    skipped = [f"Skipping dreaddit-expert for demo-{i}: not in its datasets" for i in range(13)]
+    out = tmp_path / "tables"
+    specs = table_specs("mentalbert", ["bart_score"], ["main", "expert"])
+    with caplog.at_level(logging.INFO, logger="imhibench.aggregate"):
+        write_tables(summaries, out, specs, ["m1", "m2"], GROUPS, TASKS,
+                     skipped={"main": [], "expert": skipped})  # fmt: skip
+    for name in ("expert_weighted_f1", "expert_bart_score"):
+        markdown = (out / f"{name}.md").read_text()
+        assert markdown.count("- -: not run; details in provenance.json\n") == 1
+        assert "Skipping" not in markdown
+        tex = (out / f"{name}.tex").read_text()
+        assert "-: not run; details in provenance.json" in tex and "Skipping" not in tex
+        page = (out / f"{name}.html").read_text()
+        assert "<summary>Not run (13)</summary>" in page
+        assert all(f"<li>{message}</li>" in page for message in skipped)
+        assert read_table_metadata(out / f"{name}.parquet")["not_run"] == skipped
+    assert "not run" not in (out / "weighted_f1.md").read_text()
+    assert json.loads((out / "provenance.json").read_text())["skipped"] == {"expert": skipped}
+    assert all(message in caplog.text for message in skipped)
+
+
+def test_interval_note_names_the_bootstrap_seed(summaries, tmp_path):
+    out = tmp_path / "tables"
+    write_tables(summaries, out, table_specs("mentalbert", [], ["main"]), ["m1"],
+                 {"main": ["DR"]}, TASKS)  # fmt: skip
+    assert (
+        "- Brackets: seeded percentile bootstrap 95% interval (1000 resamples of the rows, "
+        "seed 42).\n"
+    ) in (out / "weighted_f1.md").read_text()
+    assert read_table_metadata(out / "weighted_f1.parquet")["bootstrap_seeds"] == [42]
+
+
+def test_paired_tables_of_two_groups_have_distinct_titles_and_show_shared_rows(tmp_path):
+    gold = ["yes", "no"] * 5
+    labels = {
+        ("a", "DR"): label_file(tmp_path / "a.parquet", gold, gold),
+        ("b", "DR"): label_file(tmp_path / "b.parquet", gold[:4], gold[:4]),
+        ("a", "DR-expert"): label_file(tmp_path / "c.parquet", gold, gold),
+        ("b", "DR-expert"): label_file(tmp_path / "d.parquet", gold, ["yes"] * 10),
+    }
+    paths = []
+    for (model, dataset), n in {("a", "DR"): 10, ("b", "DR"): 4, ("a", "DR-expert"): 10,
+                                ("b", "DR-expert"): 10}.items():  # fmt: skip
+        path = tmp_path / f"s-{model}-{dataset}.parquet"
+        write_table(summary_with_n(model, dataset, 50.0, n), path, {"seed": 42})
+        paths.append(path)
+    out = tmp_path / "tables"
+    write_tables(paths, out, table_specs("mentalbert", [], ["main", "expert"]), ["a", "b"],
+                 {"main": ["DR"], "expert": ["DR-expert"]}, TASKS, label_paths=labels)  # fmt: skip
+    main = (out / "weighted_f1_paired.md").read_text().splitlines()[0]
+    expert = (out / "expert_weighted_f1_paired.md").read_text().splitlines()[0]
+    assert main == (
+        "## Paired test: weighted-F1 differences between models (mentalbert labels), IMHI test sets"
+    )
+    assert expert == (
+        "## Paired test: weighted-F1 differences between models (mentalbert labels), "
+        "expert-written explanation sets"
+    )
+    assert "| a - b | 0.00 [0.00, 0.00] (n=4) |" in (out / "weighted_f1_paired.md").read_text()
+    assert "(n=10) |" in (out / "expert_weighted_f1_paired.md").read_text()
+
+
+def test_demo_weights_are_never_called_parabank2_without_the_recorded_digest(tmp_path):
+    """The demo's stand-in weights: with no ParaBank2 digest recorded (the demo config) or
+    another one, the table names the file by its digest and says it is not comparable."""
+    path = tmp_path / "m1-DR.parquet"
+    write_table(summary("m1", "DR", 80.0, -3.0), path, {"model": "m1", **scored_with()})
+    specs = table_specs("mentalbert", ["bart_score"], ["main"])
+    for recorded in (None, "cd" * 32):
+        out = tmp_path / f"tables-{recorded}"
+        write_tables([path], out, specs, ["m1"], {"main": ["DR"]}, parabank2_sha256=recorded)
+        markdown = (out / "bart_score.md").read_text()
+        assert markdown.splitlines()[0].endswith(f"[{UNIDENTIFIED}]")
+        assert "ParaBank2" not in markdown.splitlines()[0]  # the title
+        assert (
+            f"- BART-scores from {UNIDENTIFIED}: the weights file loaded has sha256 "
+            f"{WEIGHTS_SHA}, not the ParaBank2 digest recorded in "
+            f"scorers.bart_score.parabank2_sha256 ({recorded or 'null: none recorded'}); these "
+            "scores are not known to use upstream's ParaBank2 weights and are not comparable "
+            "with the paper's BART-scores.\n"
+        ) in markdown
+        assert read_table_metadata(out / "bart_score.parquet")["scorer_variant"] == UNIDENTIFIED

@@ -19,7 +19,7 @@ from support import REPO, serve_directory
 from imhibench.config import Plan
 from imhibench.errors import ImhiBenchError
 from imhibench.metrics import compute_explanation_metrics
-from imhibench.metrics.bartscore import BARTScorer
+from imhibench.metrics.bartscore import BARTScorer, variant_name
 from imhibench.provenance import sha256_file
 from imhibench.score import bart_score_provenance
 from imhibench.scorer_weights import (
@@ -217,22 +217,18 @@ def test_scoring_is_float32_unless_bfloat16_is_asked(demo_models):
     assert half.score(SRCS, TGTS) != pytest.approx(full, abs=1e-6)
 
 
-def test_provenance_names_the_variant(weights, tmp_path):
+def test_provenance_records_what_was_loaded_and_claims_no_variant(weights, tmp_path):
+    """The score stage records the weights file it loaded (source, sha256); it names no
+    variant: the aggregate does, from that digest (a file is ParaBank2's only by its digest)."""
     source, sha = weights
     dest = tmp_path / "bart_score.pth"
     fetch_weights_file({"gdrive_id": None, "local_path": str(source), "sha256": sha}, dest)
-    hub = {"hub_id": "facebook/bart-large-cnn", "resolved_revision": "abc"}
-    with_weights = bart_score_provenance({"checkpoint": "x", "weights_file": str(dest)}, hub)
-    assert with_weights["bart_score_variant"] == "bart-large-cnn + ParaBank2"
-    assert with_weights["bart_score_weights"] == weights_record(dest)
+    with_weights = bart_score_provenance({"checkpoint": "x", "weights_file": str(dest)})
+    assert with_weights == {"bart_score_weights": weights_record(dest)}
     assert with_weights["bart_score_weights"]["sha256"] == sha
-    plain = bart_score_provenance({"checkpoint": "x", "weights_file": None}, hub)
-    assert plain == {
-        "bart_score_variant": "bart-large-cnn, no ParaBank2 weights",
-        "bart_score_weights": None,
+    assert bart_score_provenance({"checkpoint": "x", "weights_file": None}) == {
+        "bart_score_weights": None
     }
-    local = bart_score_provenance({"checkpoint": "x"}, {"local_path": "/models/bart-large-cnn/"})
-    assert local["bart_score_variant"] == "bart-large-cnn, no ParaBank2 weights"
 
 
 # --- through Snakemake: the demo and the paper config side by side ------------------------
@@ -307,3 +303,17 @@ def test_the_demo_never_touches_the_papers_weights_nor_plans_their_refetch(demo_
     refused = _snakemake(workdir, "--dry-run", configs=[pin], env=env)
     message = refused.stdout + refused.stderr
     assert refused.returncode != 0 and f"pins {'b' * 64}, but" in message and paper_sha in message
+
+
+def test_variant_says_parabank2_only_for_the_recorded_parabank2_digest():
+    other, known = "ab" * 32, "cd" * 32
+    assert variant_name("facebook/bart-large-cnn", known, known) == (
+        "bart-large-cnn + ParaBank2 weights"
+    )
+    for recorded in (None, known):  # no digest recorded, or another one
+        assert variant_name("facebook/bart-large-cnn", other, recorded) == (
+            "bart-large-cnn + unidentified weights file abababababab"
+        )
+    assert variant_name("/models/bart-large-cnn/", None, known) == (
+        "bart-large-cnn, no ParaBank2 weights"
+    )

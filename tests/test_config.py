@@ -613,3 +613,49 @@ def demo_value(config: dict, path: tuple) -> object:
     for key in path:
         config = config[key]
     return config
+
+
+def test_snakemake_prints_a_config_error_alone_without_traceback_lines(tmp_path):
+    """A bad config stops `snakemake` with the message and nothing after it (the two
+    traceback lines into common.smk and config.py are gone)."""
+    import subprocess
+    import sys
+
+    run = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--snakefile", str(REPO / "Snakefile"),
+         "--directory", str(tmp_path), "--configfile", str(REPO / "workflow_config" / "demo.yaml"),
+         "--config", "seed=abc"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 1
+    assert run.stderr.endswith(
+        "imhi-bench: invalid configuration:\n  seed: 'abc' is not of type 'integer'\n"
+    ), run.stderr
+    assert 'File "' not in run.stderr and "Traceback" not in run.stderr
+
+
+def test_table_only_keys_are_no_rule_params(paper):
+    """`random_weights` and `parabank2_sha256` change what the tables say, never a rerun of
+    generation or scoring (they are not in the generate and score rules' params)."""
+    from imhibench.execution import answer_model_spec
+
+    config = merged(paper, load("demo.yaml"))
+    config["scorers"]["bart_score"]["parabank2_sha256"] = "ab" * 32
+    validate_config(config, SCHEMA)
+    plan = Plan(config)
+    assert "parabank2_sha256" not in plan.scorer_settings()["bart_score"]
+    assert plan.parabank2_sha256() == "ab" * 32
+    assert "random_weights" not in answer_model_spec(plan.model("demo-llama"))
+    assert plan.random_weight_models() == ["demo-llama", "demo-bart", "demo-t5", "demo-llama-lora"]
+
+
+def test_the_80_gb_assumption_is_said_where_resources_are_set_and_the_profile_shows_gpu_type():
+    config = (REPO / "workflow_config" / "config.yaml").read_text()
+    assert "assume 80 GB GPUs, so on a cluster with" in config
+    assert "ask for the type with gpu_model or constraint in the SLURM profile" in config
+    profile = (REPO / "profiles" / "slurm" / "config.yaml").read_text()
+    assert "#     gpu_model: a100  # sbatch --gpus=a100:N, N from the config\n" in profile
+    assert "#     constraint: a100_80gb  # sbatch --constraint, a node feature of your site\n" in (
+        profile
+    )
+    assert "assume 80 GB GPUs" in profile

@@ -83,12 +83,20 @@ def test_every_table_exists_with_models_as_rows_and_test_sets_as_columns(demo_ru
             assert (lows <= cells).all() and (cells <= highs).all()
         else:  # BART-score is a mean log-likelihood: finite and negative
             assert cells.map(lambda v: math.isfinite(v) and v < 0).all()
-            # the demo scores with a weights file (demo stand-in for ParaBank2's bart_score.pth)
+            # the demo scores with its random stand-in for ParaBank2's bart_score.pth, and no
+            # ParaBank2 digest is recorded: the variant is named by the file's digest
+            sidecar = json.loads((tables / "provenance.json").read_text())
+            loaded = {r["bart_score_weights"]["sha256"] for r in sidecar["inputs"].values()}
+            assert len(loaded) == 1
+            variant = f"bart-score + unidentified weights file {loaded.pop()[:12]}"
             markdown = (tables / f"{name}.md").read_text()
-            assert markdown.startswith("## ") and "[bart-score + ParaBank2]" in markdown
-            assert read_provenance(tables / f"{name}.parquet")["bart_score_variant"] == (
-                "bart-score + ParaBank2"
-            )
+            assert markdown.startswith("## ") and f"[{variant}]" in markdown.splitlines()[0]
+            assert "ParaBank2" not in markdown.splitlines()[0]
+            assert read_provenance(tables / f"{name}.parquet")["bart_score_variant"] == variant
+        # the demo's tiny models are marked, with the rows behind every cell
+        markdown = (tables / f"{name}.md").read_text()
+        assert all(f"| {m} (random weights) |" in markdown for m in models if "demo-" in m)
+        assert "- Rows per cell: " in markdown
     # the main weighted-F1 table shows the paper's rows, published only
     f1 = pd.read_parquet(tables / "weighted_f1.parquet")
     assert f1.loc[f1["status"] == "published only", "model"].tolist()[:2] == [
