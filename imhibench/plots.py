@@ -8,6 +8,7 @@ Readable in greyscale: models differ by marker shape or bar hatch, not by colour
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -25,6 +26,12 @@ HEATMAP_SIZE = (5.0, 4.5)  # 500 x 450 px
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h")
 HATCHES = ("", "//", "..", "xx", "\\\\", "--", "++", "oo", "**", "||")
 GREYS = ("0.0", "0.35", "0.55", "0.2", "0.45", "0.65", "0.1", "0.3", "0.5", "0.6")
+# Characters per line of wrapped titles and axis labels: long ones (a table title with its
+# scorer variant, the units of a metric) wrap instead of running off the canvas.
+TITLE_WIDTH = 90
+YLABEL_WIDTH = 45
+# Drawn at the foot of a bar whose value is missing (no job, no data), unlike a bar of 0.
+MISSING_TEXT = "n/a"
 
 
 def _subplots(*grid: int, figsize: tuple[float, float]):
@@ -49,21 +56,47 @@ def _finite(value: object) -> bool:
     return isinstance(value, (int, float)) and not math.isnan(value)
 
 
+def _wrap(text: str, width: int) -> str:
+    return "\n".join(textwrap.wrap(text, width)) or text
+
+
+def model_label(row: Mapping, datasets: Sequence[str]) -> str:
+    """A model's legend entry: its name, `random weights` if so, and its rows per test set."""
+    notes = ["random weights"] if bool(row.get("random_weights", False)) else []
+    counts = sorted({int(n) for d in datasets if _finite(n := row.get(f"{d}_n"))})
+    if counts:
+        notes.append(f"n={counts[0]}" if len(counts) == 1 else f"n={counts[0]}-{counts[-1]}")
+    return f"{row['model']} ({', '.join(notes)})" if notes else str(row["model"])
+
+
 def metric_chart(
     frame: pd.DataFrame,
     datasets: Sequence[str],
     title: str,
     ylabel: str,
     out_base: str | Path,
+    interval: str = "95% interval",
 ) -> list[Path]:
+    """`metric_figure` saved as `<out_base>.png|svg`."""
+    return save(metric_figure(frame, datasets, title, ylabel, interval), out_base)
+
+
+def metric_figure(
+    frame: pd.DataFrame,
+    datasets: Sequence[str],
+    title: str,
+    ylabel: str,
+    interval: str = "95% interval",
+) -> Figure:
     """Dot chart of a results table (the Parquet frame of `imhibench.aggregate.metric_table`):
-    one marker per reproduced model and test set, its 95% interval as whiskers where present,
-    and the published value as a hollow marker of the same shape."""
+    one marker per reproduced model and test set, its 95% interval as whiskers where present
+    (`interval` names it in the legend), and the published value as a hollow marker of the
+    same shape. The legend sits outside the plot, right of it."""
     reproduced = frame[frame["status"] == "reproduced"].reset_index(drop=True)
     figure, axes = _subplots(figsize=CHART_SIZE)
     width = 0.8 / max(len(reproduced), 1)
     x = np.arange(len(datasets))
-    any_published = False
+    any_published = any_interval = False
     for i, row in reproduced.iterrows():
         offset = x - 0.4 + width * (i + 0.5)
         marker, grey = MARKERS[i % len(MARKERS)], GREYS[i % len(GREYS)]
@@ -72,6 +105,7 @@ def metric_chart(
         high = np.array([row.get(f"{d}_ci_high", np.nan) for d in datasets], dtype=float)
         errors = None
         if np.isfinite(low).any():
+            any_interval = True
             errors = np.vstack([values - low, high - values])
         axes.errorbar(
             offset,
@@ -82,7 +116,7 @@ def metric_chart(
             ecolor=grey,
             capsize=3,
             markersize=7,
-            label=str(row["model"]),
+            label=model_label(row, datasets),
         )
         published = np.array([row.get(f"{d}_published", np.nan) for d in datasets], dtype=float)
         if np.isfinite(published).any():
@@ -107,14 +141,16 @@ def metric_chart(
             markeredgecolor="black",
             label="published (hollow)",
         )
+    if any_interval:
+        axes.errorbar([], [], yerr=[], fmt="none", ecolor="black", capsize=3, label=interval)
     axes.set_xticks(x, list(datasets), rotation=30 if len(datasets) > 6 else 0)
     axes.set_xlim(-0.6, len(datasets) - 0.4)
     axes.set_xlabel("test set")
-    axes.set_ylabel(ylabel)
-    axes.set_title(title, fontsize=10)
+    axes.set_ylabel(_wrap(ylabel, YLABEL_WIDTH))
+    axes.set_title(_wrap(title, TITLE_WIDTH), fontsize=10)
     axes.grid(axis="y", color="0.85")
-    axes.legend(fontsize=8, loc="best")
-    return save(figure, out_base)
+    figure.legend(fontsize=8, loc="outside right upper")
+    return figure
 
 
 def confusion_heatmap(
@@ -155,8 +191,17 @@ def labeler_chart(
     datasets: Sequence[str],
     out_base: str | Path,
 ) -> list[Path]:
+    """`labeler_figure` saved as `<out_base>.png|svg`."""
+    return save(labeler_figure(summaries, models, datasets), out_base)
+
+
+def labeler_figure(
+    summaries: pd.DataFrame, models: Sequence[str], datasets: Sequence[str]
+) -> Figure:
     """Two panels of hatched bars per model and test set: MentalBERT-vs-rule agreement (% of
-    rows with the same label) and the rule labeler's out-of-domain rate (% of rows)."""
+    rows with the same label) and the rule labeler's out-of-domain rate (% of rows). A 0% bar
+    is labelled `0`, a missing value `n/a`; the legend sits below the panels, and the y axis
+    runs past 100% so that a full bar stays clear of the frame."""
 
     def value(model: str, dataset: str, metric: str) -> float:
         found = summaries[
@@ -180,8 +225,14 @@ def labeler_chart(
     for axes, (title, values) in zip(all_axes, panels.items(), strict=True):
         for i, model in enumerate(models):
             heights = [values[model, d] for d in datasets]
+            positions = x - 0.4 + width * (i + 0.5)
+            for position, height in zip(positions, heights, strict=True):
+                if math.isnan(height) or height == 0:
+                    text = MISSING_TEXT if math.isnan(height) else "0"
+                    axes.text(position, 1, text, ha="center", va="bottom", fontsize=7,
+                              rotation=90 if math.isnan(height) else 0)  # fmt: skip
             axes.bar(
-                x - 0.4 + width * (i + 0.5),
+                positions,
                 np.nan_to_num(heights),
                 width,
                 color="0.85" if i == 0 else "white",  # the unhatched first model is filled
@@ -190,12 +241,16 @@ def labeler_chart(
                 label=model,
             )
         axes.set_xticks(x, list(datasets), rotation=30 if len(datasets) > 4 else 0, fontsize=8)
-        axes.set_ylim(0, 100)
+        axes.set_ylim(0, 112)
+        axes.set_yticks(range(0, 101, 20))
         axes.set_xlabel("test set")
         axes.set_ylabel("% of rows")
-        axes.set_title(title, fontsize=9)
-    all_axes[0].legend(fontsize=7, loc="lower left")
-    return save(figure, out_base)
+        axes.set_title(_wrap(title, TITLE_WIDTH // 2), fontsize=9)
+    handles, labels = all_axes[0].get_legend_handles_labels()
+    figure.legend(
+        handles, labels, fontsize=7, loc="outside lower center", ncols=min(len(models), 4)
+    )
+    return figure
 
 
 def write_confusion_heatmaps(
@@ -232,6 +287,7 @@ def write_plots(
     """Every figure of the aggregate stage under `out_dir`: `<table>.png|svg` per results table,
     `confusion/<model>/<dataset>.png|svg` per job and, when both labelers ran,
     `labelers.png|svg`."""
+    from imhibench.aggregate import seed_text
     from imhibench.io import read_table
     from imhibench.tables import read_table_metadata
 
@@ -242,7 +298,11 @@ def write_plots(
         frame = read_table(path, ["model", "status"])
         meta = read_table_metadata(path)
         datasets = meta["columns"]
-        written += metric_chart(frame, datasets, meta["title"], meta["units"], out_dir / path.stem)
+        seeds = meta.get("bootstrap_seeds") or []
+        interval = "95% bootstrap interval" + (f" ({seed_text(seeds)})" if seeds else "")
+        written += metric_chart(
+            frame, datasets, meta["title"], meta["units"], out_dir / path.stem, interval
+        )
     written += write_confusion_heatmaps(label_paths, labeler, task_labels, out_dir / "confusion")
     if labeler_comparison:
         summaries = read_table(all_metrics_path, ["model", "dataset", "metric", "value"])
