@@ -336,3 +336,28 @@ def test_a_job_whose_shards_were_taken_over_writes_no_output(
     with pytest.raises(ImhiBenchError, match="another run with other inputs took over"):
         _generate(test_set, out, demo_models, rows=3)
     assert not out.exists()
+
+
+def test_a_directory_without_a_model_is_named_by_its_config_key_and_nothing_is_written(
+    test_set, tmp_path
+):
+    """A `path:` that exists but holds no model: one line naming the key, before any shard
+    directory (and its manifest.json) is made."""
+    empty = tmp_path / "not-a-model"
+    empty.mkdir()
+    (empty / "config.json").write_text('{"hidden_size": 8}')
+    out = tmp_path / "out" / "T.parquet"
+    spec = {"kind": "causal", "split": "instruction", "path": str(empty)}
+    with pytest.raises(ImhiBenchError) as error:
+        run_generate(str(test_set), str(out), "tiny", spec, str(empty), None, None, SETTINGS,
+                     rows=None, device="cpu")  # fmt: skip
+    assert str(error.value) == (
+        f"model_catalog.tiny.path={empty}: not a Hugging Face model directory "
+        "(config.json has no model_type)"
+    )
+    assert not shard_dir(out).exists() and not out.exists()
+    lora = {"kind": "lora", "split": "instruction", "path": str(empty),
+            "base": {"hub_id": "org/base", "revision": "main"}}  # fmt: skip
+    with pytest.raises(ImhiBenchError, match=r"^model_catalog.tiny.path=.*: not a PEFT adapter"):
+        run_generate(str(test_set), str(out), "tiny", lora, str(empty), str(empty), None,
+                     SETTINGS, rows=None, device="cpu")  # fmt: skip

@@ -39,6 +39,8 @@ def test_generate_imports_upstream_responses(tmp_path, expert_dr):
     provenance = read_provenance(out)
     assert provenance["checkpoints"] == {"responses": str(responses)}
     assert provenance["test_set"]["sha256"] == mirror_sha256(EXPERT_DR)
+    # nothing was generated: no decoding settings are recorded for imported answers
+    assert provenance["generation_settings"] is None
 
 
 def test_generate_with_a_model_takes_the_first_rows(tmp_path, expert_dr, demo_models):

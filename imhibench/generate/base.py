@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,6 +182,42 @@ def load_backend(
         device=device,
         **options,
     )
+
+
+def check_model_directories(
+    model: str, spec: dict, model_dir: str | None, base_model_dir: str | None = None
+) -> None:
+    """Before anything is written: the model's directory (and its base's) must be what its
+    kind loads, a Hugging Face model directory (config.json with a model_type) or, for the
+    adapter of a ``lora`` model, a PEFT adapter (adapter_config.json). The error names the
+    config key that points there."""
+    for role, directory in (("", model_dir), ("base.", base_model_dir)):
+        if directory is None:
+            continue
+        entry = spec.get("base", {}) if role else spec
+        key = "path" if entry.get("path") else "hub_id"
+        where = f"model_catalog.{model}.{role}{key}={entry.get(key)}"
+        if key == "hub_id":
+            where += f" ({directory})"
+        if not role and spec.get("kind") == "lora":
+            if not (Path(directory) / "adapter_config.json").is_file():
+                raise ImhiBenchError(
+                    f"{where}: not a PEFT adapter directory (no adapter_config.json)"
+                )
+            continue
+        config = Path(directory) / "config.json"
+        if not config.is_file():
+            raise ImhiBenchError(f"{where}: not a Hugging Face model directory (no config.json)")
+        try:
+            model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type")
+        except (ValueError, AttributeError) as err:
+            raise ImhiBenchError(
+                f"{where}: not a Hugging Face model directory (config.json unreadable: {err})"
+            ) from err
+        if not model_type:
+            raise ImhiBenchError(
+                f"{where}: not a Hugging Face model directory (config.json has no model_type)"
+            )
 
 
 def require_dir(path: str | None, what: str, marker: str) -> str:

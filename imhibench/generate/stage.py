@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from imhibench.generate.base import answer_settings
+from imhibench.generate.base import answer_settings, check_model_directories
 from imhibench.generate.shards import KEY_FIELD, ShardStore, dir_fingerprint
 from imhibench.generate.signals import GenerationStopped, StopOnSignal
 from imhibench.io import read_provenance, read_table, write_table
@@ -83,6 +83,7 @@ def run_generate(
             )  # fmt: skip
             checkpoints = {"endpoint": extra.pop("endpoint")}
         else:
+            check_model_directories(model, model_spec, model_dir, base_model_dir)
             subset = test_set.head(rows) if rows else test_set
             job = _ShardedJob(model, kind, model_dir, base_model_dir, settings, seed, device)
             table, store, extra = job.run(
@@ -101,7 +102,8 @@ def run_generate(
             hub_id=model_spec.get("hub_id"),
             requested_revision=model_spec.get("revision"),
             checkpoints=checkpoints,
-            generation_settings=settings,
+            # imported answers were not generated: no decoding settings apply to them
+            generation_settings=None if kind == "responses" else settings,
             seed=seed,
             device=device,
             rows=len(table),
