@@ -19,6 +19,7 @@ EPILOG = "Non-clinical research use only; see the README."
 
 def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
     from imhibench.evaluate import DEFAULT_MAX_ANSWER_TOKENS, LABELERS, SPLITS
+    from imhibench.metrics.correctness import DEFAULT_SEED
 
     parser = subparsers.add_parser(
         "evaluate",
@@ -56,7 +57,12 @@ def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--bartscore-model", metavar="PATH", help="add BARTScore")
     parser.add_argument("--bartscore-weights", metavar="FILE", help="e.g. bart_score.pth")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=DEFAULT_SEED,
+        help=f"bootstrap seed (default {DEFAULT_SEED}, the workflow config's seed)",
+    )
     parser.add_argument("--bootstrap-resamples", type=int, default=1000, metavar="N")
     parser.add_argument(
         "--max-answer-tokens",

@@ -20,6 +20,7 @@ from imhibench.generate.responses import (
     empty_rows,
     import_responses,
 )
+from imhibench.metrics.correctness import DEFAULT_SEED
 from imhibench.tasks import Task, get_task
 
 if TYPE_CHECKING:
@@ -116,6 +117,8 @@ def _rows_from_upstream(
             f"needs upstream's {','.join(UPSTREAM_COLUMNS)} (or give the test set for "
             "a row_id,response file)"
         )
+    if table.empty:
+        raise ImhiBenchError(f"{path}: the file has no rows")
     row_ids = [f"{task.name}-{n}" for n in range(len(table))]
     golds = list(table["goldens"])
     if empty := empty_rows(row_ids, golds):
@@ -134,8 +137,10 @@ def _rows_from_test_set(path: str, test_set: str, labels_column: str | None) -> 
     `rows_per_dataset`): its rows are scored, in test-set order."""
     from imhibench.io import read_table
 
-    tests = read_table(test_set, ["row_id", "gold_answer", "gold_label"])
     table = _read_table(Path(path))
+    if table.empty:
+        raise ImhiBenchError(f"{path}: the file has no rows")
+    tests = read_table(test_set, ["row_id", "gold_answer", "gold_label"])
     by_row_id = not set(UPSTREAM_COLUMNS) <= set(table.columns)
     answered = tests
     if by_row_id and "row_id" in table.columns:
@@ -306,7 +311,7 @@ def evaluate(
     labels_column: str | None = None,
     explanation: dict[str, dict[str, Any]] | None = None,
     device: str = "auto",
-    seed: int = 0,
+    seed: int = DEFAULT_SEED,
     n_resamples: int = 1000,
     max_answer_tokens: int = DEFAULT_MAX_ANSWER_TOKENS,
 ) -> dict[str, Any]:
@@ -385,12 +390,13 @@ def _table(rows: list[list[str]]) -> list[str]:
 def format_report(result: dict[str, Any]) -> str:
     """A short human-readable report of an `evaluate` result."""
     low, high = result["weighted_f1_ci95"]
+    seed = result["bootstrap"]["seed"]
     lines = [
         f"{result['dataset']}: {result['n']} responses from {result['responses']} "
         f"({result['n']} of the test set's {result['test_set_rows']} rows; "
         f"labeler {result['labeler']})",
         f"correctness (x100, {result['n_correctness']} rows): accuracy {result['accuracy']:.2f}"
-        f"  weighted F1 {result['weighted_f1']:.2f} (95% CI {low:.2f}-{high:.2f})"
+        f"  weighted F1 {result['weighted_f1']:.2f} (95% CI {low:.2f}-{high:.2f}, seed {seed})"
         f"  micro F1 {result['micro_f1']:.2f}  macro F1 {result['macro_f1']:.2f}",
         f"out-of-domain answers (no rule keyword): {result['ood']}",
     ]

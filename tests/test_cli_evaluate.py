@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from support import REPO, require_mirror
 
 from imhibench.cli import main
@@ -309,3 +310,34 @@ def test_responses_of_another_test_set_are_refused(tmp_path, capsys):
     write_table(pd.DataFrame({"row_id": ["SAD-0"], "response": ["x"]}), responses)
     code, _, err = run(capsys, "DR", str(responses), "--test-set", str(_test_set(tmp_path)))
     assert code == 2 and "none of its row_ids is a row of the test set" in err
+
+
+def test_header_only_csv_says_the_file_has_no_rows(tmp_path, capsys):
+    path = tmp_path / "DR.csv"
+    path.write_text("goldens,generated_text\n")
+    code, _, err = run(capsys, "DR", str(path))
+    assert (code, err) == (2, f"imhibench: error: {path}: the file has no rows\n")
+    ids = tmp_path / "ids.csv"
+    ids.write_text("row_id,response\n")
+    test_set = tmp_path / "test_set.parquet"
+    write_table(pd.DataFrame({"row_id": ["DR-0"], "gold_answer": [YES], "gold_label": ["yes"]}),
+                test_set)  # fmt: skip
+    code, _, err = run(capsys, "DR", str(ids), "--test-set", str(test_set))
+    assert (code, err) == (2, f"imhibench: error: {ids}: the file has no rows\n")
+
+
+def test_one_default_seed_for_the_command_and_the_pipeline_printed_beside_the_interval(
+    upstream_csv, capsys
+):
+    """The same answers get the same interval from `imhibench evaluate` and the pipeline."""
+    from imhibench.metrics.correctness import weighted_f1_ci
+
+    config = yaml.safe_load((REPO / "workflow_config" / "config.yaml").read_text())
+    result = run_json(capsys, "DR", str(upstream_csv))
+    assert result["bootstrap"]["seed"] == config["seed"] == 42
+    gold = ["yes", "no", "yes", "no", "yes", "no"]
+    rule = ["yes", "no", "no", "yes", "yes", "no"]
+    assert result["weighted_f1_ci95"] == list(weighted_f1_ci(gold, rule, seed=config["seed"]))
+    code, out, _ = run(capsys, "DR", str(upstream_csv))
+    low, high = result["weighted_f1_ci95"]
+    assert code == 0 and f"(95% CI {low:.2f}-{high:.2f}, seed 42)" in out

@@ -70,6 +70,10 @@ def agreement(first: Sequence[str], second: Sequence[str]) -> float:
 # --- Details beyond the paper's numbers: per class, confusion matrix, bootstrap interval. ---
 
 BOOTSTRAP_RESAMPLES = 1000
+# The one default seed of every bootstrap: `imhibench evaluate`'s --seed and the workflow
+# config's `seed` (workflow_config/config.yaml; tests/test_cli_evaluate.py keeps them equal),
+# so that the same answers get the same interval from the command line and from the pipeline.
+DEFAULT_SEED = 42
 
 
 def label_order(labels: Sequence[str], gold: Sequence[str], predicted: Sequence[str]) -> list[str]:
@@ -134,7 +138,7 @@ def _weighted_f1_of_resamples(gold: np.ndarray, predicted: np.ndarray, k: int) -
 def weighted_f1_ci(
     gold: Sequence[str],
     predicted: Sequence[str],
-    seed: int = 0,
+    seed: int = DEFAULT_SEED,
     n_resamples: int = BOOTSTRAP_RESAMPLES,
     level: float = 95.0,
 ) -> tuple[float, float]:
