@@ -71,3 +71,22 @@ def test_readme_tells_how_to_recover_a_killed_run(tmp_path):
     assert "Unlocked working directory" in result.stdout + result.stderr
     profile = (REPO / "profiles/default/config.yaml").read_text()
     assert re.search(r"^rerun-incomplete: true$", profile, re.M)
+
+
+def test_readme_says_sigterm_is_a_graceful_stop_and_rerunning_is_enough():
+    text = " ".join(README.split())
+    assert (
+        "**A graceful stop**: `kill -TERM` to snakemake (SIGTERM) stops it from starting new "
+        "jobs, lets the running ones finish, and exits with `WorkflowError: At least one job did "
+        "not complete successfully.` although no job failed. Nothing is lost and nothing needs "
+        "unlocking: rerunning the same command is enough, and it runs only what is left."
+    ) in text
+
+
+def test_the_readmes_report_file_is_ignored_by_git():
+    names = re.findall(r"--report (\S+\.html)", README)
+    assert "demo-report.html" in names
+    ignored = subprocess.run(
+        ["git", "check-ignore", *sorted(set(names))], cwd=REPO, capture_output=True, text=True
+    )
+    assert ignored.stdout.split() == sorted(set(names))
