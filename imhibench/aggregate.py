@@ -21,6 +21,7 @@ from imhibench.io import read_provenance, read_table, write_json, write_table
 from imhibench.metrics.paired import paired_weighted_f1_difference
 from imhibench.score import SUMMARY_COLUMNS
 from imhibench.tables import (
+    MISSING,
     DisplayRow,
     Table,
     difference_as_shown,
@@ -63,6 +64,14 @@ RANDOM_WEIGHTS_NOTE = (
 )
 # The one line under a table with cells of skipped jobs; the list is in provenance.json.
 NOT_RUN_NOTE = "-: not run; details in provenance.json"
+
+
+def mark_not_run(table: Table, not_run: Sequence[str]) -> None:
+    """Give `table` the list of its group's jobs that were not run (shown in full in its HTML)
+    and, when one of its result rows has a missing cell, the one-line note that says why."""
+    table.not_run = list(not_run)
+    if not_run and any(MISSING in row.cells for row in table.rows if row.kind == "result"):
+        table.notes.append(NOT_RUN_NOTE)
 
 
 def labelling_differs_note(labeler: str) -> str:
@@ -625,9 +634,7 @@ def write_tables(
             random_weights,
             seeds,
         )
-        table.not_run = skipped.get(spec.group, [])
-        if table.not_run:
-            table.notes.append(NOT_RUN_NOTE)
+        mark_not_run(table, skipped.get(spec.group, []))
         table_provenance = provenance
         if spec.metric == "bart_score":
             table.title += f" [{variant}]"
@@ -646,6 +653,7 @@ def write_tables(
             }
             where = group_description(group)
             table = paired_table(name, label_paths, order, datasets, primary, seed, metadata, where)
+            mark_not_run(table, skipped.get(group, []))
             written += write_table_files(table, out_dir, provenance)
     write_table(summaries, out_dir / "all_metrics.parquet", provenance)
     cells: dict[str, dict] = {}

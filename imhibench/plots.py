@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from sklearn.metrics import confusion_matrix
 
 from imhibench.io import atomic_path
@@ -30,8 +31,9 @@ GREYS = ("0.0", "0.35", "0.55", "0.2", "0.45", "0.65", "0.1", "0.3", "0.5", "0.6
 # scorer variant, the units of a metric) wrap instead of running off the canvas.
 TITLE_WIDTH = 90
 YLABEL_WIDTH = 45
-# Drawn at the foot of a bar whose value is missing (no job, no data), unlike a bar of 0.
-MISSING_TEXT = "n/a"
+# Drawn at the foot of a bar whose value is missing (no job, no data), unlike a bar of 0 ("0").
+MISSING_TEXT = "×"
+MISSING_LABEL = "× no value (job not run)"
 
 
 def _subplots(*grid: int, figsize: tuple[float, float]):
@@ -91,7 +93,7 @@ def metric_figure(
     """Dot chart of a results table (the Parquet frame of `imhibench.aggregate.metric_table`):
     one marker per reproduced model and test set, its 95% interval as whiskers where present
     (`interval` names it in the legend), and the published value as a hollow marker of the
-    same shape. The legend sits outside the plot, right of it."""
+    same shape. The legend sits outside the plot, below it."""
     reproduced = frame[frame["status"] == "reproduced"].reset_index(drop=True)
     figure, axes = _subplots(figsize=CHART_SIZE)
     width = 0.8 / max(len(reproduced), 1)
@@ -149,7 +151,8 @@ def metric_figure(
     axes.set_ylabel(_wrap(ylabel, YLABEL_WIDTH))
     axes.set_title(_wrap(title, TITLE_WIDTH), fontsize=10)
     axes.grid(axis="y", color="0.85")
-    figure.legend(fontsize=8, loc="outside right upper")
+    handles, labels = axes.get_legend_handles_labels()
+    figure.legend(handles, labels, fontsize=8, loc="outside lower center", ncols=3)
     return figure
 
 
@@ -200,7 +203,7 @@ def labeler_figure(
 ) -> Figure:
     """Two panels of hatched bars per model and test set: MentalBERT-vs-rule agreement (% of
     rows with the same label) and the rule labeler's out-of-domain rate (% of rows). A 0% bar
-    is labelled `0`, a missing value `n/a`; the legend sits below the panels, and the y axis
+    is labelled `0`, a missing value `×`; the legend sits below the panels, and the y axis
     runs past 100% so that a full bar stays clear of the frame."""
 
     def value(model: str, dataset: str, metric: str) -> float:
@@ -229,8 +232,7 @@ def labeler_figure(
             for position, height in zip(positions, heights, strict=True):
                 if math.isnan(height) or height == 0:
                     text = MISSING_TEXT if math.isnan(height) else "0"
-                    axes.text(position, 1, text, ha="center", va="bottom", fontsize=7,
-                              rotation=90 if math.isnan(height) else 0)  # fmt: skip
+                    axes.text(position, 1, text, ha="center", va="bottom", fontsize=7)
             axes.bar(
                 positions,
                 np.nan_to_num(heights),
@@ -247,9 +249,10 @@ def labeler_figure(
         axes.set_ylabel("% of rows")
         axes.set_title(_wrap(title, TITLE_WIDTH // 2), fontsize=9)
     handles, labels = all_axes[0].get_legend_handles_labels()
-    figure.legend(
-        handles, labels, fontsize=7, loc="outside lower center", ncols=min(len(models), 4)
-    )
+    if any(math.isnan(v) for values in panels.values() for v in values.values()):
+        handles.append(Line2D([], [], linestyle="none", marker="$×$", color="black"))
+        labels.append(MISSING_LABEL)
+    figure.legend(handles, labels, fontsize=7, loc="outside lower center", ncols=3)
     return figure
 
 

@@ -476,14 +476,15 @@ def test_published_values_of_another_labeller_are_said_so(summaries, published, 
 def test_skipped_jobs_are_one_line_in_tables_and_listed_in_report_log_and_sidecar(
     summaries, tmp_path, caplog
 ):
-    skipped = [f"Skipping dreaddit-expert for demo-{i}: not in its datasets" for i in range(13)]
+    skipped = [f"Skipping SAD for m2 and demo-{i}: not in its datasets" for i in range(13)]
     out = tmp_path / "tables"
     specs = table_specs("mentalbert", ["bart_score"], ["main", "expert"])
     with caplog.at_level(logging.INFO, logger="imhibench.aggregate"):
         write_tables(summaries, out, specs, ["m1", "m2"], GROUPS, TASKS,
-                     skipped={"main": [], "expert": skipped})  # fmt: skip
-    for name in ("expert_weighted_f1", "expert_bart_score"):
+                     skipped={"main": skipped, "expert": []})  # fmt: skip
+    for name in ("weighted_f1", "bart_score"):  # m2 has no SAD cell: "-"
         markdown = (out / f"{name}.md").read_text()
+        assert "| m2 | - |" in markdown
         assert markdown.count("- -: not run; details in provenance.json\n") == 1
         assert "Skipping" not in markdown
         tex = (out / f"{name}.tex").read_text()
@@ -492,9 +493,14 @@ def test_skipped_jobs_are_one_line_in_tables_and_listed_in_report_log_and_sideca
         assert "<summary>Not run (13)</summary>" in page
         assert all(f"<li>{message}</li>" in page for message in skipped)
         assert read_table_metadata(out / f"{name}.parquet")["not_run"] == skipped
-    assert "not run" not in (out / "weighted_f1.md").read_text()
-    assert json.loads((out / "provenance.json").read_text())["skipped"] == {"expert": skipped}
+    assert "not run" not in (out / "expert_weighted_f1.md").read_text()
+    assert json.loads((out / "provenance.json").read_text())["skipped"] == {"main": skipped}
     assert all(message in caplog.text for message in skipped)
+    # skipped jobs of a model without a row in the table (no "-" cell): no note, the list stays
+    write_tables(summaries, out, specs, ["m1", "m2"], GROUPS, TASKS,
+                 skipped={"expert": ["Skipping DR-expert for m3: no such split"]})  # fmt: skip
+    assert "not run" not in (out / "expert_weighted_f1.md").read_text()
+    assert "<summary>Not run (1)</summary>" in (out / "expert_weighted_f1.html").read_text()
 
 
 def test_interval_note_names_the_bootstrap_seed(summaries, tmp_path):

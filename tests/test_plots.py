@@ -10,6 +10,7 @@ from imhibench.plots import (
     CHART_SIZE,
     DPI,
     HEATMAP_SIZE,
+    MISSING_LABEL,
     MISSING_TEXT,
     labeler_chart,
     labeler_figure,
@@ -108,7 +109,9 @@ def test_metric_figure_keeps_a_long_title_and_label_on_the_canvas():
     title = axes.title.get_window_extent(renderer)
     assert "3fa2c1d09e1b]" in axes.get_title()  # the whole title is drawn, wrapped
     assert title.x1 <= figure.bbox.x1 and title.y1 <= figure.bbox.y1
-    texts = [t.get_text() for t in figure.legends[0].get_texts()]
+    legend = figure.legends[0]
+    assert not title.overlaps(legend.get_window_extent(renderer))
+    texts = [t.get_text() for t in legend.get_texts()]
     assert texts == ["demo-llama (random weights, n=4)", "MentaLLaMA-examples (n=35)"]
 
 
@@ -140,3 +143,4 @@ def test_labeler_figure_legend_clear_of_bars_full_bars_below_the_frame_zero_vs_m
     assert [t.get_text() for t in agreement.texts] == [MISSING_TEXT]
     assert [t.get_text() for t in ood.texts] == ["0"]
     assert MISSING_TEXT != "0"
+    assert MISSING_LABEL in [t.get_text() for t in figure.legends[0].get_texts()]
