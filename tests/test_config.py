@@ -534,7 +534,9 @@ def _fixture_outputs(plan: Plan, tmp_path: Path) -> tuple[list[Path], dict]:
             columns=["model", "dataset", "task", "split", "metric", "labeler", "value"],
         )
         summaries.append(tmp_path / f"summary-{n}.parquet")
-        record = {"model": model, "dataset": dataset, "bart_score_variant": "bart + ParaBank2"}
+        record = {"model": model, "dataset": dataset, "seed": plan.config["seed"],
+                  "scorer_checkpoints": {"bart_score": {"hub_id": "facebook/bart-large-cnn"}},
+                  "bart_score_weights": {"sha256": "ab" * 32}}  # fmt: skip
         write_table(summary, summaries[-1], record)
     return summaries, labels
 
@@ -571,11 +573,13 @@ def _run_aggregate(plan: Plan, tmp_path: Path) -> None:
         models=plan.models_with_jobs(),
         datasets_by_group=groups,
         task_of={d: plan.task_of(d) for d in plan.datasets},
-        notes={table: plan.skip_messages(table) for table in ("main", "expert")},
+        skipped={table: plan.skip_messages(table) for table in ("main", "expert")},
         published=plan.published_file(),
         published_as=plan.published_names(),
         label_paths=labels,
         seed=config["seed"],
+        random_weights=plan.random_weight_models(),
+        parabank2_sha256=plan.parabank2_sha256(),
     )
 
 
