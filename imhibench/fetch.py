@@ -12,13 +12,15 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote, urlparse
-
-import pandas as pd
 
 from imhibench.errors import ImhiBenchError
 from imhibench.io import atomic_path, not_utf8_message
 from imhibench.tasks import get_task
+
+if TYPE_CHECKING:  # imported by the functions that read CSV: a download needs no pandas
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +137,8 @@ def copy_local(
 
 def read_test_csv(path: str | Path) -> pd.DataFrame:
     """Read an IMHI test CSV, rejecting files that are empty, malformed or lack columns."""
+    import pandas as pd
+
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
     except pd.errors.EmptyDataError as err:
@@ -168,6 +172,8 @@ def prepare_test_set(
     `row_id` is `<dataset>-<row index, 5 digits>` in upstream file order: stable across runs,
     and equal for the same post in the instruction and completion splits.
     """
+    import pandas as pd
+
     df = read_test_csv(csv_path)
     task = get_task(task_name)
     labels, explanations = [], []

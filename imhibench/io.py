@@ -6,12 +6,15 @@ import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from imhibench.errors import ImhiBenchError
+
+if TYPE_CHECKING:  # pyarrow imports pandas when it converts: entries that only fetch skip it
+    import pandas as pd
 
 PROVENANCE_KEY = b"imhibench.provenance"
 

@@ -16,7 +16,6 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from sklearn.metrics import confusion_matrix
 
 from imhibench.io import atomic_path
 
@@ -164,6 +163,8 @@ def confusion_heatmap(
     out_base: str | Path,
 ) -> list[Path]:
     """Counts of gold (rows) vs predicted (columns) labels, in greys, each cell annotated."""
+    from sklearn.metrics import confusion_matrix  # seconds to import: only when drawn
+
     matrix = confusion_matrix(gold, predicted, labels=list(labels))
     figure, axes = _subplots(figsize=HEATMAP_SIZE)
     image = axes.imshow(matrix, cmap="Greys", vmin=0, vmax=max(int(matrix.max()), 1))

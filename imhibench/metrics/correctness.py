@@ -1,5 +1,9 @@
 """Correctness metrics of predicted vs gold labels, as small registered scikit-learn functions.
 
+scikit-learn (seconds to import) is imported by the functions that call it, not with this
+module, whose importers (the aggregate stage's paired test, the plots) use only helpers
+that do not need it.
+
 Values are x100 as the paper reports them (rounding happens only in the Markdown tables).
 Beyond the paper: per-class scores, the confusion matrix and a seeded bootstrap interval of
 the weighted F1.
@@ -10,12 +14,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from sklearn.metrics import (
-    accuracy_score,
-    confusion_matrix,
-    f1_score,
-    precision_recall_fscore_support,
-)
 
 from imhibench.errors import ImhiBenchError
 
@@ -40,12 +38,16 @@ def register_correctness_metric(name: str) -> Callable[[CorrectnessMetric], Corr
 
 @register_correctness_metric("accuracy")
 def accuracy(gold: Sequence[str], predicted: Sequence[str]) -> float:
+    from sklearn.metrics import accuracy_score
+
     return 100.0 * accuracy_score(gold, predicted)
 
 
 def _f1(average: str) -> CorrectnessMetric:
     # As upstream: the label set is the union of gold and predicted labels (no `labels=`).
     def f1(gold: Sequence[str], predicted: Sequence[str]) -> float:
+        from sklearn.metrics import f1_score
+
         return 100.0 * f1_score(gold, predicted, average=average, zero_division=0)
 
     f1.__name__ = f"{average}_f1"
@@ -64,6 +66,8 @@ def correctness_metrics(gold: Sequence[str], predicted: Sequence[str]) -> dict[s
 
 def agreement(first: Sequence[str], second: Sequence[str]) -> float:
     """Share (x100) of rows where two labelers give the same label."""
+    from sklearn.metrics import accuracy_score
+
     return 100.0 * accuracy_score(first, second)
 
 
@@ -86,6 +90,8 @@ def per_class_metrics(
     gold: Sequence[str], predicted: Sequence[str], labels: Sequence[str]
 ) -> dict[str, dict[str, float | int]]:
     """Precision, recall, F1 (x100) and support of every label, in `label_order` order."""
+    from sklearn.metrics import precision_recall_fscore_support
+
     _check_rows(gold, predicted)
     order = label_order(labels, gold, predicted)
     precision, recall, f1, support = precision_recall_fscore_support(
@@ -106,6 +112,8 @@ def confusion(
     gold: Sequence[str], predicted: Sequence[str], labels: Sequence[str]
 ) -> dict[str, list]:
     """{"labels", "matrix"}: matrix[i][j] counts rows with gold labels[i] predicted labels[j]."""
+    from sklearn.metrics import confusion_matrix
+
     _check_rows(gold, predicted)
     order = label_order(labels, gold, predicted)
     matrix = confusion_matrix(gold, predicted, labels=order)
