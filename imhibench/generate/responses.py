@@ -6,7 +6,6 @@ from pathlib import Path
 
 from imhibench.errors import ImhiBenchError
 from imhibench.generate.base import GenerationSettings
-from imhibench.io import not_utf8_message
 
 UPSTREAM_COLUMNS = ("goldens", "generated_text")
 ROW_ID_COLUMNS = ("row_id", "response")
@@ -14,6 +13,8 @@ ROW_ID_COLUMNS = ("row_id", "response")
 
 def _read_table(path: Path):
     import pandas as pd
+
+    from imhibench.io import not_utf8_message  # pyarrow: not for `imhibench evaluate --help`
 
     if not path.is_file():
         raise ImhiBenchError(f"responses file {path}: not found")
