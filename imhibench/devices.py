@@ -14,3 +14,13 @@ def resolve_device(device: str | None = "auto") -> str:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ImhiBenchError(f"device: {device} was requested but no CUDA device is visible")
     return device
+
+
+def release_cached_memory() -> None:
+    """Hand the CUDA allocator's cached blocks back after an out-of-memory. Called after the
+    ``except`` block: inside it the exception's traceback still holds the failed batch's
+    tensors (its frames' locals), so their memory could not be released."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -211,3 +211,30 @@ def test_out_of_memory_halves_batch_then_raises(
     monkeypatch.setattr(BARTScorer, "_score_batch", always_oom)
     with pytest.raises(torch.cuda.OutOfMemoryError):
         scorer.score(SRCS, TGTS, batch_size=2)
+
+
+def test_out_of_memory_releases_the_cache_after_leaving_the_handler(
+    scorer: BARTScorer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Inside ``except`` the traceback still holds the failed batch's frames: the CUDA cache is
+    emptied only once they are gone (the generation engines' rule, issue 23)."""
+    import weakref
+
+    class Batch:  # stands for the failed batch's tensors
+        pass
+
+    real = BARTScorer._score_batch
+    failed, alive_at_release = [], []
+
+    def fake(self: BARTScorer, srcs: list[str], tgts: list[str]) -> list[float]:
+        batch = Batch()
+        if len(srcs) > 1:
+            failed.append(weakref.ref(batch))
+            raise torch.cuda.OutOfMemoryError("fake OOM")
+        return real(self, srcs, tgts)
+
+    monkeypatch.setattr(BARTScorer, "_score_batch", fake)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: alive_at_release.append(failed[-1]()))
+    scorer.score(SRCS, TGTS, batch_size=4)
+    assert alive_at_release == [None, None]  # 3 then 2 rows failed; both freed before the release

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable
 from typing import TypeVar
 
+from imhibench.devices import release_cached_memory
 from imhibench.errors import ImhiBenchError
 
 T = TypeVar("T")
@@ -80,13 +81,3 @@ class OOMBackoff:
                 size, self.limit,
             )  # fmt: skip
         return results
-
-
-def release_cached_memory() -> None:
-    """Hand the CUDA allocator's cached blocks back after an out-of-memory. Called after the
-    ``except`` block: inside it the exception's traceback still holds the failed batch's
-    tensors (its frames' locals), so their memory could not be released."""
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()

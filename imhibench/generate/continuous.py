@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 
+from imhibench.devices import release_cached_memory
 from imhibench.errors import ImhiBenchError
 from imhibench.generate.base import BatchCallback, GenerationSettings, cut_at_eos
-from imhibench.generate.batching import release_cached_memory
 from imhibench.generate.engines import ONE_GPU_ENGINES
 from imhibench.generate.hf import HFGenerator
 

@@ -23,6 +23,7 @@ import torch
 from transformers import AutoTokenizer, BartForConditionalGeneration
 from transformers.models.bart.modeling_bart import shift_tokens_right
 
+from imhibench.devices import release_cached_memory
 from imhibench.errors import ImhiBenchError
 from imhibench.generate.progress import Progress
 
@@ -166,8 +167,10 @@ class BARTScorer:
                 except torch.cuda.OutOfMemoryError:
                     if size == 1:
                         raise
+                    batch = None
+                if batch is None:
                     size //= 2
-                    torch.cuda.empty_cache()
+                    release_cached_memory()  # outside the handler: its traceback held the tensors
                     continue
                 for row, value in zip(rows, batch, strict=True):
                     scores[row] = value
