@@ -77,7 +77,7 @@ SHARED = [
     "imhibench.tasks",
     "imhibench.generate.progress",  # progress lines of label and metrics too; lives in generate/
 ]
-TOOLS = ["imhibench.cli"]
+TOOLS = ["imhibench.cli", "imhibench.bench", "imhibench.bench.*"]
 
 # Cycles through function-level imports that the re-layout is to remove (sets of modules).
 KNOWN_CYCLES = [
