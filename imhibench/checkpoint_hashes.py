@@ -14,8 +14,8 @@ import json
 import logging
 from pathlib import Path
 
+from imhibench.hashing import sha256_file
 from imhibench.io import write_json
-from imhibench.provenance import sha256_file
 
 log = logging.getLogger(__name__)
 

@@ -12,6 +12,7 @@ import json
 import sys
 from collections.abc import Sequence
 
+from imhibench.bench.cli import add_commands as add_bench_commands
 from imhibench.errors import ImhiBenchError
 
 EPILOG = "Non-clinical research use only; see the README."
@@ -119,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imhibench", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_evaluate(subparsers)
+    add_bench_commands(subparsers, EPILOG)  # bench, gpu-check, compare-engines
     return parser
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import os
 import platform
@@ -13,13 +12,13 @@ from importlib import metadata
 from pathlib import Path
 
 import imhibench
+from imhibench.hashing import sha256_file  # also imported from here by callers
 
 PACKAGES = (
     "imhibench", "torch", "transformers", "peft", "huggingface_hub", "tokenizers", "safetensors",
     "pandas", "pyarrow", "scikit-learn", "rouge-score", "sacrebleu", "bert-score", "snakemake",
 )  # fmt: skip
 CHECKPOINT_MANIFEST = "imhibench_checkpoint.json"  # written by imhibench.checkpoints
-HASH_CHUNK = 8 << 20
 
 
 def package_versions() -> dict[str, str | None]:
@@ -65,25 +64,6 @@ def checkpoint_provenance(directory: str | Path) -> dict:
         "resolved_revision": None,
         "files_sha256": local_checkpoint_sha256(directory),
     }
-
-
-# Digests computed by this process, by (path, size, mtime): a job's provenance hashes every
-# input, and a stage may hash the same input for its own record (e.g. the BARTScore weights).
-_DIGESTS: dict[tuple[str, int, int], str] = {}
-
-
-def sha256_file(path: str | Path) -> str:
-    """Streamed sha256 hex digest of a file (constant memory, fine for multi-GB shards); a file
-    this process hashed before, unchanged in size and mtime, is not read again."""
-    stat = os.stat(path)
-    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _DIGESTS:
-        digest = hashlib.sha256()
-        with open(path, "rb") as fh:
-            while chunk := fh.read(HASH_CHUNK):
-                digest.update(chunk)
-        _DIGESTS[key] = digest.hexdigest()
-    return _DIGESTS[key]
 
 
 def snakemake_job() -> dict | None:

@@ -1,106 +1,23 @@
 #!/usr/bin/env python
 """Compare two generation engines on N rows of an IMHI test set: differing answers, F1 change.
 
-Meant for a GPU node, before trusting a faster engine (e.g. ``vllm``) for a full run:
+A thin adapter: the comparison is ``imhibench.bench.compare`` (``imhibench compare-engines``
+takes the same arguments). On a GPU node, before trusting a faster engine for a full run:
 
     python scripts/compare_engines.py --model-dir resources/checkpoints/<7B> --dataset DR \
         --rows 200 --engines static,vllm
-
-Both engines answer the same queries with the same settings (greedy, ``--dtype``); answers are
-labelled with upstream's keyword rules (``rule`` labeler) against the gold labels of the file,
-so the F1 difference needs no classifier. Hugging Face (``static``) is the reference engine.
 """
 
-from __future__ import annotations
-
-import argparse
-import gc
-import os
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from imhibench.bench.cli import compare_main
 from imhibench.errors import ImhiBenchError
-
-MIRROR = Path(os.environ.get("IMHI_MIRROR", REPO.parent / "shared" / "imhi"))
-SPLIT_DIRS = {"instruction": "test_data/test_instruction", "completion": "test_data/test_complete"}
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model-dir", required=True, help="causal checkpoint, or LoRA adapter")
-    p.add_argument("--base-model-dir", help="LoRA only: the base model")
-    p.add_argument("--dataset", default="DR", help="IMHI dataset (its task's labels)")
-    p.add_argument("--split", choices=sorted(SPLIT_DIRS), default="instruction")
-    p.add_argument("--csv", help="test file instead of the mirror's (query, gpt-3.5-turbo)")
-    p.add_argument("--rows", type=int, default=100, help="first N rows")
-    p.add_argument("--engines", default="static,continuous", help="two engines, comma-separated")
-    p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
-    p.add_argument("--max-new-tokens", type=int, default=2048)
-    p.add_argument("--device", default="auto")
-    args = p.parse_args(argv)
-    args.engines = args.engines.split(",")
-    if len(args.engines) != 2:
-        p.error("--engines: give exactly two, e.g. static,vllm")
-    return args
-
-
-def answer(args: argparse.Namespace, engine: str, queries: list[str]) -> list[str]:
-    """The responses of one engine (its model released afterwards)."""
-    from imhibench.devices import resolve_device
-    from imhibench.generate import GenerationSettings, load_backend
-
-    settings = GenerationSettings(
-        max_new_tokens=args.max_new_tokens, dtype=args.dtype, engine=engine
-    )
-    kind = "lora" if args.base_model_dir else "causal"
-    backend = load_backend(
-        kind, model_dir=args.model_dir, base_model_dir=args.base_model_dir,
-        settings=settings, device=resolve_device(args.device),
-    )  # fmt: skip
-    texts = backend.generate(queries).texts
-    del backend
-    gc.collect()
-    return texts
-
-
-def compare(task, gold_labels, first: list[str], second: list[str]) -> dict:
-    """Differing answers and the weighted F1 (rule labels) of each side."""
-    from imhibench.label import rule_labels
-    from imhibench.metrics.correctness import correctness_metrics
-
-    f1 = [
-        correctness_metrics(gold_labels, rule_labels(task, texts)[0])["weighted_f1"]
-        for texts in (first, second)
-    ]
-    differ = sum(a != b for a, b in zip(first, second, strict=True))
-    return {"rows": len(first), "differ": differ, "f1": f1, "f1_difference": f1[1] - f1[0]}
-
-
-def main(argv: list[str] | None = None) -> int:
-    from imhibench.fetch import prepare_test_set
-    from imhibench.tasks import get_task
-
-    args = parse_args(argv)
-    path = Path(args.csv) if args.csv else MIRROR / SPLIT_DIRS[args.split] / f"{args.dataset}.csv"
-    table = prepare_test_set(path, args.dataset, args.dataset, args.split).head(args.rows)
-    queries = table["query"].tolist()
-    answers = [answer(args, engine, queries) for engine in args.engines]
-    result = compare(get_task(args.dataset), table["gold_label"].tolist(), *answers)
-    first, second = args.engines
-    print(f"{path}: first {result['rows']} rows; model {args.model_dir}; dtype {args.dtype}")
-    print(f"answers that differ ({first} vs {second}): {result['differ']}/{result['rows']}")
-    print(
-        f"weighted F1 (rule labels): {first} {result['f1'][0]:.2f}, {second} "
-        f"{result['f1'][1]:.2f}, difference {result['f1_difference']:+.2f}"
-    )
-    return 0
-
 
 if __name__ == "__main__":
     try:
-        sys.exit(main())
+        sys.exit(compare_main())
     except ImhiBenchError as err:
         sys.exit(f"compare_engines: {err}")

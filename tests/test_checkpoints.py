@@ -12,7 +12,7 @@ from typing import Any
 import huggingface_hub.constants as hf_constants
 import pytest
 
-from imhibench import checkpoints, provenance
+from imhibench import checkpoints, hashing, provenance
 from imhibench.checkpoints import MANIFEST_NAME, fetch_checkpoint, use_local_checkpoint
 from imhibench.errors import ImhiBenchError
 
@@ -368,7 +368,7 @@ def test_local_checkpoint(repos: dict, tmp_path: Path) -> None:
 
 
 def test_sha256_streams_in_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(provenance, "HASH_CHUNK", 7)
+    monkeypatch.setattr(hashing, "HASH_CHUNK", 7)
     data = bytes(range(256)) * 3
     (tmp_path / "f").write_bytes(data)
     assert checkpoints.sha256_file(tmp_path / "f") == _sha256(data)
@@ -385,7 +385,7 @@ def test_sha256_reads_an_unchanged_file_once_per_process(
         opened.append(args)
         return open(*args)
 
-    monkeypatch.setattr(provenance, "open", counting_open, raising=False)
+    monkeypatch.setattr(hashing, "open", counting_open, raising=False)
     path = tmp_path / "weights.pth"
     path.write_bytes(b"v1")
     assert provenance.sha256_file(path) == provenance.sha256_file(str(path)) == _sha256(b"v1")

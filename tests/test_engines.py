@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import re
 import shutil
 import sys
 import types
@@ -611,28 +610,6 @@ def test_vllm_missing_is_a_clear_error(demo_models, monkeypatch):
     settings = GenerationSettings(engine="vllm")
     with pytest.raises(ImhiBenchError, match=r"imhi-bench\[vllm\]"):
         load_backend("causal", model_dir=demo_models["causal"], settings=settings, device="cuda")
-
-
-def test_compare_engines_script(demo_models, capsys, monkeypatch):
-    """scripts/compare_engines.py on the tiny LLaMA: static vs continuous agree on DR rows."""
-    import importlib.util
-
-    require_mirror()
-    path = Path(__file__).resolve().parents[1] / "scripts" / "compare_engines.py"
-    spec = importlib.util.spec_from_file_location("compare_engines", path)
-    script = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "compare_engines", script)
-    spec.loader.exec_module(script)
-    args = ["--model-dir", demo_models["causal"], "--dataset", "DR", "--rows", "3",
-            "--max-new-tokens", "4", "--dtype", "float32", "--device", "cpu"]  # fmt: skip
-    assert script.main(args) == 0
-    out = capsys.readouterr().out
-    assert "answers that differ (static vs continuous): 0/3" in out
-    assert re.search(r"weighted F1 \(rule labels\): static [\d.]+, continuous [\d.]+, "
-                     r"difference \+0\.00", out)  # fmt: skip
-    task = types.SimpleNamespace(rule_label=lambda text, corrected=False: (text[:1], False))
-    result = script.compare(task, ["a", "b"], ["a", "b"], ["a", "a"])
-    assert result["differ"] == 1 and result["f1"][0] == 100.0 and result["f1_difference"] < 0
 
 
 def test_upstream_engine_in_the_sharded_stage(demo_models, tmp_path, monkeypatch, caplog):

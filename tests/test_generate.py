@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -289,36 +288,3 @@ def test_batch_callback_and_prompt_lengths(demo_models):
     assert [rows for rows, _ in calls] == [2, 2, 1]
     assert sum(tokens for _, tokens in calls) == sum(result.n_output_tokens)
     assert backend.prompt_lengths(QUERIES) == [len(x) for x in backend.encode(QUERIES)]
-
-
-def test_bench_script_smoke(tmp_path, capsys, monkeypatch):
-    """scripts/bench_generate.py: every engine computes the planned answers (no timing here)."""
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "scripts" / "bench_generate.py"
-    spec = importlib.util.spec_from_file_location("bench_generate", path)
-    bench = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "bench_generate", bench)
-    spec.loader.exec_module(bench)
-    csv = tmp_path / "q.csv"
-    golds = ["Yes.", "No, the poster", "", "x " * 40, "Yes", "No. Reasoning: none"]
-    queries = [*QUERIES, "one more query"]
-    pd.DataFrame({"query": queries, "gpt-3.5-turbo": golds}).to_csv(csv, index=False)
-    from imhibench.generate import rounds
-
-    monkeypatch.setattr(rounds, "EVICT_EVERY", 2)  # static answers continue over several calls
-    args = ["--csv", str(csv), "--max-new-tokens", "6", "--threads", "1", "--device", "cpu",
-            "--runaway-share", "0.34"]  # fmt: skip
-    assert bench.main(args) == 0
-    out = capsys.readouterr().out
-    plan = re.search(r"workload realistic: (\d+) answer tokens planned, mean [\d.]+, (\d+) at", out)
-    assert plan and int(plan.group(2)) >= 2  # 2 runaways + the long gold answer
-    planned = int(plan.group(1))
-    for engine in ("upstream", "static", "continuous"):
-        assert re.search(rf"^{engine} +float32 +[\d.]+ +{planned} ", out, re.MULTILINE), out
-    assert "continuous: 6/6 answers identical to static" in out
-    assert "upstream: 6/6 answers identical to static" in out
-    assert re.search(r"^static .* 1\.00x +\d+ +[\d.]+%", out, re.MULTILINE)
-    pd.DataFrame({"post": ["x"]}).to_csv(csv, index=False)
-    with pytest.raises(ImhiBenchError, match=r"q\.csv: no \['gpt-3.5-turbo', 'query'\] column"):
-        bench.main(["--csv", str(csv)])
