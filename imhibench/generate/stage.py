@@ -73,6 +73,7 @@ def run_generate(
             table["n_output_tokens"] = pd.array([None] * len(table), dtype="Int64")
             table = table.head(rows) if rows else table
             checkpoints: dict = {"responses": responses_path}
+            extra = _empty_imported(responses_path, table)
         elif kind == "api":
             from imhibench.generate.api_stage import run_api_job
 
@@ -127,6 +128,20 @@ def _imported_responses(responses_path: str | None, test_set: pd.DataFrame) -> l
     return import_responses(
         responses_path, test_set["row_id"].tolist(), test_set["gold_answer"].tolist()
     )
+
+
+def _empty_imported(responses_path: str | None, table: pd.DataFrame) -> dict:
+    """Kind ``responses``: warn of empty or missing answers (kept as empty text, the rule
+    ``imhibench evaluate`` follows too) and count them for provenance."""
+    from imhibench.generate.responses import EMPTY_TREATMENT, empty_rows
+
+    empty = empty_rows(table["row_id"].tolist(), table["response"].tolist())
+    if empty:
+        log.warning(
+            "%s: %d empty or missing answer(s) (%s): %s",
+            responses_path, len(empty), ", ".join(empty), EMPTY_TREATMENT,
+        )  # fmt: skip
+    return {"empty_responses": len(empty)}
 
 
 class _ShardedJob:
