@@ -228,8 +228,13 @@ def test_pipeline_import_keeps_empty_answers_as_evaluate_does(tmp_path, capsys, 
     ids = [f"DR-{n:05d}" for n in range(len(ROWS))]
     write_table(
         pd.DataFrame(
-            {"row_id": ids, "query": "q", "gold_answer": table["goldens"],
-             "gold_label": None, "gold_explanation": None}  # fmt: skip
+            {
+                "row_id": ids,
+                "query": "q",
+                "gold_answer": table["goldens"],
+                "gold_label": None,
+                "gold_explanation": None,
+            }
         )[TEST_SET_COLUMNS],
         test_set,
     )

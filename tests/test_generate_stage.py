@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ from imhibench.generate.shards import ShardStore, release_shards, shard_dir
 from imhibench.generate.signals import GenerationStopped, StopOnSignal
 from imhibench.generate.stage import generate_code_sha256, run_generate
 from imhibench.io import read_provenance, read_table, write_json, write_table
+from imhibench.provenance import sha256_file
 
 ROWS = 14
 SETTINGS = {"max_new_tokens": 8, "batch_tokens": 4096, "max_batch_size": 4,
@@ -183,7 +185,6 @@ def test_broken_shards_are_recomputed(test_set, tmp_path, demo_models, writes, c
 
 def _edited_generate_code(tmp_path):
     """The hash of a copy of imhibench/generate with one line of hf.py changed."""
-    import shutil
 
     import imhibench.generate
 
@@ -202,7 +203,6 @@ def _edited_generate_code(tmp_path):
             'settings {"chat_template": false, "dtype": "float32", "max_new_tokens": 8} -> ',
         ),
         ({"seed": 3}, "seed 0 -> 3"),
-        ({"edit_test_set": True}, "test_set_sha256"),
         ({"edit_code": True}, "generate_code_sha256"),
     ],
 )
@@ -211,10 +211,6 @@ def test_stale_shards_are_discarded(
 ):
     out = tmp_path / "out.parquet"
     _generate(test_set, out, demo_models)
-    if change.pop("edit_test_set", False):
-        table = read_table(test_set)
-        table["query"] = _queries(ROWS, salt="edited ")
-        write_table(table, test_set)
     if change.pop("edit_code", False):
         edited = _edited_generate_code(tmp_path)
         assert edited != generate_code_sha256()
@@ -227,6 +223,53 @@ def test_stale_shards_are_discarded(
     assert "resuming" not in caplog.text
     assert _rows(writes) == [f"T-{i:05d}" for i in range(ROWS)]
     assert len(_shards(out)) == N_SHARDS  # only the new ones
+
+
+def test_identical_refetch_reuses_every_shard_and_a_changed_query_only_its_row(
+    test_set, tmp_path, demo_models, writes, caplog, monkeypatch
+):
+    """Issue 18 item 1: the test set is rewritten with the same content but another file
+    digest (its provenance records when it was written, as the fetch stage's once did) and the
+    checkpoint re-fetched byte for byte (new mtimes): every shard of a killed job is reused.
+    Then two queries change: those two rows, and only they, are generated again."""
+    out = tmp_path / "out.parquet"
+    demo_models = {"causal": str(shutil.copytree(demo_models["causal"], tmp_path / "model"))}
+    write = ShardStore.write  # the `writes` spy
+
+    def stop_after_three(self, table, *args):
+        path = write(self, table, *args)
+        if len(writes) == 3:
+            raise GenerationStopped(signal.SIGTERM)  # as a kill after the third shard
+        return path
+
+    with monkeypatch.context() as patch, pytest.raises(GenerationStopped):
+        patch.setattr(ShardStore, "write", stop_after_three)
+        _generate(test_set, out, demo_models)
+    first = _rows(writes)
+    assert len(first) == 3 * SETTINGS["shard_rows"]
+    table = read_table(test_set)
+    before = sha256_file(test_set)
+    write_table(table, test_set, {"created_at": "a later fetch"})  # same rows, other bytes
+    assert sha256_file(test_set) != before
+    for file in Path(demo_models["causal"]).iterdir():
+        os.utime(file, (time.time() + 60, time.time() + 60))
+    writes.clear()
+    with caplog.at_level(logging.INFO, logger="imhibench"):
+        fresh = _generate(test_set, out, demo_models)
+    assert "discarding" not in caplog.text
+    assert f"resuming: {len(first)} of {ROWS} rows already saved" in caplog.text
+    assert sorted(_rows(writes)) == sorted(set(table["row_id"]) - set(first))
+    edited = [first[0], table["row_id"].iloc[-1]]
+    table.loc[table["row_id"].isin(edited), "query"] = "Post: edited. Question: stressed?"
+    write_table(table, test_set)
+    writes.clear()
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="imhibench"):
+        again = _generate(test_set, out, demo_models)
+    assert sorted(_rows(writes)) == sorted(edited)
+    assert "2 saved row(s) were made for another query" in caplog.text
+    kept = ~fresh["row_id"].isin(edited)
+    assert again[kept].equals(fresh[kept])
 
 
 def test_generate_code_hash_follows_the_sources(tmp_path):
