@@ -21,6 +21,7 @@ import pandas as pd
 
 from imhibench.checkpoint_hashes import local_checkpoint_sha256
 from imhibench.generate.base import answer_settings
+from imhibench.generate.lock import output_lock
 from imhibench.generate.shards import KEY_FIELD, SHARD_COLUMNS, ShardStore, query_sha256
 from imhibench.generate.signals import GenerationStopped, StopOnSignal
 from imhibench.io import read_provenance, read_table, write_table
@@ -59,14 +60,15 @@ def run_generate(
 
     ``settings`` are GenerationSettings fields plus an optional ``shard_rows``. SIGTERM or
     SIGINT stops the job within one decoding step (never mid-write) with exit status 128 + signal;
-    a rerun resumes from the saved shards.
+    a rerun resumes from the saved shards. The job holds the output's lock (``lock.py``) for
+    its whole life: a second job on the same output stops at once, naming this one.
     """
     test_set = read_table(test_set_path, ["row_id", "query", "gold_answer"])
     kind = model_spec["kind"]
     started = time.perf_counter()
     extra: dict = {}
     store: ShardStore | None = None
-    with StopOnSignal() as stop:
+    with output_lock(out_path), StopOnSignal() as stop:
         if kind == "responses":
             texts = _imported_responses(responses_path, test_set)
             table = pd.DataFrame({"row_id": test_set["row_id"], "response": texts})
