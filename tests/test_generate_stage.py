@@ -17,7 +17,7 @@ from imhibench.generate import GenerationSettings, load_backend
 from imhibench.generate.base import EXECUTION_SETTINGS
 from imhibench.generate.batching import plan_shards
 from imhibench.generate.progress import Progress
-from imhibench.generate.shards import ShardStore, release_shards, shard_dir
+from imhibench.generate.shards import ShardStore, shard_dir
 from imhibench.generate.signals import GenerationStopped, StopOnSignal
 from imhibench.generate.stage import generate_code_sha256, run_generate
 from imhibench.io import read_provenance, read_table, write_json, write_table
@@ -85,9 +85,7 @@ def test_plan_shards_longest_first_in_chunks():
         plan_shards([1], 0)
 
 
-def test_sharded_run_equals_one_pass_and_keeps_shards_until_released(
-    test_set, tmp_path, demo_models, caplog
-):
+def test_sharded_run_equals_one_pass_and_keeps_its_shards(test_set, tmp_path, demo_models, caplog):
     out = tmp_path / "out.parquet"
     with caplog.at_level(logging.INFO, logger="imhibench"):
         table = _generate(test_set, out, demo_models, progress_interval_s=0)
@@ -106,29 +104,16 @@ def test_sharded_run_equals_one_pass_and_keeps_shards_until_released(
     assert caplog.text.count("saved shard-") == N_SHARDS
     assert "14/14 rows (100.0%)" in caplog.text and "output tokens/s" in caplog.text
     assert "rows/s" in caplog.text and "left" in caplog.text
-    # The job leaves its shards; they go once the output is accepted (the label job).
+    # The job leaves its shards, and they stay (see the next test).
     assert len(_shards(out)) == N_SHARDS
-    assert release_shards(out) is True
-    assert not shard_dir(out).exists() and out.is_file()
-    assert release_shards(out) is False
-
-
-def test_release_keeps_shards_the_output_was_not_built_from(test_set, tmp_path, demo_models):
-    out = tmp_path / "out.parquet"
-    _generate(test_set, out, demo_models, rows=4)
-    other = tmp_path / "other.parquet"
-    _generate(test_set, other, demo_models, {**SETTINGS, "max_new_tokens": 6}, rows=4)
-    write_table(read_table(other), out, read_provenance(other))  # built under another key
-    assert release_shards(out) is False and _shards(out)
-    out.unlink()
-    assert release_shards(out) is False and _shards(out)  # no output: nothing is accepted
 
 
 def test_complete_shards_rebuild_the_output_without_generating(
     test_set, tmp_path, demo_models, writes, caplog, monkeypatch
 ):
-    """A job stopped during (or orphaned after) its final write: Snakemake deletes the output;
-    the rerun rebuilds it from the shards, without even loading the model."""
+    """Snakemake deletes the output of a job it reruns (stopped during or orphaned after its
+    final write, --forcerun, --forceall, a re-fetched test file): the rerun rebuilds it from
+    the shards, without even loading the model."""
     out = tmp_path / "out.parquet"
     first = _generate(test_set, out, demo_models)
     out.unlink()

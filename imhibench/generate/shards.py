@@ -10,9 +10,10 @@ batching of the run that saved it, and generates only the missing rows. Rows of 
 ``upstream`` engine also carry ``batch_sha256``, the membership of the batch they were generated
 in: upstream's answers depend on it (see ``stage``).
 
-The directory is removed only once the output is known to be accepted (``release_shards``, called
-by the job that reads the output); a job that is stopped or orphaned after writing its output
-leaves its shards, and the rerun rebuilds the output from them without generating anything.
+The directory stays after the output is written, like the API journal: Snakemake deletes the
+output of a job it reruns (``--forcerun``, ``--forceall``, a re-fetched test file, an output
+marked incomplete, a job stopped during its final write), and the rerun rebuilds it from the
+shards without generating. Delete the directory to generate again.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import hashlib
 import json
 import logging
 import re
-import shutil
 import time
 import uuid
 from pathlib import Path
@@ -164,27 +164,3 @@ def changed_fields(old: dict, new: dict) -> list[str]:
             text += json.dumps(new.get(name), sort_keys=True)
             changed.append(f"{name} {text}" if len(text) <= 160 else name)
     return changed
-
-
-def release_shards(out_path: str | Path) -> bool:
-    """Delete the shards of an accepted output; True if they were deleted.
-
-    Call only once the output is known to be accepted (by the job that reads it). The shards
-    go only when the output was built under the same resume key; otherwise they are left for
-    the next generate run of that output, which discards them if stale.
-    """
-    directory = shard_dir(out_path)
-    if not directory.is_dir() or not Path(out_path).is_file():
-        return False
-    try:
-        manifest = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
-        built_from = read_provenance(out_path).get(KEY_FIELD)
-    except (OSError, ValueError, ImhiBenchError) as err:
-        log.warning("%s: kept (cannot compare it with %s: %s)", directory, out_path, err)
-        return False
-    if built_from is None or built_from != key_sha256(manifest.get("key") or {}):
-        log.info("%s: kept (not the shards %s was built from)", directory, out_path)
-        return False
-    shutil.rmtree(directory, ignore_errors=True)
-    log.info("%s: removed (the output %s is complete and accepted)", directory, out_path)
-    return True

@@ -3,10 +3,10 @@
 Generation is resumable: rows are answered shard by shard (``shard_rows`` rows each, longest
 prompts first) and every finished shard is saved under ``<out>.shards/`` (see ``shards.py``). A
 job killed at any point and run again reuses every saved row and generates only the missing ones;
-the output file appears, atomically, only when every row is answered. The job never removes its
-shards: the job that reads the accepted output does (``shards.release_shards``), so an output
-that Snakemake throws away (a job stopped during the final write, or orphaned) is rebuilt from
-them by the rerun without generating anything.
+the output file appears, atomically, only when every row is answered. The shards stay after
+the output is written, so an output that Snakemake throws away (a job stopped during the final
+write or orphaned, ``--forcerun``, a re-fetched test file) is rebuilt from them by the rerun
+without generating anything.
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ def run_generate(
         if store is not None:
             store.check_still_current()
             provenance[KEY_FIELD] = store.key_sha256
-        with stop.deferred():  # the shards stay: see shards.release_shards
+        with stop.deferred():  # the shards stay (see shards.py)
             extra_columns = [c for c in table.columns if c not in RESPONSE_COLUMNS]  # api
             write_table(table[RESPONSE_COLUMNS + extra_columns], out_path, provenance)
     log.info("%s: wrote %d responses to %s in %.1f s", model, len(table), out_path, seconds)
