@@ -360,7 +360,7 @@ def _reusable(saved: pd.DataFrame, basis: pd.DataFrame) -> pd.DataFrame:
         have = basis["row_id"].isin(set(fits["row_id"]))
         whole = have.groupby(basis["batch_sha256"]).all()
         fits = fits[fits["batch_sha256"].map(whole).astype(bool)]
-    return fits.replace({"batch_sha256": {"": None}})[SHARD_COLUMNS].reset_index(drop=True)
+    return fits[SHARD_COLUMNS].reset_index(drop=True)
 
 
 def _check_upstream_batches(shards: list[list[int]], basis: pd.DataFrame) -> None:
