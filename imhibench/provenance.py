@@ -58,7 +58,7 @@ def checkpoint_provenance(directory: str | Path) -> dict:
     if manifest.is_file():
         record = json.loads(manifest.read_text(encoding="utf-8"))
         record.pop("files", None)  # per-file digests stay in the manifest itself
-        record.pop("fetched_at", None)  # as the time: results record content, see below
+        record.pop("fetched_at", None)  # a time of day: see build_provenance
         return record
     return {
         "local_path": str(Path(directory).resolve()),
