@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from imhibench.errors import ImhiBenchError
 from imhibench.generate.responses import (
+    EMPTY_TREATMENT,
     UPSTREAM_COLUMNS,
     _read_table,
     empty_rows,
@@ -31,11 +32,6 @@ SPLITS = ("instruction", "completion")
 # Answers longer than this many whitespace-separated tokens are reported (the pipeline's
 # default max_new_tokens); `imhibench evaluate --max-answer-tokens` changes it.
 DEFAULT_MAX_ANSWER_TOKENS = 2048
-EMPTY_TREATMENT = (
-    "kept as empty text, as the pipeline does: counted in empty_responses, labelled like any "
-    "answer (the rule labeler gives the task's default label and counts it out-of-domain) and "
-    "scored against the gold explanation like any answer"
-)
 LONG_TREATMENT = (
     "scored in full: ROUGE and BLEU read the whole text (corpus BLEU adds every answer's "
     "length, so one very long answer lowers BLEU for the whole file), BERTScore and BARTScore "
@@ -125,7 +121,7 @@ def _rows_from_upstream(
         raise ImhiBenchError(
             f"{path}: empty or missing 'goldens' in {len(empty)} row(s): " + ", ".join(empty)
         )
-    responses = import_responses(path, row_ids, golds, keep_empty=True)
+    responses = import_responses(path, row_ids, golds)
     gold_labels = [_parse_gold(task, gold, split) for gold in golds]
     given = _labels_column(table, path, labels_column, None)
     return ResponseRows(row_ids, responses, golds, gold_labels, given, len(row_ids))
@@ -151,7 +147,7 @@ def _rows_from_test_set(path: str, test_set: str, labels_column: str | None) -> 
             )
     row_ids = [str(r) for r in answered["row_id"]]
     golds = [str(g) for g in answered["gold_answer"]]
-    responses = import_responses(path, row_ids, golds, keep_empty=True)
+    responses = import_responses(path, row_ids, golds)
     gold_labels = [g if isinstance(g, str) else None for g in answered["gold_label"]]
     given = None
     if labels_column is not None:

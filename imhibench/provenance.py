@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import platform
@@ -58,6 +57,7 @@ def checkpoint_provenance(directory: str | Path) -> dict:
     if manifest.is_file():
         record = json.loads(manifest.read_text(encoding="utf-8"))
         record.pop("files", None)  # per-file digests stay in the manifest itself
+        record.pop("fetched_at", None)  # a time of day: see build_provenance
         return record
     return {
         "local_path": str(Path(directory).resolve()),
@@ -97,11 +97,14 @@ def _job_resources(job) -> dict:
 
 def build_provenance(stage: str, **fields: object) -> dict:
     """A provenance record for one output file of `stage`; inside a Snakemake job it also
-    records the job (see `snakemake_job`) and the workflow's seed, unless `fields` has one."""
+    records the job (see `snakemake_job`) and the workflow's seed, unless `fields` has one.
+
+    No time of day: a data file that others hash (a resume key, a job's inputs, Snakemake's
+    checksum of a re-made input) must be byte-equal when its content is, so an identical
+    re-fetch changes nothing downstream. When a job ran is in its log (every line is dated)."""
     job = snakemake_job()
     record = {
         "stage": stage,
-        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "imhibench_version": imhibench.__version__,
         **git_state(),
         "python": platform.python_version(),

@@ -4,14 +4,11 @@ import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")
 
-from imhibench.generate.shards import release_shards
 from imhibench.execution import get_device
 from imhibench.label import run_label
 from imhibench.logs import announce_job, configure_job
 
 configure_job(snakemake.log[0], snakemake.threads)
-# Snakemake accepted the responses (this job runs on them): their generation shards can go.
-release_shards(snakemake.input.responses)
 announce_job(
     "label", snakemake.wildcards.model, snakemake.wildcards.dataset, snakemake.input.responses,
     get_device(snakemake.config),

@@ -232,3 +232,45 @@ def test_a_killed_job_resumes_without_asking_a_saved_row_again(tmp_path, sig):
     written = pd.read_parquet(tmp_path / "out" / "DR.parquet")
     assert written["response"].tolist() == [answer_text(q) for q in queries]
     assert files_holding(tmp_path, KEY) == []
+
+
+def test_identical_refetch_asks_nothing_again_and_a_changed_query_only_its_row(
+    tmp_path, monkeypatch, caplog
+):
+    """Issue 18 item 1, as reproduced: 4 rows answered and journaled, the same pinned DR.csv
+    fetched again (what --forceall or rm -r resources/imhi do): the Parquet is byte-equal, no
+    row is asked again, no journal is set aside. A fetch whose content changed (one query)
+    asks that row only; the old answer stays in the journal."""
+    from support import mirror_sha256, require_mirror
+
+    from imhibench.fetch import run_fetch_test_set
+
+    relative = "test_data/test_instruction/DR.csv"
+    source, parquet = require_mirror() / relative, tmp_path / "DR.parquet"
+
+    def fetch() -> bytes:
+        run_fetch_test_set(str(source), mirror_sha256(relative), "DR", "DR", "instruction",
+                           str(tmp_path / "DR.csv"), str(parquet))  # fmt: skip
+        return parquet.read_bytes()
+
+    monkeypatch.setenv(KEY_ENV, KEY)
+    fake = FakeOpenAI(key=KEY)
+    first = fetch()
+    with serve(fake) as url:
+        answers = generate(tmp_path, api_spec(url), rows=4)
+        assert sum(fake.counts().values()) == 4
+        time.sleep(1.1)  # a re-fetch a second later: a recorded time of day would differ
+        assert fetch() == first
+        with caplog.at_level(logging.INFO, logger="imhibench"):
+            again = generate(tmp_path, api_spec(url), rows=4)
+        assert sum(fake.counts().values()) == 4  # nothing asked again
+        assert "4 of 4 rows already answered" in caplog.text
+        pd.testing.assert_frame_equal(again, answers)
+        assert list((tmp_path / "out").glob("*.stale-*")) == []
+        table = pd.read_parquet(parquet)
+        table.loc[2, "query"] = "Post: edited. Question: Does the poster suffer from depression?"
+        write_table(table, parquet, read_provenance(parquet))
+        generate(tmp_path, api_spec(url), rows=4)
+    assert fake.counts()[table.loc[2, "query"]] == 1 and sum(fake.counts().values()) == 5
+    journal = journal_path(tmp_path / "out" / "DR.parquet").read_text().splitlines()
+    assert len(journal) == 1 + 5  # header, 4 answers, the changed row's new answer

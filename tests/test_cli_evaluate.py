@@ -211,16 +211,42 @@ def _test_set(tmp_path: Path) -> Path:
     return path
 
 
-def test_pipeline_import_names_every_empty_row(tmp_path):
-    from imhibench.errors import ImhiBenchError
-    from imhibench.generate.responses import import_responses
+def test_pipeline_import_keeps_empty_answers_as_evaluate_does(tmp_path, capsys, caplog):
+    """Issue 18 item 6: one rule. An upstream CSV with an empty (a content-filtered answer) and
+    a missing answer: `imhibench evaluate` keeps both as empty text and counts them; the
+    pipeline's `kind: responses` import does the same, and records the count."""
+    from imhibench.fetch import TEST_SET_COLUMNS
+    from imhibench.generate.stage import run_generate
+    from imhibench.io import read_provenance, read_table
 
     table = _upstream(ROWS)
-    table.loc[[1, 4], "generated_text"] = ""
+    table.loc[1, "generated_text"] = ""  # an empty CSV cell: missing (NaN) once read
+    table.loc[4, "generated_text"] = "  "
     path = _write(tmp_path, table)
-    row_ids = [f"DR-{n}" for n in range(len(ROWS))]
-    with pytest.raises(ImhiBenchError, match=r"2 row\(s\): row 2 \(row_id DR-1\), row 5"):
-        import_responses(str(path), row_ids, list(table["goldens"]))
+    result = run_json(capsys, "DR", str(path))
+    assert result["empty_response_rows"] == ["DR-1", "DR-4"]
+    test_set = tmp_path / "DR.parquet"
+    ids = [f"DR-{n:05d}" for n in range(len(ROWS))]
+    write_table(
+        pd.DataFrame(
+            {
+                "row_id": ids,
+                "query": "q",
+                "gold_answer": table["goldens"],
+                "gold_label": None,
+                "gold_explanation": None,
+            }
+        )[TEST_SET_COLUMNS],
+        test_set,
+    )
+    out = tmp_path / "out.parquet"
+    spec = {"kind": "responses", "split": "instruction"}
+    run_generate(str(test_set), str(out), "m", spec, None, None, str(path), {}, rows=None)
+    answers = read_table(out)["response"].tolist()
+    assert answers[1] == answers[4] == ""
+    assert answers[0] == ROWS[0][1]
+    assert read_provenance(out)["empty_responses"] == result["empty_responses"] == 2
+    assert "2 empty or missing answer(s) (row 2 (row_id DR-00001), row 5" in caplog.text
 
 
 def test_long_answers_are_reported_with_how_metrics_treat_them(tmp_path, capsys):

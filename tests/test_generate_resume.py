@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import platform
 import re
 import signal
 import subprocess
@@ -16,7 +17,7 @@ import pandas as pd
 import pytest
 from support import REPO
 
-from imhibench.generate.shards import ShardStore, release_shards, shard_dir
+from imhibench.generate.shards import ShardStore, shard_dir
 from imhibench.generate.stage import run_generate
 from imhibench.io import read_provenance, read_table, write_table
 
@@ -131,7 +132,6 @@ def test_sigkill_then_restart_loses_nothing(test_set, demo_models, reference, tm
     assert read_provenance(args["out_path"])["generated_rows"] == ROWS - len(saved) * SHARD_ROWS
     assert set(saved) <= {p.name for p in shard_dir(args["out_path"]).iterdir()}
     pd.testing.assert_frame_equal(read_table(args["out_path"]), reference)
-    assert release_shards(args["out_path"])
 
 
 def test_sigterm_exits_cleanly_and_resumes(
@@ -190,3 +190,31 @@ def test_sigterm_during_the_final_write_loses_no_row(
     assert "every row is saved" in caplog.text
     assert read_provenance(out)["generated_rows"] == 0
     pd.testing.assert_frame_equal(table, reference.head(40))
+
+
+def test_a_second_job_on_the_same_output_stops_at_once(test_set, demo_models, reference, tmp_path):
+    """Issue 18 item 5: two real processes on one output (an orphan of a killed snakemake and
+    its rerun): the second stops within seconds naming the first, which finishes undisturbed."""
+    args = _args(test_set, tmp_path / "T.parquet", demo_models["causal"])
+    first = _worker(args, tmp_path / "run1.log")
+    try:
+        deadline = time.monotonic() + 120
+        while not list(shard_dir(args["out_path"]).glob("shard-*.parquet")):
+            assert first.poll() is None, (tmp_path / "run1.log").read_text()
+            assert time.monotonic() < deadline, "no shard after 120 s"
+            time.sleep(0.01)
+        started = time.monotonic()
+        second = _worker(args, tmp_path / "run2.log")
+        assert second.wait(timeout=60) == 1
+        seconds = time.monotonic() - started
+        assert first.poll() is None  # still running: the second stopped before it ended
+        assert first.wait(timeout=300) == 0, (tmp_path / "run1.log").read_text()
+    finally:
+        first.kill()
+        first.wait()
+    error = (tmp_path / "run2.log").read_text()
+    assert f"another job is writing this output: pid {first.pid} on host {platform.node()}" in error
+    assert "pgrep -af .snakemake/scripts" in error
+    assert seconds < 30, f"the second job took {seconds:.0f} s to stop"  # incl. importing torch
+    assert "generating" not in error and not (tmp_path / "run1.log").read_text().count("WARNING")
+    pd.testing.assert_frame_equal(read_table(args["out_path"]), reference)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -16,10 +17,11 @@ from imhibench.generate import GenerationSettings, load_backend
 from imhibench.generate.base import EXECUTION_SETTINGS
 from imhibench.generate.batching import plan_shards
 from imhibench.generate.progress import Progress
-from imhibench.generate.shards import ShardStore, release_shards, shard_dir
+from imhibench.generate.shards import ShardStore, shard_dir
 from imhibench.generate.signals import GenerationStopped, StopOnSignal
 from imhibench.generate.stage import generate_code_sha256, run_generate
 from imhibench.io import read_provenance, read_table, write_json, write_table
+from imhibench.provenance import sha256_file
 
 ROWS = 14
 SETTINGS = {"max_new_tokens": 8, "batch_tokens": 4096, "max_batch_size": 4,
@@ -83,9 +85,7 @@ def test_plan_shards_longest_first_in_chunks():
         plan_shards([1], 0)
 
 
-def test_sharded_run_equals_one_pass_and_keeps_shards_until_released(
-    test_set, tmp_path, demo_models, caplog
-):
+def test_sharded_run_equals_one_pass_and_keeps_its_shards(test_set, tmp_path, demo_models, caplog):
     out = tmp_path / "out.parquet"
     with caplog.at_level(logging.INFO, logger="imhibench"):
         table = _generate(test_set, out, demo_models, progress_interval_s=0)
@@ -104,29 +104,16 @@ def test_sharded_run_equals_one_pass_and_keeps_shards_until_released(
     assert caplog.text.count("saved shard-") == N_SHARDS
     assert "14/14 rows (100.0%)" in caplog.text and "output tokens/s" in caplog.text
     assert "rows/s" in caplog.text and "left" in caplog.text
-    # The job leaves its shards; they go once the output is accepted (the label job).
+    # The job leaves its shards, and they stay (see the next test).
     assert len(_shards(out)) == N_SHARDS
-    assert release_shards(out) is True
-    assert not shard_dir(out).exists() and out.is_file()
-    assert release_shards(out) is False
-
-
-def test_release_keeps_shards_the_output_was_not_built_from(test_set, tmp_path, demo_models):
-    out = tmp_path / "out.parquet"
-    _generate(test_set, out, demo_models, rows=4)
-    other = tmp_path / "other.parquet"
-    _generate(test_set, other, demo_models, {**SETTINGS, "max_new_tokens": 6}, rows=4)
-    write_table(read_table(other), out, read_provenance(other))  # built under another key
-    assert release_shards(out) is False and _shards(out)
-    out.unlink()
-    assert release_shards(out) is False and _shards(out)  # no output: nothing is accepted
 
 
 def test_complete_shards_rebuild_the_output_without_generating(
     test_set, tmp_path, demo_models, writes, caplog, monkeypatch
 ):
-    """A job stopped during (or orphaned after) its final write: Snakemake deletes the output;
-    the rerun rebuilds it from the shards, without even loading the model."""
+    """Snakemake deletes the output of a job it reruns (stopped during or orphaned after its
+    final write, --forcerun, --forceall, a re-fetched test file): the rerun rebuilds it from
+    the shards, without even loading the model."""
     out = tmp_path / "out.parquet"
     first = _generate(test_set, out, demo_models)
     out.unlink()
@@ -183,7 +170,6 @@ def test_broken_shards_are_recomputed(test_set, tmp_path, demo_models, writes, c
 
 def _edited_generate_code(tmp_path):
     """The hash of a copy of imhibench/generate with one line of hf.py changed."""
-    import shutil
 
     import imhibench.generate
 
@@ -202,7 +188,6 @@ def _edited_generate_code(tmp_path):
             'settings {"chat_template": false, "dtype": "float32", "max_new_tokens": 8} -> ',
         ),
         ({"seed": 3}, "seed 0 -> 3"),
-        ({"edit_test_set": True}, "test_set_sha256"),
         ({"edit_code": True}, "generate_code_sha256"),
     ],
 )
@@ -211,10 +196,6 @@ def test_stale_shards_are_discarded(
 ):
     out = tmp_path / "out.parquet"
     _generate(test_set, out, demo_models)
-    if change.pop("edit_test_set", False):
-        table = read_table(test_set)
-        table["query"] = _queries(ROWS, salt="edited ")
-        write_table(table, test_set)
     if change.pop("edit_code", False):
         edited = _edited_generate_code(tmp_path)
         assert edited != generate_code_sha256()
@@ -227,6 +208,53 @@ def test_stale_shards_are_discarded(
     assert "resuming" not in caplog.text
     assert _rows(writes) == [f"T-{i:05d}" for i in range(ROWS)]
     assert len(_shards(out)) == N_SHARDS  # only the new ones
+
+
+def test_identical_refetch_reuses_every_shard_and_a_changed_query_only_its_row(
+    test_set, tmp_path, demo_models, writes, caplog, monkeypatch
+):
+    """Issue 18 item 1: the test set is rewritten with the same content but another file
+    digest (its provenance records when it was written, as the fetch stage's once did) and the
+    checkpoint re-fetched byte for byte (new mtimes): every shard of a killed job is reused.
+    Then two queries change: those two rows, and only they, are generated again."""
+    out = tmp_path / "out.parquet"
+    demo_models = {"causal": str(shutil.copytree(demo_models["causal"], tmp_path / "model"))}
+    write = ShardStore.write  # the `writes` spy
+
+    def stop_after_three(self, table, *args):
+        path = write(self, table, *args)
+        if len(writes) == 3:
+            raise GenerationStopped(signal.SIGTERM)  # as a kill after the third shard
+        return path
+
+    with monkeypatch.context() as patch, pytest.raises(GenerationStopped):
+        patch.setattr(ShardStore, "write", stop_after_three)
+        _generate(test_set, out, demo_models)
+    first = _rows(writes)
+    assert len(first) == 3 * SETTINGS["shard_rows"]
+    table = read_table(test_set)
+    before = sha256_file(test_set)
+    write_table(table, test_set, {"created_at": "a later fetch"})  # same rows, other bytes
+    assert sha256_file(test_set) != before
+    for file in Path(demo_models["causal"]).iterdir():
+        os.utime(file, (time.time() + 60, time.time() + 60))
+    writes.clear()
+    with caplog.at_level(logging.INFO, logger="imhibench"):
+        fresh = _generate(test_set, out, demo_models)
+    assert "discarding" not in caplog.text
+    assert f"resuming: {len(first)} of {ROWS} rows already saved" in caplog.text
+    assert sorted(_rows(writes)) == sorted(set(table["row_id"]) - set(first))
+    edited = [first[0], table["row_id"].iloc[-1]]
+    table.loc[table["row_id"].isin(edited), "query"] = "Post: edited. Question: stressed?"
+    write_table(table, test_set)
+    writes.clear()
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="imhibench"):
+        again = _generate(test_set, out, demo_models)
+    assert sorted(_rows(writes)) == sorted(edited)
+    assert "2 saved row(s) were made for another query" in caplog.text
+    kept = ~fresh["row_id"].isin(edited)
+    assert again[kept].equals(fresh[kept])
 
 
 def test_generate_code_hash_follows_the_sources(tmp_path):

@@ -16,8 +16,8 @@ from contextlib import contextmanager
 import pandas as pd
 
 from imhibench.generate.journal import RowJournal
+from imhibench.generate.shards import query_sha256
 from imhibench.generate.signals import GenerationStopped, StopOnSignal
-from imhibench.provenance import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,6 @@ CONTENT_FILTER = "content_filter"
 
 def run_api_job(
     subset: pd.DataFrame,
-    test_set_path: str,
     out_path: str,
     model: str,
     model_spec: dict,
@@ -55,13 +54,19 @@ def run_api_job(
         "temperature": 0,
         "max_tokens": max_tokens,
         "seed": seed if api.send_seed else None,
-        "test_set_sha256": sha256_file(test_set_path),
     }
     row_ids, queries = subset["row_id"].tolist(), subset["query"].tolist()
+    # The test set enters row by row (never as the file's digest, which a byte-identical
+    # re-fetch may change): an answer is reused while its row's query is unchanged.
+    digests = {r: query_sha256(q) for r, q in zip(row_ids, queries, strict=True)}
     journal = RowJournal(out_path)
     with _secret_redacted(backend):
         saved = journal.open(key)
-        answers = {r: saved[r] for r in row_ids if r in saved}
+        answers = {
+            r: saved[r]
+            for r in row_ids
+            if r in saved and saved[r].get("query_sha256") == digests[r]
+        }
         todo = [(r, q) for r, q in zip(row_ids, queries, strict=True) if r not in answers]
         log.info(
             "%s: %s at %s (%s mode): %d of %d rows already answered in %s, asking %d, "
@@ -71,7 +76,7 @@ def run_api_job(
         progress = Progress(model, len(row_ids), len(answers), interval_s)
 
         def keep(answer) -> None:
-            record = answer.to_json()
+            record = {**answer.to_json(), "query_sha256": digests[answer.row_id]}
             journal.append(record)
             answers[answer.row_id] = record
             progress.batch(1, answer.completion_tokens or 0)

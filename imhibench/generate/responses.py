@@ -86,15 +86,22 @@ def empty_rows(row_ids: list[str], responses: list[object]) -> list[str]:
     ]
 
 
-def import_responses(
-    path: str, row_ids: list[str], golds: list[str], keep_empty: bool = False
-) -> list[str]:
+#: The one rule for empty answers, for the pipeline's ``kind: responses`` import and for
+#: ``imhibench evaluate`` alike (README, "Score answers made elsewhere").
+EMPTY_TREATMENT = (
+    "kept as empty text, as the pipeline does: counted in empty_responses, labelled like any "
+    "answer (the rule labeler gives the task's default label and counts it out-of-domain) and "
+    "scored against the gold explanation like any answer"
+)
+
+
+def import_responses(path: str, row_ids: list[str], golds: list[str]) -> list[str]:
     """Responses for ``row_ids`` (test-file order) from a CSV/Parquet file.
 
     Two layouts: upstream's ``goldens,generated_text`` (rows in test-file order; each golden
     must equal that row's gold answer), or ``row_id,response`` (matched by row_id; extra ids
-    are ignored). Empty or NaN responses raise one ImhiBenchError naming every such row, or,
-    with ``keep_empty``, become ``""`` (as a model's empty answer would be).
+    are ignored). Empty, whitespace-only or missing (NaN) responses become ``""``, as a model's
+    empty answer would be (``EMPTY_TREATMENT``; ``empty_rows`` names them).
     """
     if len(row_ids) != len(golds):
         raise ImhiBenchError(
@@ -112,14 +119,7 @@ def import_responses(
             f"responses file {path}: columns {sorted(columns)}; expected "
             f"{','.join(UPSTREAM_COLUMNS)} (upstream output) or {','.join(ROW_ID_COLUMNS)}"
         )
-    if keep_empty:
-        return ["" if _is_empty(t) else str(t) for t in responses]
-    if empty := empty_rows(row_ids, responses):
-        raise ImhiBenchError(
-            f"responses file {path}: empty or missing response in {len(empty)} row(s): "
-            + ", ".join(empty)
-        )
-    return [str(t) for t in responses]
+    return ["" if _is_empty(t) else str(t) for t in responses]
 
 
 def load_responses(

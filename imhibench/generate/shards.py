@@ -1,14 +1,19 @@
 """Finished rows of a generation job, kept in shards next to its output so a restart resumes.
 
-``<out>.shards/`` holds ``manifest.json`` (the resume key: the inputs the rows belong to) and
-``shard-<token>.parquet`` files (``row_id, response, n_output_tokens``), each written atomically
+``<out>.shards/`` holds ``manifest.json`` (the resume key: model, settings, code the rows
+belong to) and ``shard-<token>.parquet`` files (``SHARD_COLUMNS``), each written atomically
 (temporary file + rename) under a name no other process uses, with the sha256 of its resume key
-in its provenance. Resume is per row: a restart reuses every saved row of the same key, whatever
-the shard size or batching of the run that saved it, and generates only the missing rows.
+in its provenance. Resume is per row: a restart reuses every saved row of the same key whose
+query is unchanged (``query_sha256``: the content of the row, never the digest or time of the
+test-set file, so a byte-identical re-fetch keeps every row), whatever the shard size or
+batching of the run that saved it, and generates only the missing rows. Rows of the
+``upstream`` engine also carry ``batch_sha256``, the membership of the batch they were generated
+in: upstream's answers depend on it (see ``stage``).
 
-The directory is removed only once the output is known to be accepted (``release_shards``, called
-by the job that reads the output); a job that is stopped or orphaned after writing its output
-leaves its shards, and the rerun rebuilds the output from them without generating anything.
+The directory stays after the output is written, like the API journal: Snakemake deletes the
+output of a job it reruns (``--forcerun``, ``--forceall``, a re-fetched test file, an output
+marked incomplete, a job stopped during its final write), and the rerun rebuilds it from the
+shards without generating. Delete the directory to generate again.
 """
 
 from __future__ import annotations
@@ -17,7 +22,6 @@ import hashlib
 import json
 import logging
 import re
-import shutil
 import time
 import uuid
 from pathlib import Path
@@ -30,7 +34,7 @@ from imhibench.io import read_provenance, read_table, write_json, write_table
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
-SHARD_COLUMNS = ["row_id", "response", "n_output_tokens"]
+SHARD_COLUMNS = ["row_id", "response", "n_output_tokens", "query_sha256", "batch_sha256"]
 _SHARD_NAME = re.compile(r"shard-[0-9a-f]+\.parquet")
 # Provenance field of a shard and of the output: sha256 of the resume key they were made under.
 KEY_FIELD = "resume_key_sha256"
@@ -49,16 +53,9 @@ def key_sha256(key: dict) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
-def dir_fingerprint(directory: str | Path) -> list[list]:
-    """Name, size and mtime of each file at the top of a model directory (weights, configs)."""
-    root = Path(directory)
-    if not root.is_dir():
-        raise ImhiBenchError(f"{root}: model directory not found")
-    return [
-        [f.name, f.stat().st_size, f.stat().st_mtime_ns]
-        for f in sorted(root.iterdir())
-        if f.is_file()
-    ]
+def query_sha256(query: str) -> str:
+    """The digest of one row's query: what decides its answer, as saved beside the answer."""
+    return hashlib.sha256(query.encode("utf-8")).hexdigest()
 
 
 class ShardStore:
@@ -70,7 +67,8 @@ class ShardStore:
         self.provenances: list[dict] = []  # of the shards read or written by this store
 
     def open(self, key: dict, info: dict | None = None) -> pd.DataFrame:
-        """The rows already saved under ``key`` (``SHARD_COLUMNS``, one per row id).
+        """The rows already saved under ``key`` (``SHARD_COLUMNS``; a row id may appear more
+        than once, with other queries: the caller keeps those of its queries).
 
         Shards saved under another key are deleted, with a warning naming what changed;
         ``info`` (e.g. the git sha) is kept in the manifest for that message only.
@@ -92,8 +90,7 @@ class ShardStore:
                 tables.append(table)
         if not tables:
             return pd.DataFrame({c: pd.Series([], dtype=object) for c in SHARD_COLUMNS})
-        saved = pd.concat(tables, ignore_index=True).drop_duplicates("row_id")
-        return saved.reset_index(drop=True)
+        return pd.concat(tables, ignore_index=True)
 
     def _warn_changed(self, previous: dict, key: dict, info: dict) -> None:
         files = list(self.dir.glob("shard-*.parquet"))
@@ -167,27 +164,3 @@ def changed_fields(old: dict, new: dict) -> list[str]:
             text += json.dumps(new.get(name), sort_keys=True)
             changed.append(f"{name} {text}" if len(text) <= 160 else name)
     return changed
-
-
-def release_shards(out_path: str | Path) -> bool:
-    """Delete the shards of an accepted output; True if they were deleted.
-
-    Call only once the output is known to be accepted (by the job that reads it). The shards
-    go only when the output was built under the same resume key; otherwise they are left for
-    the next generate run of that output, which discards them if stale.
-    """
-    directory = shard_dir(out_path)
-    if not directory.is_dir() or not Path(out_path).is_file():
-        return False
-    try:
-        manifest = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
-        built_from = read_provenance(out_path).get(KEY_FIELD)
-    except (OSError, ValueError, ImhiBenchError) as err:
-        log.warning("%s: kept (cannot compare it with %s: %s)", directory, out_path, err)
-        return False
-    if built_from is None or built_from != key_sha256(manifest.get("key") or {}):
-        log.info("%s: kept (not the shards %s was built from)", directory, out_path)
-        return False
-    shutil.rmtree(directory, ignore_errors=True)
-    log.info("%s: removed (the output %s is complete and accepted)", directory, out_path)
-    return True

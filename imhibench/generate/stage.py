@@ -3,10 +3,10 @@
 Generation is resumable: rows are answered shard by shard (``shard_rows`` rows each, longest
 prompts first) and every finished shard is saved under ``<out>.shards/`` (see ``shards.py``). A
 job killed at any point and run again reuses every saved row and generates only the missing ones;
-the output file appears, atomically, only when every row is answered. The job never removes its
-shards: the job that reads the accepted output does (``shards.release_shards``), so an output
-that Snakemake throws away (a job stopped during the final write, or orphaned) is rebuilt from
-them by the rerun without generating anything.
+the output file appears, atomically, only when every row is answered. The shards stay after
+the output is written, so an output that Snakemake throws away (a job stopped during the final
+write or orphaned, ``--forcerun``, a re-fetched test file) is rebuilt from them by the rerun
+without generating anything.
 """
 
 from __future__ import annotations
@@ -19,8 +19,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from imhibench.checkpoint_hashes import local_checkpoint_sha256
 from imhibench.generate.base import answer_settings, check_model_directories
-from imhibench.generate.shards import KEY_FIELD, ShardStore, dir_fingerprint
+from imhibench.generate.lock import output_lock
+from imhibench.generate.shards import KEY_FIELD, SHARD_COLUMNS, ShardStore, query_sha256
 from imhibench.generate.signals import GenerationStopped, StopOnSignal
 from imhibench.io import read_provenance, read_table, write_table
 from imhibench.provenance import (
@@ -28,7 +30,6 @@ from imhibench.provenance import (
     checkpoint_provenance,
     git_state,
     package_versions,
-    sha256_file,
 )
 
 log = logging.getLogger(__name__)
@@ -59,26 +60,28 @@ def run_generate(
 
     ``settings`` are GenerationSettings fields plus an optional ``shard_rows``. SIGTERM or
     SIGINT stops the job within one decoding step (never mid-write) with exit status 128 + signal;
-    a rerun resumes from the saved shards.
+    a rerun resumes from the saved shards. The job holds the output's lock (``lock.py``) for
+    its whole life: a second job on the same output stops at once, naming this one.
     """
     test_set = read_table(test_set_path, ["row_id", "query", "gold_answer"])
     kind = model_spec["kind"]
     started = time.perf_counter()
     extra: dict = {}
     store: ShardStore | None = None
-    with StopOnSignal() as stop:
+    with output_lock(out_path), StopOnSignal() as stop:
         if kind == "responses":
             texts = _imported_responses(responses_path, test_set)
             table = pd.DataFrame({"row_id": test_set["row_id"], "response": texts})
             table["n_output_tokens"] = pd.array([None] * len(table), dtype="Int64")
             table = table.head(rows) if rows else table
             checkpoints: dict = {"responses": responses_path}
+            extra = _empty_imported(responses_path, table)
         elif kind == "api":
             from imhibench.generate.api_stage import run_api_job
 
             subset = test_set.head(rows) if rows else test_set
             table, extra = run_api_job(
-                subset, test_set_path, out_path, model, model_spec, settings, seed, stop,
+                subset, out_path, model, model_spec, settings, seed, stop,
                 progress_interval_s,
             )  # fmt: skip
             checkpoints = {"endpoint": extra.pop("endpoint")}
@@ -86,9 +89,7 @@ def run_generate(
             check_model_directories(model, model_spec, model_dir, base_model_dir)
             subset = test_set.head(rows) if rows else test_set
             job = _ShardedJob(model, kind, model_dir, base_model_dir, settings, seed, device)
-            table, store, extra = job.run(
-                subset, test_set_path, out_path, stop, progress_interval_s
-            )
+            table, store, extra = job.run(subset, out_path, stop, progress_interval_s)
             checkpoints = {"model": checkpoint_provenance(model_dir)}
             if base_model_dir:
                 checkpoints["base"] = checkpoint_provenance(base_model_dir)
@@ -115,7 +116,7 @@ def run_generate(
         if store is not None:
             store.check_still_current()
             provenance[KEY_FIELD] = store.key_sha256
-        with stop.deferred():  # the shards stay: see shards.release_shards
+        with stop.deferred():  # the shards stay (see shards.py)
             extra_columns = [c for c in table.columns if c not in RESPONSE_COLUMNS]  # api
             write_table(table[RESPONSE_COLUMNS + extra_columns], out_path, provenance)
     log.info("%s: wrote %d responses to %s in %.1f s", model, len(table), out_path, seconds)
@@ -129,6 +130,20 @@ def _imported_responses(responses_path: str | None, test_set: pd.DataFrame) -> l
     return import_responses(
         responses_path, test_set["row_id"].tolist(), test_set["gold_answer"].tolist()
     )
+
+
+def _empty_imported(responses_path: str | None, table: pd.DataFrame) -> dict:
+    """Kind ``responses``: warn of empty or missing answers (kept as empty text, the rule
+    ``imhibench evaluate`` follows too) and count them for provenance."""
+    from imhibench.generate.responses import EMPTY_TREATMENT, empty_rows
+
+    empty = empty_rows(table["row_id"].tolist(), table["response"].tolist())
+    if empty:
+        log.warning(
+            "%s: %d empty or missing answer(s) (%s): %s",
+            responses_path, len(empty), ", ".join(empty), EMPTY_TREATMENT,
+        )  # fmt: skip
+    return {"empty_responses": len(empty)}
 
 
 class _ShardedJob:
@@ -155,15 +170,23 @@ class _ShardedJob:
         self.device = resolve_device(device)
         _check_upstream_shards(self.generation, self.device, self.shard_rows)
 
-    def run(self, subset, test_set_path, out_path, stop: StopOnSignal, interval_s: float):
+    def run(self, subset, out_path, stop: StopOnSignal, interval_s: float):
         """(responses table in test-set order, the shard store, provenance fields)."""
         from imhibench.generate.progress import Progress
 
         queries, row_ids = subset["query"].tolist(), subset["row_id"].tolist()
+        basis = self._row_basis(row_ids, queries)
         store = ShardStore(out_path)
-        saved = store.open(self._resume_key(test_set_path), {"git": git_state()["git_sha"]})
-        saved = saved[saved["row_id"].isin(set(row_ids))]
+        stored = store.open(self._resume_key(), {"git": git_state()["git_sha"]})
+        saved = _reusable(stored, basis)
         have = set(saved["row_id"])
+        if redo := (set(stored["row_id"]) & set(row_ids)) - have:
+            log.warning(
+                "%s: %d saved row(s) were made for another query (the test set changed) or, "
+                "engine upstream, in a batch a fresh run would not form (e.g. other "
+                "rows_per_dataset); they are generated again",
+                self.model, len(redo),
+            )  # fmt: skip
         missing = [i for i, row_id in enumerate(row_ids) if row_id not in have]
         resumed = len(row_ids) - len(missing)
         if resumed:
@@ -177,7 +200,7 @@ class _ShardedJob:
             progress = Progress(self.model, len(row_ids), resumed, interval_s)
             tables = [saved] if len(saved) else []
             try:
-                self._fill(backend, record, queries, row_ids, missing, store, stop, progress,
+                self._fill(backend, record, queries, basis, missing, store, stop, progress,
                            tables)  # fmt: skip
             except GenerationStopped as err:
                 log.warning(
@@ -218,8 +241,29 @@ class _ShardedJob:
             device=self.device,
         )
 
+    def _row_basis(self, row_ids: list[str], queries: list[str]) -> pd.DataFrame:
+        """Per row (test-set order) what decides its answer besides the resume key: its query,
+        and for the ``upstream`` engine the batch a fresh run of these rows puts it in (8 rows
+        in file order; the padded width of the batch enters upstream's ``max_length``), as
+        ``row_id, query_sha256, batch_sha256`` (None for the other engines, whose answers do
+        not depend on the batch)."""
+        from imhibench.generate.base import resolve_engine
+        from imhibench.generate.upstream import UPSTREAM_BATCH_SIZE
+
+        basis = pd.DataFrame(
+            {"row_id": row_ids, "query_sha256": [query_sha256(q) for q in queries]}
+        )
+        basis["batch_sha256"] = None
+        if resolve_engine(self.generation.engine, self.device) == "upstream":
+            for start in range(0, len(basis), UPSTREAM_BATCH_SIZE):
+                batch = basis.iloc[start : start + UPSTREAM_BATCH_SIZE]
+                members = json.dumps(batch[["row_id", "query_sha256"]].values.tolist())
+                digest = hashlib.sha256(members.encode()).hexdigest()
+                basis.loc[batch.index, "batch_sha256"] = digest
+        return basis
+
     def _fill(
-        self, backend, record, queries, row_ids, missing, store, stop, progress, tables
+        self, backend, record, queries, basis, missing, store, stop, progress, tables
     ) -> None:
         """Generate the rows at indices ``missing``, shard by shard, saving each shard's table
         (with the backend's ``record``) and adding it to ``tables``."""
@@ -227,6 +271,7 @@ class _ShardedJob:
 
         lengths = backend.prompt_lengths([queries[i] for i in missing])
         shards = [[missing[j] for j in shard] for shard in plan_shards(lengths, self.shard_rows)]
+        _check_upstream_batches(shards, basis)
         log.info(
             "%s: generating %d responses in %d shard(s) of up to %d rows",
             self.model, len(missing), len(shards), self.shard_rows,
@@ -235,35 +280,31 @@ class _ShardedJob:
             started = time.perf_counter()
             result = backend.generate([queries[i] for i in shard], on_batch=progress.batch)
             seconds = time.perf_counter() - started
-            table = pd.DataFrame(
-                {
-                    "row_id": [row_ids[i] for i in shard],
-                    "response": result.texts,
-                    "n_output_tokens": pd.array(result.n_output_tokens, dtype="Int64"),
-                }
-            )
+            table = basis.iloc[shard].reset_index(drop=True)
+            table["response"] = result.texts
+            table["n_output_tokens"] = pd.array(result.n_output_tokens, dtype="Int64")
             with stop.deferred():
                 path = store.write(table, {"seconds": round(seconds, 3), **record})
             tables.append(table)
             progress.log(f"saved {path.name} ({len(shard)} rows, {seconds:.1f} s); ")
 
-    def _resume_key(self, test_set_path: str) -> dict:
-        """Everything a saved answer depends on; rows saved under another key are discarded.
+    def _resume_key(self) -> dict:
+        """Everything a saved answer depends on besides its row (``_row_basis``); rows saved
+        under another key are discarded.
 
-        Execution settings (shard size, batching, a reference engine) are left out: saved rows
-        are reused whatever they are (``answer_settings``; the ``upstream`` and ``vllm`` engines
-        stay in, they can change answers). Our own generation code is in, as the sha256 of its
-        sources.
+        Content only, never when or where a file was written: the checkpoints are the sha256
+        of their weight, tokenizer and config files (a byte-identical re-fetch keeps the key),
+        the test set enters row by row (``query_sha256``). Execution settings (shard size,
+        batching, a reference engine) are left out: saved rows are reused whatever they are
+        (``answer_settings``; the ``upstream`` and ``vllm`` engines stay in, they can change
+        answers). Our own generation code is in, as the sha256 of its sources.
         """
         checkpoints = {"model": self.model_dir, "base": self.base_model_dir}
         versions = package_versions()
         key = {
-            "test_set_sha256": sha256_file(test_set_path),
             "kind": self.kind,
             "checkpoints": {
-                name: {"provenance": checkpoint_provenance(path), "files": dir_fingerprint(path)}
-                for name, path in checkpoints.items()
-                if path
+                name: local_checkpoint_sha256(path) for name, path in checkpoints.items() if path
             },
             "settings": answer_settings(self.settings),
             "seed": self.seed,
@@ -305,6 +346,42 @@ def _check_upstream_shards(generation, device: str, shard_rows: int) -> None:
             f"generation settings: engine 'upstream' needs shard_rows a multiple of "
             f"{UPSTREAM_BATCH_SIZE} (upstream's batches), not {shard_rows}"
         )
+
+
+def _reusable(saved: pd.DataFrame, basis: pd.DataFrame) -> pd.DataFrame:
+    """The saved rows made for ``basis`` (same row id, query and, for ``upstream``, batch),
+    one per row; an ``upstream`` batch only if every one of its rows is saved, as a fresh run
+    would generate it together."""
+    keys = ["row_id", "query_sha256", "batch_sha256"]
+    fits = (
+        saved.fillna({"batch_sha256": ""})
+        .merge(basis[keys].fillna({"batch_sha256": ""}), on=keys)
+        .drop_duplicates("row_id")
+    )
+    if basis["batch_sha256"].notna().any():
+        have = basis["row_id"].isin(set(fits["row_id"]))
+        whole = have.groupby(basis["batch_sha256"]).all()
+        fits = fits[fits["batch_sha256"].map(whole).astype(bool)]
+    return fits[SHARD_COLUMNS].reset_index(drop=True)
+
+
+def _check_upstream_batches(shards: list[list[int]], basis: pd.DataFrame) -> None:
+    """Every 8 rows the ``upstream`` engine will batch together are one batch of a fresh run
+    (missing rows are whole batches, shards a multiple of 8 in file order)."""
+    from imhibench.errors import ImhiBenchError
+    from imhibench.generate.upstream import UPSTREAM_BATCH_SIZE
+
+    if basis["batch_sha256"].isna().all():
+        return
+    members = {k: list(v) for k, v in basis.groupby("batch_sha256").indices.items()}
+    for shard in shards:
+        for start in range(0, len(shard), UPSTREAM_BATCH_SIZE):
+            chunk = shard[start : start + UPSTREAM_BATCH_SIZE]
+            if members[basis["batch_sha256"].iloc[chunk[0]]] != chunk:
+                raise ImhiBenchError(
+                    f"engine 'upstream': rows {chunk} would be batched unlike a fresh run "
+                    "(a bug: answers would differ); nothing was generated"
+                )
 
 
 def _device_label(device: str) -> str:

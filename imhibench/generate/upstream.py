@@ -38,11 +38,14 @@ def upstream_token_ids(
     batch_size: int = UPSTREAM_BATCH_SIZE,
     logits_processor=None,
     on_batch: BatchCallback | None = None,
+    seed: int | None = None,
 ) -> list[list[int]]:
     """Per query, the ids after its batch's padded prompt, as IMHI.py slices them.
 
     Rows that finished before the longest of their batch keep generate's fill (pad tokens).
-    ``on_batch(rows, ids)`` after each batch.
+    ``on_batch(rows, ids)`` after each batch. With ``seed``, torch is seeded before each batch,
+    so that a batch's answers (when the checkpoint's decoding samples) depend on the batch
+    alone, not on the batches run before it in this call: a resumed run gives a fresh run's.
     """
     import torch
 
@@ -51,6 +54,8 @@ def upstream_token_ids(
     for start in range(0, len(queries), batch_size):
         inputs = tokenizer(queries[start : start + batch_size], return_tensors="pt", padding=True)
         input_ids = inputs.input_ids.to(device)
+        if seed is not None:
+            torch.manual_seed(seed)
         with torch.inference_mode():
             out = model.generate(
                 input_ids,
@@ -109,11 +114,10 @@ class UpstreamGenerator(HFGenerator):
     def _rows(self, queries, on_batch):
         import torch
 
-        torch.manual_seed(self.settings.seed)
         try:
             return upstream_token_ids(
                 self.model, self.tokenizer, list(queries), self.generation_config,
-                batch_size=self.batch_size, on_batch=on_batch,
+                batch_size=self.batch_size, on_batch=on_batch, seed=self.settings.seed,
             )  # fmt: skip
         except torch.OutOfMemoryError as err:
             raise ImhiBenchError(
