@@ -43,32 +43,44 @@ def api_settings(metric: str, api: Any, mode: str) -> ApiSettings:
 
 
 class MetricBackend(ApiBackend):
-    """An ``ApiBackend`` whose request is the metric's own (``request(client, model, item)``)."""
+    """An ``ApiBackend`` whose request is the metric's own: ``request(client, model, item)``
+    returns the answer's fields (``model``, ``system_fingerprint``, ``finish_reason``,
+    ``prompt_tokens``, ``completion_tokens``: None where unknown) and its ``payload``."""
 
     def __init__(
         self,
         label: str,
         settings: ApiSettings,
-        request: Callable[[Any, str, Any], tuple[Any, dict]],
+        request: Callable[[Any, str, Any], dict],
         client: Any = None,
     ) -> None:
         super().__init__(label, settings, max_tokens=1, seed=0, client=client)
         self._metric_request = request
 
     def _request(self, row_id: str, query: Any) -> Answer:
-        reply, payload = self._metric_request(self.client, self.settings.model, query)
-        usage = getattr(reply, "usage", None)
-        choice = reply.choices[0]
+        fields = self._metric_request(self.client, self.settings.model, query)
         return MetricAnswer(
             row_id=row_id,
             response="",
-            finish_reason=getattr(choice, "finish_reason", None),
-            prompt_tokens=getattr(usage, "prompt_tokens", None),
-            completion_tokens=getattr(usage, "completion_tokens", None),
-            model=getattr(reply, "model", None),
-            system_fingerprint=getattr(reply, "system_fingerprint", None),
-            payload=payload,
+            finish_reason=fields.get("finish_reason"),
+            prompt_tokens=fields.get("prompt_tokens"),
+            completion_tokens=fields.get("completion_tokens"),
+            model=fields.get("model"),
+            system_fingerprint=fields.get("system_fingerprint"),
+            payload=fields["payload"],
         )
+
+
+def reply_fields(reply: Any) -> dict:
+    """The accounting fields of one completion reply."""
+    usage = getattr(reply, "usage", None)
+    return {
+        "model": getattr(reply, "model", None),
+        "system_fingerprint": getattr(reply, "system_fingerprint", None),
+        "finish_reason": reply.choices[0].finish_reason,
+        "prompt_tokens": getattr(usage, "prompt_tokens", None),
+        "completion_tokens": getattr(usage, "completion_tokens", None),
+    }
 
 
 def ask_rows(

@@ -392,4 +392,5 @@ def compute_explanation_metrics(
 
 
 # Metrics defined in their own modules register themselves on import.
-import imhibench.metrics.gptscore  # noqa: E402,F401
+import imhibench.metrics.gptscore  # noqa: E402
+import imhibench.metrics.judge  # noqa: E402,F401

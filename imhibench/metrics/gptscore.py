@@ -216,11 +216,12 @@ def gpt_score_hf(
     ]
 
 
-def completions_logprobs(client: Any, model: str, text: str) -> tuple[Any, dict]:
+def completions_logprobs(client: Any, model: str, text: str) -> dict:
     """Ask a completions endpoint for the prompt's token log-probabilities (echo), as
     lm-evaluation-harness's ``local-completions`` does: ``max_tokens: 1``, the one generated
-    token dropped. Returns (reply, {"offsets", "logprobs"})."""
+    token dropped. Returns the reply's fields with payload ``{"offsets", "logprobs"}``."""
     from imhibench.generate.api import _Malformed
+    from imhibench.metrics.api_rows import reply_fields
 
     reply = client.completions.create(
         model=model, prompt=text, echo=True, logprobs=1, max_tokens=1, temperature=0
@@ -239,7 +240,8 @@ def completions_logprobs(client: Any, model: str, text: str) -> tuple[Any, dict]
     if not str(getattr(choices[0], "text", "")).startswith(text):
         raise _Malformed("the echoed text does not start with the prompt")
     # the last token is the generated one
-    return reply, {"offsets": list(offsets[:-1]), "logprobs": list(values[:-1])}
+    payload = {"offsets": list(offsets[:-1]), "logprobs": list(values[:-1])}
+    return {**reply_fields(reply), "payload": payload}
 
 
 def gpt_score_api(
