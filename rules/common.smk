@@ -58,7 +58,9 @@ TABLE_GROUPS = [g for g in ("main", "expert") if PLAN.table_datasets(g)]
 TABLES = [
     spec
     for group in TABLE_GROUPS
-    for spec in table_specs(config["labelers"][0], PLAN.scorers_of_group(group), [group])
+    for spec in table_specs(
+        config["labelers"][0], PLAN.scorers_of_group(group), [group]
+    )
 ]
 PAIRED_TABLES = paired_table_names(TABLE_GROUPS)
 TABLE_FORMATS = ("parquet", "md", "html", "tex")

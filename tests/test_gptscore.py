@@ -114,19 +114,20 @@ def test_upstream_option_concatenates_without_separator(demo_models, one_torch_t
         gpt_score_hf([ref], [pred], demo_models["causal"], upstream=True, separator="\n")
 
 
+def _api_settings(url: str, **api) -> dict:
+    """gpt_score through the loopback fake (key from FAKE_KEY, short back-off)."""
+    api = {"base_url": url, "model": "tiny", "api_key_env": "FAKE_KEY", "backoff_s": 0.01, **api}
+    return {"gpt_score": {"backend": "api", "api": api}}
+
+
 @pytest.mark.parametrize("upstream", [False, True])
 def test_api_equals_hf(demo_models, one_torch_thread, tmp_path, monkeypatch, upstream):
     compute = teacher_forced(demo_models["causal"])
     fake = FakeOpenAI(prompt_logprobs=compute, faults={})
     monkeypatch.setenv("FAKE_KEY", fake.key)
     with serve(fake) as url:
-        settings = {
-            "gpt_score": {
-                "backend": "api",
-                "upstream": upstream,
-                "api": {"base_url": url, "model": "tiny", "api_key_env": "FAKE_KEY"},
-            }
-        }
+        settings = _api_settings(url)
+        settings["gpt_score"]["upstream"] = upstream
         context = MetricContext(["a", "b", "c"], None, tmp_path / "rows")
         provenance: dict = {}
         columns, _ = compute_explanation_metrics(
@@ -149,13 +150,7 @@ def test_api_resumes_from_journal_and_retries(demo_models, one_torch_thread, tmp
     fake = FakeOpenAI(prompt_logprobs=compute, sequence=["500", "429"])
     monkeypatch.setenv("FAKE_KEY", fake.key)
     with serve(fake) as url:
-        settings = {
-            "gpt_score": {
-                "backend": "api",
-                "api": {"base_url": url, "model": "tiny", "api_key_env": "FAKE_KEY",
-                        "backoff_s": 0.01, "concurrency": 1},
-            }
-        }  # fmt: skip
+        settings = _api_settings(url, concurrency=1)
         context = MetricContext(["a", "b", "c"], None, tmp_path / "rows")
         first, _ = compute_explanation_metrics(PREDS, REFS, settings, context=context)
         asked = len(fake.requests)
@@ -169,13 +164,7 @@ def test_api_without_prompt_logprobs_is_malformed(tmp_path, monkeypatch):
     fake = FakeOpenAI()  # plain completions, logprobs null
     monkeypatch.setenv("FAKE_KEY", fake.key)
     with serve(fake) as url:
-        settings = {
-            "gpt_score": {
-                "backend": "api",
-                "api": {"base_url": url, "model": "tiny", "api_key_env": "FAKE_KEY",
-                        "backoff_s": 0.01, "max_attempts": 2},
-            }
-        }  # fmt: skip
+        settings = _api_settings(url, max_attempts=2)
         with pytest.raises(ImhiBenchError, match="no prompt log-probabilities"):
             compute_explanation_metrics(PREDS[:1], REFS[:1], settings)
 

@@ -91,24 +91,41 @@ def _inputs(tmp_path):
     write_table(labels, tmp_path / "labels.parquet", {"stage": "label"})
 
 
+def _metric_job(tmp_path, metric: str, options: dict, out) -> pd.DataFrame:
+    return run_model_metric(
+        metric, options, str(tmp_path / "responses.parquet"), str(tmp_path / "test.parquet"),
+        str(out), "m", "DR", device="cpu",
+    )  # fmt: skip
+
+
+def _score_job(tmp_path, name: str, scorers: dict, paths: dict) -> pd.DataFrame:
+    """The score job of (m, DR) writing <name>rows.parquet and <name>summary.parquet."""
+    return run_score(
+        str(tmp_path / "responses.parquet"), str(tmp_path / "labels.parquet"),
+        str(tmp_path / "test.parquet"), str(tmp_path / f"{name}rows.parquet"),
+        str(tmp_path / f"{name}summary.parquet"), "m", "DR", "DR", ["rule"], scorers,
+        device="cpu", model_metric_paths=paths,
+    )  # fmt: skip
+
+
+def _table_markdown(tmp_path, scorer: str) -> str:
+    specs = table_specs("rule", [scorer], ["main"])
+    written = write_tables(
+        [tmp_path / "summary.parquet"], tmp_path / "tables", specs, ["m"], {"main": ["DR"]}
+    )
+    return next(p for p in written if p.name == f"{scorer}.md").read_text()
+
+
 def test_metric_job_then_score_job_merges_it(tmp_path, demo_models, one_torch_thread):
     _inputs(tmp_path)
     out = tmp_path / "model_metrics" / "gpt_score.parquet"
     options = {"backend": "hf", "checkpoint": demo_models["causal"]}
-    table = run_model_metric(
-        "gpt_score", options, str(tmp_path / "responses.parquet"), str(tmp_path / "test.parquet"),
-        str(out), "m", "DR", device="cpu",
-    )  # fmt: skip
+    table = _metric_job(tmp_path, "gpt_score", options, out)
     assert math.isnan(table["gpt_score"][2])  # empty response
     record = read_provenance(out)
     assert record["metric_summary"]["gpt_score_unscored"] == 1.0
     assert record["checkpoint"]["local_path"]
-    summary = run_score(
-        str(tmp_path / "responses.parquet"), str(tmp_path / "labels.parquet"),
-        str(tmp_path / "test.parquet"), str(tmp_path / "rows.parquet"),
-        str(tmp_path / "summary.parquet"), "m", "DR", "DR", ["rule"], {"rouge": {}},
-        device="cpu", model_metric_paths={"gpt_score": str(out)},
-    )  # fmt: skip
+    summary = _score_job(tmp_path, "", {"rouge": {}}, {"gpt_score": str(out)})
     values = dict(zip(summary["metric"], summary["value"], strict=True))
     assert values["gpt_score"] == pytest.approx(table["gpt_score"][:2].mean())
     rows = read_table(tmp_path / "rows.parquet")
@@ -121,19 +138,10 @@ def test_metric_job_then_score_job_merges_it(tmp_path, demo_models, one_torch_th
     stale = table.iloc[:2]
     write_table(stale, tmp_path / "stale.parquet", read_provenance(out))
     with pytest.raises(ImhiBenchError, match="not the responses' rows"):
-        run_score(
-            str(tmp_path / "responses.parquet"), str(tmp_path / "labels.parquet"),
-            str(tmp_path / "test.parquet"), str(tmp_path / "rows2.parquet"),
-            str(tmp_path / "summary2.parquet"), "m", "DR", "DR", ["rule"], {},
-            device="cpu", model_metric_paths={"gpt_score": str(tmp_path / "stale.parquet")},
-        )  # fmt: skip
+        _score_job(tmp_path, "2", {}, {"gpt_score": str(tmp_path / "stale.parquet")})
 
     # the tables: a GPTScore table whose caption names the scorer
-    specs = table_specs("rule", ["gpt_score"], ["main"])
-    written = write_tables(
-        [tmp_path / "summary.parquet"], tmp_path / "tables", specs, ["m"], {"main": ["DR"]}
-    )
-    markdown = next(p for p in written if p.name == "gpt_score.md").read_text()
+    markdown = _table_markdown(tmp_path, "gpt_score")
     assert "GPTScore" in markdown and "causal (hf, clean arithmetic)" in markdown
 
 
@@ -142,21 +150,9 @@ def test_judge_job_names_judge_and_rubric_in_table(tmp_path, demo_models, one_to
     out = tmp_path / "judge.parquet"
     options = {"backend": "hf", "checkpoint": demo_models["causal"], "max_new_tokens": 8,
                "parse_attempts": 1}  # fmt: skip
-    run_model_metric(
-        "llm_judge", options, str(tmp_path / "responses.parquet"),
-        str(tmp_path / "test.parquet"), str(out), "m", "DR", device="cpu",
-    )  # fmt: skip
-    run_score(
-        str(tmp_path / "responses.parquet"), str(tmp_path / "labels.parquet"),
-        str(tmp_path / "test.parquet"), str(tmp_path / "rows.parquet"),
-        str(tmp_path / "summary.parquet"), "m", "DR", "DR", ["rule"], {},
-        device="cpu", model_metric_paths={"llm_judge": str(out)},
-    )  # fmt: skip
-    specs = table_specs("rule", ["llm_judge"], ["main"])
-    written = write_tables(
-        [tmp_path / "summary.parquet"], tmp_path / "tables", specs, ["m"], {"main": ["DR"]}
-    )
-    markdown = next(p for p in written if p.name == "llm_judge.md").read_text()
+    _metric_job(tmp_path, "llm_judge", options, out)
+    _score_job(tmp_path, "", {}, {"llm_judge": str(out)})
+    markdown = _table_markdown(tmp_path, "llm_judge")
     assert "LLM judge" in markdown and "(hf), rubric" in markdown
     assert "Judge rubric" in markdown and "never parsed" in markdown
 

@@ -117,6 +117,24 @@ def _options(
     return {**defaults, **options}
 
 
+# Options every model metric (GPTScore, LLM judge) takes besides `backend` (hf or api).
+MODEL_METRIC_DEFAULTS = {"checkpoint": None, "api": None, "dtype": "float32"}
+
+
+def model_metric_options(metric: str, options: Any, defaults: dict[str, Any]) -> dict[str, Any]:
+    """`_options` of a model metric: `backend` hf (with a checkpoint) or api (with `api`)."""
+    opts = _options(
+        metric, options, required=("backend",), defaults={**MODEL_METRIC_DEFAULTS, **defaults}
+    )
+    if opts["backend"] not in ("hf", "api"):
+        raise ImhiBenchError(
+            f"settings[{metric!r}]['backend'] must be hf or api, got {opts['backend']!r}"
+        )
+    if opts["backend"] == "hf" and opts["checkpoint"] is None:
+        raise ImhiBenchError(f"settings[{metric!r}]: backend hf needs a checkpoint")
+    return opts
+
+
 def _positive_int(metric: str, key: str, value: Any) -> int:
     """``value`` if it is an int >= 1, else raise."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -28,8 +28,8 @@ from imhibench.errors import ImhiBenchError
 from imhibench.metrics.explanation import (
     MetricContext,
     MetricOutput,
-    _options,
     _positive_int,
+    model_metric_options,
     register_explanation_metric,
 )
 
@@ -291,15 +291,8 @@ def gpt_score(
     context: MetricContext,
 ) -> MetricOutput:
     """GPTScore per row: mean log-probability of the response given the gold answer."""
-    opts = _options(
-        "gpt_score",
-        options,
-        required=("backend",),
-        defaults={
-            "checkpoint": None, "api": None, "upstream": False, "separator": None,
-            "batch_size": 8, "dtype": "float32",
-        },
-    )  # fmt: skip
+    defaults = {"upstream": False, "separator": None, "batch_size": 8}
+    opts = model_metric_options("gpt_score", options, defaults)
     upstream = opts["upstream"]
     if not isinstance(upstream, bool):
         raise ImhiBenchError(
@@ -311,22 +304,16 @@ def gpt_score(
         "separator": separator_of(upstream, opts["separator"]),
     }
     if opts["backend"] == "hf":
-        if opts["checkpoint"] is None:
-            raise ImhiBenchError("settings['gpt_score']: backend hf needs a checkpoint")
         batch_size = _positive_int("gpt_score", "batch_size", opts["batch_size"])
         column = gpt_score_hf(
             references, predictions, str(opts["checkpoint"]), device, str(opts["dtype"]),
             batch_size, upstream, opts["separator"],
         )  # fmt: skip
         provenance.update(dtype=str(opts["dtype"]), device=device)
-    elif opts["backend"] == "api":
+    else:
         column, accounting = gpt_score_api(
             references, predictions, context.ids(len(predictions)), opts["api"],
             context.journal_for("gpt_score"), upstream, opts["separator"],
         )  # fmt: skip
         provenance.update(accounting)
-    else:
-        raise ImhiBenchError(
-            f"settings['gpt_score']['backend'] must be hf or api, got {opts['backend']!r}"
-        )
     return MetricOutput({"gpt_score": column}, _summary(column, "gpt_score"), provenance)

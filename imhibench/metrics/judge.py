@@ -28,8 +28,8 @@ from imhibench.errors import ImhiBenchError
 from imhibench.metrics.explanation import (
     MetricContext,
     MetricOutput,
-    _options,
     _positive_int,
+    model_metric_options,
     register_explanation_metric,
 )
 
@@ -311,15 +311,8 @@ def llm_judge(
     context: MetricContext,
 ) -> MetricOutput:
     """Ratings 0-3 of fluency, completeness, reliability and overall per row."""
-    opts = _options(
-        "llm_judge",
-        options,
-        required=("backend",),
-        defaults={
-            "checkpoint": None, "api": None, "max_new_tokens": 32, "parse_attempts": 3,
-            "top_logprobs": 20, "dtype": "float32",
-        },
-    )  # fmt: skip
+    defaults = {"max_new_tokens": 32, "parse_attempts": 3, "top_logprobs": 20}
+    opts = model_metric_options("llm_judge", options, defaults)
     if context.queries is None:
         raise ImhiBenchError("llm_judge: the queries (posts) the responses answer are needed")
     if len(context.queries) != len(predictions):
@@ -363,9 +356,7 @@ def llm_judge(
         records = [answered[r]["payload"] for r in ids]
         provenance.update(accounting, model=settings.model)
         provenance["judge_answers"] = sum(len(r["answers"]) for r in records)
-    elif opts["backend"] == "hf":
-        if opts["checkpoint"] is None:
-            raise ImhiBenchError("settings['llm_judge']: backend hf needs a checkpoint")
+    else:
         judge = HfJudge(str(opts["checkpoint"]), device, str(opts["dtype"]), max_tokens)
         records = []
         prompt_tokens = completion_tokens = 0
@@ -381,10 +372,6 @@ def llm_judge(
             prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
             judge_answers=sum(len(r["answers"]) for r in records),
         )  # fmt: skip
-    else:
-        raise ImhiBenchError(
-            f"settings['llm_judge']['backend'] must be hf or api, got {opts['backend']!r}"
-        )
     columns, summary = _columns(records)
     provenance["unparsed_rows"] = int(summary["llm_judge_unparsed"])
     provenance["judge"] = judge_identity(provenance)
