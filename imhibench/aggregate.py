@@ -141,11 +141,16 @@ def group_description(group: str) -> str:
 
 
 def table_specs(
-    primary_labeler: str, scorers: Sequence[str], groups: Sequence[str]
+    primary_labeler: str,
+    scorers: Sequence[str] | Mapping[str, Sequence[str]],
+    groups: Sequence[str],
 ) -> list[TableSpec]:
-    """The tables a configuration produces."""
+    """The tables a configuration produces; `scorers`: every group's, or group -> its own
+    (`Plan.scorers_of_group`: a metric limited to some test sets has no table elsewhere)."""
     specs = []
+    by_group = scorers if isinstance(scorers, Mapping) else dict.fromkeys(groups, scorers)
     for group in groups:
+        scorers = by_group[group]
         prefix = "" if group == "main" else f"{group}_"
         where = group_description(group)
         specs.append(
@@ -578,7 +583,7 @@ def model_metric_notes(metric: str, records: dict[str, dict]) -> tuple[str, list
             model = made.get("endpoint", {}).get("model") or (run.get("checkpoint") or {}).get(
                 "hub_id"
             )
-            model = model or (run.get("checkpoint") or {}).get("local_path", "?")
+            model = model or Path((run.get("checkpoint") or {}).get("local_path", "?")).name
             names.add(f"{model} ({made.get('backend')}, {made.get('arithmetic')} arithmetic)")
     if len(names) > 1:
         raise ImhiBenchError(

@@ -38,6 +38,11 @@ if get_report_requested():
     stop_on_error(check_tables_match_config, "results/tables", config)
 
 
+def get_table_scorers(wildcards):
+    """Per table group, the scorers with a table there (Plan.scorers_of_group)."""
+    return {g: PLAN.scorers_of_group(g) for g in ("main", "expert")}
+
+
 def _alternatives(names):
     return "|".join(re.escape(n) for n in sorted(names)) or "(?!)"
 
@@ -55,13 +60,7 @@ SCRIPTS = Path(workflow.basedir) / "scripts"
 # several nodes; the process would then see only its own node's GPUs).
 JOB_NODES = 1
 TABLE_GROUPS = [g for g in ("main", "expert") if PLAN.table_datasets(g)]
-TABLES = [
-    spec
-    for group in TABLE_GROUPS
-    for spec in table_specs(
-        config["labelers"][0], PLAN.scorers_of_group(group), [group]
-    )
-]
+TABLES = table_specs(config["labelers"][0], get_table_scorers(None), TABLE_GROUPS)
 PAIRED_TABLES = paired_table_names(TABLE_GROUPS)
 TABLE_FORMATS = ("parquet", "md", "html", "tex")
 
