@@ -21,6 +21,7 @@ include: "rules/demo.smk"
 include: "rules/generate.smk"
 include: "rules/generate_api.smk"
 include: "rules/label.smk"
+include: "rules/score_metric.smk"
 include: "rules/score.smk"
 include: "rules/aggregate.smk"
 

@@ -53,6 +53,23 @@ STATUS_PUBLISHED_ONLY = "published only"
 UNITS = {
     "weighted_f1": "weighted F1 x100 (scikit-learn, average='weighted')",
     "bart_score": "BARTScore: mean token log-likelihood of the gold answer given the response",
+    "gpt_score": "GPTScore: mean token log-probability of the response given the gold answer",
+    "llm_judge_overall": "LLM judge: overall rating 0-3, mean over the rows whose answer parsed",
+}
+# Tables of the model metrics (imhibench.config.MODEL_METRICS): metric name -> (table name,
+# reported summary metric, title).
+MODEL_METRIC_TABLES = {
+    "gpt_score": (
+        "gpt_score",
+        "gpt_score",
+        "Explanation quality: GPTScore (mean log-probability of the response given the gold "
+        "answer, higher is better)",
+    ),
+    "llm_judge": (
+        "llm_judge",
+        "llm_judge_overall",
+        "Explanation quality: LLM judge, overall rating (0-3, higher is better)",
+    ),
 }
 # The labeller behind the published weighted F1 (the paper's MentalBERT classifiers).
 PUBLISHED_LABELER = "mentalbert"
@@ -124,11 +141,16 @@ def group_description(group: str) -> str:
 
 
 def table_specs(
-    primary_labeler: str, scorers: Sequence[str], groups: Sequence[str]
+    primary_labeler: str,
+    scorers: Sequence[str] | Mapping[str, Sequence[str]],
+    groups: Sequence[str],
 ) -> list[TableSpec]:
-    """The tables a configuration produces."""
+    """The tables a configuration produces; `scorers`: every group's, or group -> its own
+    (`Plan.scorers_of_group`: a metric limited to some test sets has no table elsewhere)."""
     specs = []
+    by_group = scorers if isinstance(scorers, Mapping) else dict.fromkeys(groups, scorers)
     for group in groups:
+        scorers = by_group[group]
         prefix = "" if group == "main" else f"{group}_"
         where = group_description(group)
         specs.append(
@@ -152,6 +174,9 @@ def table_specs(
                     group,
                 )
             )
+        for scorer, (name, metric, title) in MODEL_METRIC_TABLES.items():
+            if scorer in scorers:
+                specs.append(TableSpec(f"{prefix}{name}", f"{title}, {where}", metric, None, group))
     return specs
 
 
@@ -538,6 +563,49 @@ def bart_score_note(variant: str, sha256: str | None, parabank2_sha256: str | No
     )
 
 
+def model_metric_notes(metric: str, records: dict[str, dict]) -> tuple[str, list[str]]:
+    """(caption suffix, notes) of a model metric's table: which model or judge scored (and, for
+    the judge, its rubric and the rows whose answer never parsed), from the score provenance."""
+    from imhibench.metrics.judge import judge_identity
+
+    scorer = next(k for k, (_, m, _) in MODEL_METRIC_TABLES.items() if m == metric)
+    runs = [
+        (path, r["model_metrics"][scorer])
+        for path, r in records.items()
+        if scorer in (r.get("model_metrics") or {})
+    ]
+    names = set()
+    for _, run in runs:
+        made = run.get("metric_provenance") or {}
+        if scorer == "llm_judge":
+            names.add(made.get("judge") or judge_identity(made))
+        else:
+            model = made.get("endpoint", {}).get("model") or (run.get("checkpoint") or {}).get(
+                "hub_id"
+            )
+            model = model or Path((run.get("checkpoint") or {}).get("local_path", "?")).name
+            names.add(f"{model} ({made.get('backend')}, {made.get('arithmetic')} arithmetic)")
+    if len(names) > 1:
+        raise ImhiBenchError(
+            f"{scorer}: scores of different models would share a table ({sorted(names)}); "
+            f"rescore them with one scorers.{scorer} setting"
+        )
+    name = next(iter(names), "?")
+    notes = [f"Scored by {name}; settings and every run's provenance are in provenance.json."]
+    if scorer == "llm_judge":
+        made = runs[0][1].get("metric_provenance") or {} if runs else {}
+        unparsed = sum((r.get("metric_provenance") or {}).get("unparsed_rows", 0) for _, r in runs)
+        notes.append(
+            f"Judge rubric (sha256 {str(made.get('rubric_sha256'))[:12]}): "
+            + " ".join(str(made.get("rubric", "")).split())
+        )
+        notes.append(
+            f"Rows whose judge answer never parsed (rated NaN, not 0, and left out of the means): "
+            f"{unparsed}."
+        )
+    return f" [{name}]", notes
+
+
 # ---- the stage -----------------------------------------------------------------------------------
 
 
@@ -594,6 +662,11 @@ def write_tables(
     if any(spec.metric == "bart_score" for spec in specs):
         variant = bart_score_variant(inputs, parabank2_sha256)
         weights_sha256 = bart_score_weights_sha256(next(iter(inputs.values())))
+    scored_by = {
+        spec.metric: model_metric_notes(spec.metric, inputs)
+        for spec in specs
+        if spec.metric in {m for _, m, _ in MODEL_METRIC_TABLES.values()}
+    }
     written = []
 
     def answered(group_datasets: Sequence[str]) -> list[TableRow]:
@@ -629,12 +702,15 @@ def write_tables(
                     if spec.metric == "bart_score"
                     else []
                 ),
+                *(scored_by[spec.metric][1] if spec.metric in scored_by else []),
             ],
             metadata,
             random_weights,
             seeds,
         )
         mark_not_run(table, skipped.get(spec.group, []))
+        if spec.metric in scored_by:
+            table.title += scored_by[spec.metric][0]
         table_provenance = provenance
         if spec.metric == "bart_score":
             table.title += f" [{variant}]"

@@ -57,6 +57,12 @@ def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--bertscore-layers", type=int, metavar="N", help="BERTScore layer")
     parser.add_argument("--bartscore-model", metavar="PATH", help="add BARTScore")
     parser.add_argument("--bartscore-weights", metavar="FILE", help="e.g. bart_score.pth")
+    parser.add_argument(
+        "--metrics-config",
+        metavar="YAML",
+        help="add GPTScore and/or the LLM judge: a YAML mapping gpt_score/llm_judge -> options "
+        "(backend hf with checkpoint, or backend api with an api block; docs/metrics.md)",
+    )
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument(
         "--seed",
@@ -85,12 +91,30 @@ def _labeler(args: argparse.Namespace) -> str:
     return args.labeler or "rule"
 
 
+def read_metrics_config(path: str) -> dict:
+    """The gpt_score / llm_judge options of a `--metrics-config` YAML file."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(open(path, encoding="utf-8"))  # noqa: SIM115
+    except (OSError, yaml.YAMLError) as err:
+        raise ImhiBenchError(f"{path}: cannot read the metrics config: {err}") from err
+    if not isinstance(data, dict) or not data:
+        raise ImhiBenchError(f"{path}: expected a mapping of gpt_score / llm_judge -> options")
+    unknown = sorted(set(data) - {"gpt_score", "llm_judge"})
+    if unknown:
+        raise ImhiBenchError(f"{path}: unknown metric(s) {unknown}; known: gpt_score, llm_judge")
+    return data
+
+
 def _run_evaluate(args: argparse.Namespace) -> None:
     from imhibench.evaluate import evaluate, explanation_settings, format_report, jsonable
 
     settings = explanation_settings(
         args.bertscore_model, args.bertscore_layers, args.bartscore_model, args.bartscore_weights
     )
+    if args.metrics_config is not None:
+        settings.update(read_metrics_config(args.metrics_config))
     # Keep stdout for the result alone: libraries that print go to stderr.
     with contextlib.redirect_stdout(sys.stderr):
         result = evaluate(

@@ -37,6 +37,12 @@ GENERATE_RULES = {("api", "local"): "generate_api_local", ("api", "cluster"): "g
 TABLE_ONLY_FIELDS = ("parabank2_sha256",)
 # The option through which each model-based scorer receives its checkpoint directory.
 SCORER_CHECKPOINT_OPTION = {"bart_score": "checkpoint", "bert_score": "model"}
+# Scorers that run as a job of their own per (model, dataset), before the score job that merges
+# their columns: a causal LM (backend hf, GPU resources of its own) or an endpoint (backend api,
+# run_on local or cluster, as kind-api generation). Their own keys, not passed to the metric:
+MODEL_METRICS = ("gpt_score", "llm_judge")
+MODEL_METRIC_JOB_KEYS = ("run_on", "resources", "datasets")
+MODEL_METRIC_ROOT = "results/model_metrics"
 
 
 def _key_path(error: jsonschema.ValidationError) -> str:
@@ -166,6 +172,10 @@ def _check_names(config: dict) -> None:
                     f"classifiers: no MentalBERT classifier for task {task!r} ({dataset})"
                 )
     problems += _engine_problems(config)
+    for metric in MODEL_METRICS:
+        for dataset in config["scorers"].get(metric, {}).get("datasets") or []:
+            if dataset not in config["dataset_catalog"]:
+                problems.append(f"scorers.{metric}.datasets: {dataset!r} is not in dataset_catalog")
     if problems:
         raise ImhiBenchError("invalid configuration:\n" + "\n".join(f"  {p}" for p in problems))
 
@@ -346,10 +356,52 @@ class Plan:
         scorers = self.config["scorers"]
         return {k: v for k, v in scorers.items() if k in SCORER_CHECKPOINT_OPTION}
 
+    def model_metrics(self) -> list[str]:
+        """The configured scorers that run as jobs of their own (MODEL_METRICS)."""
+        return [m for m in MODEL_METRICS if m in self.config["scorers"]]
+
+    def model_metric_rule(self, metric: str) -> str:
+        """`score_metric` (hf), `score_metric_api` (api, run_on cluster) or
+        `score_metric_local` (api, run_on local)."""
+        spec = self.config["scorers"][metric]
+        if spec["backend"] == "hf":
+            return "score_metric"
+        return "score_metric_local" if spec["run_on"] == "local" else "score_metric_api"
+
+    def model_metrics_of_rule(self, rule: str) -> list[str]:
+        return [m for m in self.model_metrics() if self.model_metric_rule(m) == rule]
+
+    def model_metric_paths(self, model: str, dataset: str) -> dict[str, str]:
+        """metric -> per-row output of that metric's job for (model, dataset), for the metrics
+        whose `datasets` (all when absent) include `dataset`."""
+        found = {}
+        for metric in self.model_metrics():
+            datasets = self.config["scorers"][metric].get("datasets")
+            if datasets is None or dataset in datasets:
+                found[metric] = f"{MODEL_METRIC_ROOT}/{metric}/{model}/{dataset}.parquet"
+        return found
+
+    def model_metric_checkpoint(self, metric: str) -> dict | None:
+        """The checkpoint spec of an hf model metric, None for api."""
+        spec = self.config["scorers"][metric]
+        return spec if spec["backend"] == "hf" else None
+
+    def model_metric_settings(self, metric: str) -> dict:
+        """Options of a model metric for imhibench.metrics, its checkpoint as `checkpoint`."""
+        spec = self.config["scorers"][metric]
+        skip = (*CHECKPOINT_FIELDS, *MODEL_METRIC_JOB_KEYS)
+        options = {k: v for k, v in spec.items() if k not in skip}
+        if spec["backend"] == "hf":
+            options["checkpoint"] = checkpoint_dir(spec)
+        return options
+
     def scorer_settings(self) -> dict[str, dict]:
-        """Options for imhibench.metrics.explanation, checkpoints resolved to directories."""
+        """Options for imhibench.metrics.explanation, checkpoints resolved to directories
+        (the scorers run by the score job itself: not MODEL_METRICS)."""
         settings = {}
         for name, spec in self.config["scorers"].items():
+            if name in MODEL_METRICS:
+                continue
             options = {
                 k: v for k, v in spec.items() if k not in CHECKPOINT_FIELDS + TABLE_ONLY_FIELDS
             }
@@ -386,6 +438,7 @@ class Plan:
         if "mentalbert" in self.config["labelers"]:
             specs += [self.classifier(d) for d in {d for _, d in self.jobs}]
         specs += list(self.scorer_checkpoints().values())
+        specs += [s for m in self.model_metrics() if (s := self.model_metric_checkpoint(m))]
         return {checkpoint_key(s): s for s in specs if not s.get("path")}
 
     def published_file(self) -> str:
@@ -397,6 +450,17 @@ class Plan:
     def published_names(self) -> dict[str, str | None]:
         """Each model with jobs and its row in the published file (None: it has none)."""
         return {m: self.model(m).get("published_as") for m in self.models_with_jobs()}
+
+    def scorers_of_group(self, group: str) -> list[str]:
+        """The scorers with a value in a table group: all but model metrics whose `datasets`
+        miss every test set of the group."""
+        datasets = set(self.table_datasets(group))
+        return [
+            name
+            for name, spec in self.config["scorers"].items()
+            if name not in MODEL_METRICS or spec.get("datasets") is None
+            or datasets & set(spec["datasets"])
+        ]  # fmt: skip
 
     def table_datasets(self, table: str) -> list[str]:
         """Selected datasets of one table (main / expert) that have at least one job."""

@@ -51,6 +51,7 @@ class ResponseRows:
     gold_labels: list[str | None]
     given_labels: list[str] | None
     test_set_rows: int
+    queries: list[str] | None = None  # the posts and questions, where the input has them
 
 
 def classifier_name_map(task: Task) -> dict[str, str]:
@@ -124,7 +125,8 @@ def _rows_from_upstream(
     responses = import_responses(path, row_ids, golds)
     gold_labels = [_parse_gold(task, gold, split) for gold in golds]
     given = _labels_column(table, path, labels_column, None)
-    return ResponseRows(row_ids, responses, golds, gold_labels, given, len(row_ids))
+    queries = [str(q) for q in table["query"]] if "query" in table.columns else None
+    return ResponseRows(row_ids, responses, golds, gold_labels, given, len(row_ids), queries)
 
 
 def _rows_from_test_set(path: str, test_set: str, labels_column: str | None) -> ResponseRows:
@@ -147,12 +149,13 @@ def _rows_from_test_set(path: str, test_set: str, labels_column: str | None) -> 
             )
     row_ids = [str(r) for r in answered["row_id"]]
     golds = [str(g) for g in answered["gold_answer"]]
+    queries = [str(q) for q in answered["query"]] if "query" in answered.columns else None
     responses = import_responses(path, row_ids, golds)
     gold_labels = [g if isinstance(g, str) else None for g in answered["gold_label"]]
     given = None
     if labels_column is not None:
         given = _labels_column(table, path, labels_column, row_ids if by_row_id else None)
-    return ResponseRows(row_ids, responses, golds, gold_labels, given, len(tests))
+    return ResponseRows(row_ids, responses, golds, gold_labels, given, len(tests), queries)
 
 
 def read_rows(
@@ -321,12 +324,15 @@ def evaluate(
     from imhibench.io import read_provenance
     from imhibench.label import rule_labels
     from imhibench.metrics.correctness import agreement
-    from imhibench.metrics.explanation import compute_explanation_metrics
+    from imhibench.metrics.explanation import MetricContext, compute_explanation_metrics
 
     task = get_task(dataset)
     settings = explanation if explanation is not None else explanation_settings()
     uses_classifier = _uses_classifier(labeler, classifier, labels_column)
-    needs_torch = uses_classifier or bool({"bert_score", "bart_score"} & set(settings))
+    local_models = {"bert_score", "bart_score"} | {
+        name for name in ("gpt_score", "llm_judge") if settings.get(name, {}).get("backend") == "hf"
+    }
+    needs_torch = uses_classifier or bool(local_models & set(settings))
     device = resolve_device(device) if needs_torch else "cpu"
     rows = read_rows(responses, task, split, test_set, labels_column)
     checks = answer_warnings(rows, max_answer_tokens)
@@ -352,8 +358,15 @@ def evaluate(
         "bootstrap": {"resamples": n_resamples, "seed": seed, "level": 95},
         **checks,
     }
-    _, corpus = compute_explanation_metrics(rows.responses, rows.gold_answers, settings, device)
+    provenance: dict[str, Any] = {}
+    # api metrics journal answers beside the responses: <responses>.<metric>.journal.jsonl
+    context = MetricContext(rows.row_ids, rows.queries, str(responses))
+    _, corpus = compute_explanation_metrics(
+        rows.responses, rows.gold_answers, settings, device, context, provenance
+    )
     result.update(corpus)
+    if provenance:
+        result["metric_provenance"] = provenance
     if "bert_score_f1" in corpus:  # the CLI's documented key; the pipeline calls it bert_score_f1
         result["bert_score"] = corpus["bert_score_f1"]
     return result
@@ -401,7 +414,10 @@ def format_report(result: dict[str, Any]) -> str:
             f"gold answers matching no template, left out of correctness: "
             f"{result['unparsed_gold']} ({', '.join(result['unparsed_gold_rows'][:5])})"
         )
-    names = ("bleu", "rouge1", "rouge2", "rougeL", "bert_score", "bart_score")
+    names = (
+        "bleu", "rouge1", "rouge2", "rougeL", "bert_score", "bart_score", "gpt_score",
+        "llm_judge_overall",
+    )  # fmt: skip
     found = [f"{name} {result[name]:.4f}" for name in names if result.get(name) is not None]
     lines.append("explanation: " + "  ".join(found))
     per_class = [["label", "precision", "recall", "f1", "support"]]

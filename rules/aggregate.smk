@@ -21,7 +21,7 @@ rule aggregate:
         datasets=get_table_datasets,
         tasks=get_task_names,
         labelers=config["labelers"],
-        scorers=list(config["scorers"]),
+        scorers=get_table_scorers,
         skipped=get_table_skips,
         published_as=get_published_names,
         seed=config["seed"],

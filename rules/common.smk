@@ -38,6 +38,11 @@ if get_report_requested():
     stop_on_error(check_tables_match_config, "results/tables", config)
 
 
+def get_table_scorers(wildcards):
+    """Per table group, the scorers with a table there (Plan.scorers_of_group)."""
+    return {g: PLAN.scorers_of_group(g) for g in ("main", "expert")}
+
+
 def _alternatives(names):
     return "|".join(re.escape(n) for n in sorted(names)) or "(?!)"
 
@@ -55,7 +60,7 @@ SCRIPTS = Path(workflow.basedir) / "scripts"
 # several nodes; the process would then see only its own node's GPUs).
 JOB_NODES = 1
 TABLE_GROUPS = [g for g in ("main", "expert") if PLAN.table_datasets(g)]
-TABLES = table_specs(config["labelers"][0], list(config["scorers"]), TABLE_GROUPS)
+TABLES = table_specs(config["labelers"][0], get_table_scorers(None), TABLE_GROUPS)
 PAIRED_TABLES = paired_table_names(TABLE_GROUPS)
 TABLE_FORMATS = ("parquet", "md", "html", "tex")
 
@@ -256,11 +261,44 @@ def get_score_input(wildcards):
         inputs[name] = checkpoint_dir(checkpoint)
     if PLAN.bart_score_weights_path():
         inputs["bart_score_weights"] = PLAN.bart_score_weights_path()
+    inputs.update(get_model_metric_paths(wildcards))
     return inputs
 
 
 def get_scorer_settings(wildcards):
     return PLAN.scorer_settings()
+
+
+def get_model_metric_paths(wildcards):
+    """metric -> file of each model metric's job that the score job merges."""
+    return PLAN.model_metric_paths(wildcards.model, wildcards.dataset)
+
+
+def get_score_metrics(rule_name):
+    """Wildcard pattern of the model metrics run by `rule_name`."""
+    return _alternatives(PLAN.model_metrics_of_rule(rule_name))
+
+
+def get_score_metric_input(wildcards):
+    inputs = {
+        "responses": f"results/generate/{wildcards.model}/{wildcards.dataset}.parquet",
+        "test_set": get_test_set(wildcards),
+    }
+    spec = PLAN.model_metric_checkpoint(wildcards.metric)
+    if spec is not None:
+        inputs["checkpoint"] = checkpoint_dir(spec)
+    return inputs
+
+
+def get_score_metric_settings(wildcards):
+    return PLAN.model_metric_settings(wildcards.metric)
+
+
+def get_score_metric_resource(name):
+    def get_resource(wildcards):
+        return config["scorers"][wildcards.metric]["resources"][name]
+
+    return get_resource
 
 
 def get_stage_resource(stage, name):

@@ -21,6 +21,7 @@ rule score:
         task=get_task_name,
         labelers=config["labelers"],
         scorers=get_scorer_settings,
+        model_metrics=get_model_metric_paths,
         seed=config["seed"],
     script:
         "../scripts/score.py"

@@ -26,4 +26,5 @@ run_score(
     scorers=snakemake.params.scorers,
     device=get_device(snakemake.config),
     seed=snakemake.params.seed,
+    model_metric_paths=snakemake.params.model_metrics,
 )

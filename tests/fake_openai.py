@@ -6,8 +6,12 @@ every request and misbehaves on demand, as real APIs do.
 (or for other queries) ``default`` applies. Actions: ``ok``, ``429`` (with ``Retry-After``),
 ``500``, ``slow`` (answers after ``slow_s``), ``malformed`` (200, invalid JSON), ``filter``
 (``finish_reason: content_filter``, no content), ``drop`` (connection closed, no answer),
-``400``, ``401`` and ``404``. A request with another key than ``key`` gets 401 with a message
-that echoes the key it got (as real APIs half do), to check that it is redacted.
+``400``, ``401`` and ``404``. With ``prompt_logprobs`` (a function of the prompt returning
+its tokens, start offsets and log-probabilities), a completions request with ``echo`` gets them
+back, followed by one generated token, as vLLM answers. With ``chat_reply`` (a function of the
+request body returning the message text and the ``logprobs`` field, or None), chat requests get
+its answer instead of ``answer_text``. A request with another key than ``key`` gets 401 with a
+message that echoes the key it got (as real APIs half do), to check that it is redacted.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import json
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from support import serve_handler
@@ -41,6 +45,9 @@ class FakeOpenAI:
     retry_after: str = "0.1"
     slow_s: float = 3.0
     delay_s: float = 0.0
+    prompt_logprobs: Callable[[str], tuple[list[str], list[int], list]] | None = None
+    chat_reply: Callable[[dict], tuple[str, dict | None]] | None = None
+    bodies: list[dict] = field(default_factory=list)
     requests: list[dict] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -84,6 +91,50 @@ def _reply(query: str, mode: str, filtered: bool) -> dict:
     }
 
 
+# The token an echo request "generates" (max_tokens: 1), dropped by the client.
+GENERATED_TOKEN, GENERATED_LOGPROB = " x", -0.5
+
+
+def _echo_reply(fake: FakeOpenAI, body: dict) -> dict:
+    """Prompt tokens and their log-probabilities, then one generated token."""
+    prompt = body["prompt"]
+    tokens, offsets, logprobs = fake.prompt_logprobs(prompt)
+    n = len(tokens)
+    choice = {
+        "index": 0,
+        "finish_reason": "length",
+        "text": prompt + GENERATED_TOKEN if body.get("echo") else GENERATED_TOKEN,
+        "logprobs": {
+            "tokens": [*tokens, GENERATED_TOKEN],
+            "token_logprobs": [*logprobs, GENERATED_LOGPROB],
+            "top_logprobs": [None]
+            + [{t: v} for t, v in zip(tokens[1:], logprobs[1:], strict=True)]
+            + [{GENERATED_TOKEN: GENERATED_LOGPROB}],
+            "text_offset": [*offsets, len(prompt)],
+        },
+    }
+    return {
+        "id": "cmpl-fake", "object": "text_completion", "created": 1700000000,
+        "model": SERVED_MODEL, "choices": [choice],
+        "usage": {"prompt_tokens": n, "completion_tokens": 1, "total_tokens": n + 1},
+    }  # fmt: skip
+
+
+def _chat_hook_reply(fake: FakeOpenAI, body: dict) -> dict:
+    """The chat answer of ``fake.chat_reply`` (text and logprobs) for this request."""
+    text, logprobs = fake.chat_reply(body)
+    prompt_tokens = sum(len(m["content"].split()) for m in body["messages"])
+    completion_tokens = len(text.split())
+    choice = {"index": 0, "finish_reason": "stop", "logprobs": logprobs}
+    choice["message"] = {"role": "assistant", "content": text}
+    return {
+        "id": "chatcmpl-fake", "object": "chat.completion", "created": 1700000000,
+        "model": SERVED_MODEL, "system_fingerprint": FINGERPRINT, "choices": [choice],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                  "total_tokens": prompt_tokens + completion_tokens},
+    }  # fmt: skip
+
+
 def _handler(fake: FakeOpenAI) -> type[http.server.BaseHTTPRequestHandler]:
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -106,6 +157,8 @@ def _handler(fake: FakeOpenAI) -> type[http.server.BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            with fake.lock:
+                fake.bodies.append(body)
             mode = "chat" if self.path.endswith("/chat/completions") else "completions"
             query = body["messages"][-1]["content"] if mode == "chat" else body["prompt"]
             action = fake.action(query)
@@ -126,7 +179,12 @@ def _handler(fake: FakeOpenAI) -> type[http.server.BaseHTTPRequestHandler]:
                 return None
             if action == "slow":
                 time.sleep(fake.slow_s)
-            reply = _reply(query, mode, filtered=action == "filter")
+            if mode == "completions" and fake.prompt_logprobs is not None:
+                reply = _echo_reply(fake, body)
+            elif mode == "chat" and fake.chat_reply is not None:
+                reply = _chat_hook_reply(fake, body)
+            else:
+                reply = _reply(query, mode, filtered=action == "filter")
             return self._send(200, json.dumps(reply).encode())
 
     return Handler

@@ -150,7 +150,9 @@ def test_only_requested_metrics_run() -> None:
 
 
 def test_registry_names() -> None:
-    assert available_explanation_metrics() == ["bart_score", "bert_score", "bleu", "rouge"]
+    assert available_explanation_metrics() == [
+        "bart_score", "bert_score", "bleu", "gpt_score", "llm_judge", "rouge"
+    ]  # fmt: skip
     with pytest.raises(ImhiBenchError, match="registered twice"):
         register_explanation_metric("rouge")(lambda *args: None)
 

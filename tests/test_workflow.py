@@ -106,6 +106,31 @@ def test_every_table_exists_with_models_as_rows_and_test_sets_as_columns(demo_ru
         assert len(pd.read_parquet(tables / f"{paired}.parquet")) > 0
 
 
+def check_model_metric_tables(workdir: Path) -> None:
+    """GPTScore and the LLM judge score DR-expert only in the demo: one column per table."""
+    tables = workdir / "results" / "tables"
+    models = ["demo-llama", "demo-llama-lora", "MentaLLaMA-examples"]
+    assert not (tables / "gpt_score.parquet").exists()  # no main test set is scored
+    gpt = pd.read_parquet(tables / "expert_gpt_score.parquet").set_index("model")
+    assert gpt.index.tolist() == models
+    assert gpt["DR-expert"].map(lambda v: math.isfinite(v) and v < 0).all()
+    assert "[causal (hf, clean arithmetic)]" in (tables / "expert_gpt_score.md").read_text()
+    judge = pd.read_parquet(tables / "expert_llm_judge.parquet").set_index("model")
+    assert judge.index.tolist() == models
+    markdown = (tables / "expert_llm_judge.md").read_text()
+    assert "LLM judge" in markdown and "Judge rubric" in markdown and "never parsed" in markdown
+    rows = pd.read_parquet(workdir / "results/score/MentaLLaMA-examples/DR-expert.parquet")
+    assert len(rows) == 35 and rows["gpt_score"].notna().all()
+    assert {"llm_judge_overall", "bart_score"} <= set(rows.columns)
+    metrics = pd.read_parquet(tables / "all_metrics.parquet")
+    unparsed = metrics[metrics["metric"] == "llm_judge_unparsed"]
+    assert len(unparsed) == 3  # counted per (model, DR-expert), never silently 0
+
+
+def test_gpt_score_and_llm_judge_tables(demo_run):
+    check_model_metric_tables(demo_run[0])
+
+
 def test_the_real_answers_are_scored_on_all_35_rows(demo_run):
     workdir, _ = demo_run
     for dataset in [d for d in DEMO["datasets"] if d.endswith("-expert")]:

@@ -12,6 +12,8 @@ import functools
 import math
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NamedTuple
 
 from imhibench.errors import ImhiBenchError
@@ -23,20 +25,50 @@ class MetricOutput(NamedTuple):
 
     columns: dict[str, list[float]]
     summary: dict[str, float]
+    # What the run was (judge identity, rubric, tokens, cost, ...), for the stage's provenance.
+    provenance: dict[str, Any] | None = None
 
 
-MetricFn = Callable[[list[str], list[str], dict[str, Any], str], MetricOutput]
+@dataclass(frozen=True)
+class MetricContext:
+    """What some metrics need besides the texts: the rows' ids, the queries (post and question)
+    the responses answer, and where a metric that asks a paid endpoint keeps its journal
+    (``<journal_prefix>.<metric>.journal.jsonl``; None: no journal, answers live in memory)."""
+
+    row_ids: list[str] | None = None
+    queries: list[str] | None = None
+    journal_prefix: str | Path | None = None
+
+    def journal_for(self, metric: str) -> str | None:
+        """The output path whose ``.journal.jsonl`` holds ``metric``'s answers, or None."""
+        return None if self.journal_prefix is None else f"{self.journal_prefix}.{metric}"
+
+    def ids(self, n: int) -> list[str]:
+        """Row ids (given, else ``0..n-1``), checked against the number of rows."""
+        ids = [str(i) for i in range(n)] if self.row_ids is None else list(self.row_ids)
+        if len(ids) != n or len(set(ids)) != n:
+            raise ImhiBenchError(f"explanation metrics: {len(ids)} row ids for {n} rows")
+        return ids
+
+
+MetricFn = Callable[..., MetricOutput]
 
 _REGISTRY: dict[str, MetricFn] = {}
+# Metrics that take a fifth argument, the MetricContext.
+_TAKES_CONTEXT: set[str] = set()
 
 
-def register_explanation_metric(name: str) -> Callable[[MetricFn], MetricFn]:
-    """Register ``fn(predictions, references, options, device) -> MetricOutput`` as ``name``."""
+def register_explanation_metric(name: str, context: bool = False) -> Callable[[MetricFn], MetricFn]:
+    """Register ``fn(predictions, references, options, device) -> MetricOutput`` as ``name``;
+    with ``context=True``, ``fn(predictions, references, options, device, context)`` where
+    ``context`` is a :class:`MetricContext`."""
 
     def decorator(fn: MetricFn) -> MetricFn:
         if name in _REGISTRY:
             raise ImhiBenchError(f"explanation metric {name!r} is registered twice")
         _REGISTRY[name] = fn
+        if context:
+            _TAKES_CONTEXT.add(name)
         return fn
 
     return decorator
@@ -83,6 +115,24 @@ def _options(
     if missing:
         raise ImhiBenchError(f"settings[{metric!r}]: missing option(s) {missing}")
     return {**defaults, **options}
+
+
+# Options every model metric (GPTScore, LLM judge) takes besides `backend` (hf or api).
+MODEL_METRIC_DEFAULTS = {"checkpoint": None, "api": None, "dtype": "float32"}
+
+
+def model_metric_options(metric: str, options: Any, defaults: dict[str, Any]) -> dict[str, Any]:
+    """`_options` of a model metric: `backend` hf (with a checkpoint) or api (with `api`)."""
+    opts = _options(
+        metric, options, required=("backend",), defaults={**MODEL_METRIC_DEFAULTS, **defaults}
+    )
+    if opts["backend"] not in ("hf", "api"):
+        raise ImhiBenchError(
+            f"settings[{metric!r}]['backend'] must be hf or api, got {opts['backend']!r}"
+        )
+    if opts["backend"] == "hf" and opts["checkpoint"] is None:
+        raise ImhiBenchError(f"settings[{metric!r}]: backend hf needs a checkpoint")
+    return opts
 
 
 def _positive_int(metric: str, key: str, value: Any) -> int:
@@ -323,8 +373,12 @@ def compute_explanation_metrics(
     references: list[str],
     settings: dict[str, dict[str, Any]],
     device: str = "cpu",
+    context: MetricContext | None = None,
+    provenance_out: dict[str, Any] | None = None,
 ) -> tuple[dict[str, list[float]], dict[str, float]]:
-    """Run the metrics named in ``settings`` (name -> options) on row-aligned texts.
+    """Run the metrics named in ``settings`` (name -> options) on row-aligned texts;
+    ``context`` (row ids, queries, journal location) goes to the metrics that take it, and
+    each metric's provenance (if any) is put in ``provenance_out[name]``.
 
     Returns ``(columns, summary)``: per-row score columns (each as long as ``predictions``)
     and corpus-level values. Any failure raises; nothing is silently skipped.
@@ -342,9 +396,19 @@ def compute_explanation_metrics(
     summary: dict[str, float] = {}
     for name, options in settings.items():
         progress = Progress(name, len(predictions), count_tokens=False)
-        output = _REGISTRY[name](list(predictions), list(references), options, device)
+        args = [list(predictions), list(references), options, device]
+        if name in _TAKES_CONTEXT:
+            args.append(context or MetricContext())
+        output = _REGISTRY[name](*args)
         progress.batch(len(predictions), 0)
         progress.log("done: ")
         columns.update(output.columns)
         summary.update(output.summary)
+        if output.provenance and provenance_out is not None:
+            provenance_out[name] = output.provenance
     return columns, summary
+
+
+# Metrics defined in their own modules register themselves on import.
+import imhibench.metrics.gptscore  # noqa: E402
+import imhibench.metrics.judge  # noqa: E402,F401
