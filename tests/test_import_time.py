@@ -77,6 +77,7 @@ ENTRIES: dict[str, Entry] = {
     "scripts/generate.py": _entry("pandas"),
     "scripts/label.py": _entry("pandas"),  # MentalBERT (torch, transformers) when configured
     "scripts/score.py": _entry("pandas"),  # scikit-learn and each scorer when it runs
+    "scripts/score_metric.py": _entry("pandas"),  # the metric's model or API client when it runs
     "scripts/aggregate.py": _entry("pandas"),
     "scripts/plots.py": _entry("pandas", "matplotlib"),
     "scripts/answer_sample.py": _entry("pandas"),

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from imhibench.errors import ImhiBenchError
-from imhibench.metrics.explanation import (
+from imhibench.metrics.registry import (
     MetricContext,
     MetricOutput,
     _positive_int,
