@@ -287,6 +287,15 @@ class Plan:
         """URL of the upstream example answers for `dataset` (key imhi_example_responses)."""
         return self.imhi_file_source(self.config["imhi_example_responses"][dataset]["path"])
 
+    def rating_files(self) -> dict[str, dict]:
+        """Upstream's human-rating files the metric validation reads (name -> path, sha256);
+        empty when the stage is off."""
+        return dict(self.config["metric_validation"]["ratings"])
+
+    def rating_file_source(self, name: str) -> str:
+        """URL of one human-rating file (metric_validation.ratings.<name>)."""
+        return self.imhi_file_source(self.rating_files()[name]["path"])
+
     def skip_messages(self, table: str | None = None) -> list[str]:
         """One line per skipped (dataset, reason), naming the models it affects; with ``table``
         (main / expert), only those of that table's datasets."""

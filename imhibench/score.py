@@ -151,6 +151,23 @@ def run_model_metric(
     return table
 
 
+def scorer_provenance(scorers: dict[str, dict]) -> dict:
+    """What the model-based scorers loaded: each checkpoint's fetch manifest (or local path and
+    digests) as `scorer_checkpoints`, and the BARTScore weights file."""
+    from imhibench.config import SCORER_CHECKPOINT_OPTION
+    from imhibench.provenance import checkpoint_provenance
+
+    checkpoints = {
+        name: checkpoint_provenance(scorers[name][option])
+        for name, option in SCORER_CHECKPOINT_OPTION.items()
+        if name in scorers
+    }
+    bart = {}
+    if "bart_score" in scorers:
+        bart = bart_score_provenance(scorers["bart_score"])
+    return {"scorer_checkpoints": checkpoints, **bart}
+
+
 def run_score(
     responses_path: str,
     labels_path: str,
@@ -170,10 +187,9 @@ def run_score(
     the columns of the model metrics' jobs (`model_metric_paths`, metric -> file) merged in."""
     import logging
 
-    from imhibench.config import SCORER_CHECKPOINT_OPTION
     from imhibench.devices import resolve_device
     from imhibench.io import read_provenance, read_table, write_table
-    from imhibench.provenance import build_provenance, checkpoint_provenance
+    from imhibench.provenance import build_provenance
 
     log = logging.getLogger(__name__)
     responses = read_table(responses_path, ["row_id", "response"])
@@ -193,14 +209,6 @@ def run_score(
     summary.insert(2, "task", task_name)
     summary.insert(3, "split", split)
     summary = summary[SUMMARY_COLUMNS]
-    scorer_checkpoints = {
-        name: checkpoint_provenance(scorers[name][option])
-        for name, option in SCORER_CHECKPOINT_OPTION.items()
-        if name in scorers
-    }
-    bart = {}
-    if "bart_score" in scorers:
-        bart = bart_score_provenance(scorers["bart_score"])
     provenance = build_provenance(
         "score",
         model=model,
@@ -208,8 +216,7 @@ def run_score(
         seed=seed,
         device=device,
         scorers=scorers,
-        scorer_checkpoints=scorer_checkpoints,
-        **bart,
+        **scorer_provenance(scorers),
         model_metrics={
             metric: {"file": path, **{k: record.get(k) for k in MODEL_METRIC_PROVENANCE}}
             for (metric, path), (_, _, record) in zip(

@@ -32,6 +32,7 @@ class DisplayRow:
     label: str
     cells: tuple[str, ...]
     kind: str = "result"
+    bold: tuple[int, ...] = ()  # indices of cells shown in bold (e.g. the best per column)
 
 
 @dataclass
@@ -107,6 +108,11 @@ def _markdown_escape(text: str) -> str:
     return text.replace("|", "\\|")
 
 
+def _markdown_bold(text: str) -> str:
+    """Bold text whose own asterisks (e.g. significance stars) stay literal."""
+    return "**" + text.replace("*", "\\*") + "**"
+
+
 def to_markdown(table: Table) -> str:
     """A GitHub Markdown table under a `##` title, notes as a list."""
     header = [table.corner, *table.columns]
@@ -118,8 +124,9 @@ def to_markdown(table: Table) -> str:
     ]
     for row in table.rows:
         label = f"&nbsp;&nbsp;{row.label}" if row.kind in ("published", "difference") else row.label
-        cells = [_markdown_escape(label), *(_markdown_escape(c) for c in row.cells)]
-        lines.append("| " + " | ".join(cells) + " |")
+        cells = [_markdown_escape(c) for c in row.cells]
+        cells = [_markdown_bold(c) if i in row.bold else c for i, c in enumerate(cells)]
+        lines.append("| " + " | ".join([_markdown_escape(label), *cells]) + " |")
     lines.append("")
     lines += [f"- {note}" for note in table.notes]
     return "\n".join(lines).rstrip() + "\n"
@@ -133,7 +140,7 @@ HTML_STYLE = (
     "td:first-child,th:first-child{text-align:left}"
     "tr.published td,tr.difference td{color:#444;font-size:90%}"
     "tr.published td:first-child,tr.difference td:first-child{padding-left:2em}"
-    "tr.published-only td{font-style:italic}"
+    "tr.published-only td,tr.agreement td{font-style:italic}"
 )
 
 
@@ -142,7 +149,9 @@ def to_html_fragment(table: Table) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in [table.corner, *table.columns])
     body = []
     for row in table.rows:
-        cells = "".join(f"<td>{html.escape(c)}</td>" for c in (row.label, *row.cells))
+        texts = [html.escape(c) for c in row.cells]
+        texts = [f"<b>{c}</b>" if i in row.bold else c for i, c in enumerate(texts)]
+        cells = "".join(f"<td>{c}</td>" for c in (html.escape(row.label), *texts))
         body.append(f'<tr class="{html.escape(row.kind)}">{cells}</tr>')
     return (
         f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n"
@@ -214,7 +223,9 @@ def to_latex(table: Table) -> str:
             label = f"\\quad {label}"
         elif row.kind == "published-only":
             label = f"\\textit{{{label}}}"
-        lines.append(" & ".join([label, *(latex_escape(c) for c in row.cells)]) + " \\\\")
+        cells = [latex_escape(c) for c in row.cells]
+        cells = [f"\\textbf{{{c}}}" if i in row.bold else c for i, c in enumerate(cells)]
+        lines.append(" & ".join([label, *cells]) + " \\\\")
     lines += ["\\bottomrule", "\\end{tabular}}"]
     if table.notes:
         notes = " ".join(latex_escape(note) for note in table.notes)
