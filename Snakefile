@@ -24,6 +24,7 @@ include: "rules/label.smk"
 include: "rules/score_metric.smk"
 include: "rules/score.smk"
 include: "rules/aggregate.smk"
+include: "rules/validate_metrics.smk"
 
 
 rule all:

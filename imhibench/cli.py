@@ -1,4 +1,5 @@
-"""The ``imhibench`` command line: ``imhibench evaluate DATASET RESPONSES``.
+"""The ``imhibench`` command line: ``imhibench evaluate DATASET RESPONSES`` and
+``imhibench validate-metrics RATINGS...``.
 
 Non-clinical research use only: the labels and scores are research artefacts about
 social-media text, not assessments of any person.
@@ -139,12 +140,74 @@ def _run_evaluate(args: argparse.Namespace) -> None:
         print(format_report(result))
 
 
+def _add_validate_metrics(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "validate-metrics",
+        help="correlate explanation metrics with human ratings",
+        description="Score every rated explanation with the explanation metrics (the post as "
+        "the reference text) and correlate them with the annotators' mean rating per aspect: "
+        "upstream's human_evaluation/DR_annotation CSV files, or your own in the same layout.",
+        epilog=EPILOG,
+    )
+    parser.add_argument("ratings", metavar="RATINGS", nargs="+", help="rating CSV files")
+    parser.add_argument("--bertscore-model", metavar="PATH", help="add BERTScore F1")
+    parser.add_argument("--bertscore-layers", type=int, metavar="N", help="BERTScore layer")
+    parser.add_argument("--bartscore-model", metavar="PATH", help="add BARTScore")
+    parser.add_argument(
+        "--bartscore-weights",
+        metavar="FILE",
+        help="e.g. bart_score.pth: BARTScore with and without it",
+    )
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    parser.add_argument("--bootstrap-resamples", type=int, default=1000, metavar="N")
+    parser.add_argument(
+        "--out", metavar="DIR", help="also write the tables and the heat map under DIR"
+    )
+    parser.add_argument("--json", action="store_true", help="print the correlations as JSON")
+    parser.set_defaults(handler=_run_validate_metrics)
+
+
+def _run_validate_metrics(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from imhibench.evaluate import explanation_settings
+    from imhibench.metric_validation import PLOT_NAME, run_validate_metrics, validate_metrics
+    from imhibench.tables import to_markdown
+
+    settings = explanation_settings(
+        args.bertscore_model, args.bertscore_layers, args.bartscore_model, args.bartscore_weights
+    )
+    paths = {}
+    for path in args.ratings:
+        name = Path(path).stem
+        if name in paths:
+            raise ImhiBenchError(f"two rating files are named {name!r}: {paths[name]}, {path}")
+        paths[name] = path
+    common = {"device": args.device, "seed": args.seed, "n_resamples": args.bootstrap_resamples}
+    # Keep stdout for the result alone: libraries that print go to stderr.
+    with contextlib.redirect_stdout(sys.stderr):
+        if args.out is None:
+            result = validate_metrics(paths, settings, **common)
+        else:
+            out = Path(args.out)
+            result = run_validate_metrics(
+                paths, settings, out / "tables", out / "plots" / PLOT_NAME, **common
+            )
+    if args.json:
+        records = result.correlations.merge(result.agreement, on=["scope", "aspect"])
+        print(records.to_json(orient="records"))
+    else:
+        print("\n".join(to_markdown(table) for table in result.tables))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="imhibench", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_evaluate(subparsers)
     add_bench_commands(subparsers, EPILOG)  # bench, gpu-check, compare-engines
+    _add_validate_metrics(subparsers)
     return parser
 
 

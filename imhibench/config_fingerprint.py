@@ -20,8 +20,9 @@ FINGERPRINT_FIELD = "config_fingerprint"
 def answer_config(config: dict) -> dict:
     """The parts of a validated config that can change a number in the tables: the selected
     models (minus resources and execution settings) and datasets in table order, rows, seed,
-    labelers with their classifiers, scorers and the published column. Resources, execution
-    settings, `device` and the IMHI mirror are left out (see docs/cluster.md)."""
+    labelers with their classifiers, scorers, the published column and the metric validation's
+    rating files and resamples. Resources, execution settings, `device` and the IMHI mirror are
+    left out (see docs/cluster.md)."""
     plan = Plan(config)
     labelers = list(config["labelers"])
     tasks = sorted({plan.task_of(d) for d in plan.datasets})
@@ -45,6 +46,7 @@ def answer_config(config: dict) -> dict:
         "label_batch_size": config["label_batch_size"],
         "scorers": config["scorers"],
         "published_weighted_f1": config.get("published_weighted_f1"),
+        "metric_validation": config["metric_validation"],
     }
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Rectangle
 
 from imhibench.io import atomic_path
 
@@ -314,3 +315,62 @@ def write_plots(
         datasets = list(dict.fromkeys(dataset for _, dataset in label_paths))
         written += labeler_chart(summaries, models, datasets, out_dir / "labelers")
     return written
+
+
+def correlation_heatmap(
+    found: pd.DataFrame,
+    agreement: pd.DataFrame,
+    metrics: Sequence[str],
+    aspects: Sequence[str],
+    agreement_label: str,
+    title: str,
+    out_base: str | Path,
+) -> list[Path]:
+    """Metric x aspect heat map of one correlation statistic, one panel per scope (columns
+    scope, metric, aspect, value, ci_low, ci_high of `found`), each cell annotated with its
+    value and 95% interval; the annotators' agreement (`agreement`: scope, aspect, alpha) is
+    the top row of each panel. The best metric per aspect is framed."""
+    scope_names = list(dict.fromkeys(found["scope"]))
+    labels = [agreement_label, *metrics]
+    width = 2.2 + 2.6 * len(scope_names)
+    height = 1.2 + 0.5 * len(labels)
+    figure, axes = _subplots(1, len(scope_names), figsize=(width, height))
+    axes = np.atleast_1d(axes)
+    image = None
+    for index, (panel, scope) in enumerate(zip(axes, scope_names, strict=True)):
+        rows = found[found["scope"] == scope].set_index(["metric", "aspect"])
+        alpha = agreement[agreement["scope"] == scope].set_index("aspect")["alpha"]
+        values = np.array(
+            [[alpha[a] for a in aspects]]
+            + [[rows.loc[(m, a), "value"] for a in aspects] for m in metrics],
+            dtype=float,
+        )
+        image = panel.imshow(values, cmap="RdBu_r", vmin=-1, vmax=1, aspect="auto")
+        best = {
+            a: max(metrics, key=lambda m, a=a: np.nan_to_num(rows.loc[(m, a), "value"], nan=-2))
+            for a in aspects
+        }
+        for i, label in enumerate(labels):
+            for j, aspect in enumerate(aspects):
+                value = values[i, j]
+                text = "-" if not _finite(value) else f"{value:.2f}"
+                if i > 0 and _finite(value):
+                    cell = rows.loc[(label, aspect)]
+                    if _finite(cell["ci_low"]):
+                        text += f"\n[{cell['ci_low']:.2f}, {cell['ci_high']:.2f}]"
+                panel.text(
+                    j, i, text, ha="center", va="center", fontsize=6,
+                    color="white" if _finite(value) and abs(value) > 0.6 else "black",
+                )  # fmt: skip
+                if i > 0 and best[aspect] == label:
+                    panel.add_patch(
+                        Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=2, ec="black")
+                    )
+        panel.axhline(0.5, color="black", lw=1)
+        panel.set_xticks(range(len(aspects)), list(aspects), rotation=30, ha="right", fontsize=7)
+        panel.set_yticks(range(len(labels)), labels if index == 0 else [""] * len(labels))
+        panel.tick_params(axis="y", labelsize=7)
+        panel.set_title(scope, fontsize=8)
+    figure.suptitle(title, fontsize=9)
+    figure.colorbar(image, ax=list(axes), label="correlation", shrink=0.8)
+    return save(figure, out_base)

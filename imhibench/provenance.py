@@ -15,7 +15,8 @@ from imhibench.hashing import sha256_file  # also imported from here by callers
 
 PACKAGES = (
     "imhibench", "torch", "transformers", "peft", "huggingface_hub", "tokenizers", "safetensors",
-    "pandas", "pyarrow", "scikit-learn", "rouge-score", "sacrebleu", "bert-score", "snakemake",
+    "pandas", "pyarrow", "scikit-learn", "scipy", "krippendorff", "rouge-score", "sacrebleu",
+    "bert-score", "snakemake",
 )  # fmt: skip
 CHECKPOINT_MANIFEST = "imhibench_checkpoint.json"  # written by imhibench.checkpoints
 

@@ -11,6 +11,12 @@ from imhibench.scorer_weights import WEIGHTS_PATTERN as BART_SCORE_WEIGHTS
 from imhibench.scorer_weights import check_pin_against_lock, source_key
 from imhibench.config_fingerprint import check_tables_match_config
 from imhibench.execution import answer_model_spec, answer_settings
+from imhibench.metric_validation import (
+    DATA_TABLES as VALIDATION_DATA,
+    PLOT_NAME as VALIDATION_PLOT,
+    RATINGS_DIR,
+    table_names as metric_validation_table_names,
+)
 from imhibench.tasks import all_tasks
 
 # A bad config stops here with its message alone (no traceback).
@@ -52,6 +58,7 @@ wildcard_constraints:
     dataset=_alternatives(PLAN.datasets),
     split="instruction|completion",
     checkpoint=_alternatives(PLAN.hub_checkpoints()),
+    rating_file=_alternatives(PLAN.rating_files()),
 
 
 SCRIPTS = Path(workflow.basedir) / "scripts"
@@ -66,7 +73,8 @@ TABLE_FORMATS = ("parquet", "md", "html", "tex")
 
 
 def get_final_outputs():
-    return get_table_outputs() + get_plot_paths() + get_sample_outputs()
+    outputs = get_table_outputs() + get_plot_paths() + get_sample_outputs()
+    return outputs + (get_validation_paths() if PLAN.rating_files() else [])
 
 
 def get_sample_outputs():
@@ -251,18 +259,22 @@ def get_label_input(wildcards):
     return inputs
 
 
+def get_scorer_inputs():
+    """The scorers' checkpoint directories and the BARTScore weights file (score and
+    validate_metrics): a new checkpoint or weights file reruns both."""
+    inputs = {name: checkpoint_dir(c) for name, c in PLAN.scorer_checkpoints().items()}
+    if PLAN.bart_score_weights_path():
+        inputs["bart_score_weights"] = PLAN.bart_score_weights_path()
+    return inputs
+
+
 def get_score_input(wildcards):
     inputs = {
         "responses": f"results/generate/{wildcards.model}/{wildcards.dataset}.parquet",
         "labels": f"results/label/{wildcards.model}/{wildcards.dataset}.parquet",
         "test_set": get_test_set(wildcards),
     }
-    for name, checkpoint in PLAN.scorer_checkpoints().items():
-        inputs[name] = checkpoint_dir(checkpoint)
-    if PLAN.bart_score_weights_path():
-        inputs["bart_score_weights"] = PLAN.bart_score_weights_path()
-    inputs.update(get_model_metric_paths(wildcards))
-    return inputs
+    return inputs | get_scorer_inputs() | get_model_metric_paths(wildcards)
 
 
 def get_scorer_settings(wildcards):
@@ -367,3 +379,44 @@ def get_table_skips(wildcards):
         ]
         for table in ("main", "expert")
     }
+
+
+# ---- metric validation -------------------------------------------------------------------
+
+VALIDATION_TABLES = metric_validation_table_names()
+
+
+def get_rating_file_sha256(wildcards):
+    return PLAN.rating_files()[wildcards.rating_file]["sha256"]
+
+
+def get_validate_metrics_input(wildcards):
+    """The fetched rating files (in config order) and the scorers: no model's answers."""
+    ratings = [f"{RATINGS_DIR}/{name}.csv" for name in PLAN.rating_files()]
+    return {"ratings": ratings} | get_scorer_inputs()
+
+
+def get_validation_paths():
+    """Every output of rule validate_metrics."""
+    tables = [
+        f"results/tables/{name}.{ext}"
+        for name in VALIDATION_TABLES
+        for ext in TABLE_FORMATS
+    ]
+    data = [f"results/tables/{name}.parquet" for name in VALIDATION_DATA]
+    plots = [f"results/plots/{VALIDATION_PLOT}.{ext}" for ext in ("png", "svg")]
+    return tables + data + plots
+
+
+def get_validation_outputs():
+    """The outputs of rule validate_metrics; HTML tables and the PNG go into `--report`."""
+    outputs = []
+    for path in get_validation_paths():
+        if path.endswith((".html", ".png")):
+            path = report(
+                path,
+                caption="../report/metric_validation.rst",
+                category="Metric validation",
+            )
+        outputs.append(path)
+    return outputs

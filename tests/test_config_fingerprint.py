@@ -45,8 +45,9 @@ def test_same_config_matches_and_execution_changes_do_not_count(demo, tmp_path):
         lambda c: c.update(rows_per_dataset=5),
         lambda c: c["generation"].update(max_new_tokens=3),
         lambda c: c["scorers"]["bert_score"].update(num_layers=2),
+        lambda c: c["metric_validation"].update(bootstrap_resamples=7),
     ],
-    ids=["models", "rows", "decoding", "scorer"],
+    ids=["models", "rows", "decoding", "scorer", "validation"],
 )
 def test_other_config_is_refused_naming_both_fingerprints(demo, tmp_path, edit):
     write_tables(tmp_path, demo)

@@ -30,7 +30,14 @@ def env_pins(path: Path) -> dict[str, str]:
 def test_every_env_pins_ci_versions():
     pins = constraints()
     envs = sorted((REPO / "envs").glob("*.yaml"))
-    assert {e.stem for e in envs} == {"fetch", "generate", "label", "score", "aggregate"}
+    assert {e.stem for e in envs} == {
+        "fetch",
+        "generate",
+        "label",
+        "score",
+        "aggregate",
+        "validate_metrics",
+    }
     for env in envs:
         for name, version in env_pins(env).items():
             assert pins.get(name) == version, (

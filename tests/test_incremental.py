@@ -58,13 +58,15 @@ def test_nothing_changed_runs_nothing(demo, tmp_path):
     [
         {"model_catalog": {"demo-llama": {"resources": {"mem_mb": 9000, "runtime": 99}}}},
         {"stage_resources": {"score": {"gpu": 1, "cpus": 2, "mem_mb": 100, "runtime": 1}}},
+        {"stage_resources": {"validate_metrics": {"gpu": 1, "cpus": 2, "mem_mb": 9, "runtime": 1}}},
         {"imhi": {"source": "https://mirror.invalid/imhi"}},
         {"generation": {"shard_rows": 1, "batch_tokens": 512, "max_batch_size": 1}},
         {"model_catalog": {"demo-bart": {"generation": {"shard_rows": 3, "batch_tokens": 999}}}},
         {"device": "auto"},
     ],
     ids=[
-        "model-resources", "stage-resources", "imhi-mirror", "execution-settings",
+        "model-resources", "stage-resources", "validation-resources", "imhi-mirror",
+        "execution-settings",
         "model-execution-settings", "device",
     ],
 )  # fmt: skip
@@ -97,11 +99,21 @@ def test_new_dataset_runs_only_its_jobs(demo, tmp_path):
     assert planned_jobs(demo, tmp_path, change) == expected
 
 
+# The metric validation scores upstream's rated explanations with the scorers: a scorer change
+# reruns it; a model change (above) does not.
+VALIDATION = {("validate_metrics",)}
+
+
 def test_new_scorer_setting_reruns_only_scoring(demo, tmp_path):
     change = {"scorers": {"bert_score": {"num_layers": 5}}}
     cells = [(m, d) for m in MODELS for d in DATASETS]
     expected = {(rule, *cell) for rule in ("score", "answer_sample") for cell in cells} | TABLES
-    assert planned_jobs(demo, tmp_path, change) == expected
+    assert planned_jobs(demo, tmp_path, change) == expected | VALIDATION
+
+
+def test_new_bootstrap_resamples_rerun_only_the_validation(demo, tmp_path):
+    change = {"metric_validation": {"bootstrap_resamples": 99}}
+    assert planned_jobs(demo, tmp_path, change) == VALIDATION
 
 
 def test_another_published_file_reruns_only_the_tables(demo, tmp_path):
@@ -116,6 +128,6 @@ def test_new_bart_score_weights_file_refetches_it_and_reruns_only_scoring(demo, 
     change = {"scorers": {"bart_score": {"weights_file": {"local_path": str(other)}}}}
     expected = {("score", m, d) for m in MODELS for d in DATASETS}
     folder = source_key({"local_path": str(other)})  # a folder of its own, beside the demo's
-    assert planned_jobs(demo, tmp_path, change) == expected | TABLES | {
+    assert planned_jobs(demo, tmp_path, change) == expected | TABLES | VALIDATION | {
         ("fetch_bart_score_weights", folder),
     } | {("answer_sample", m, d) for m in MODELS for d in DATASETS}  # fmt: skip

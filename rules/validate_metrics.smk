@@ -1,0 +1,43 @@
+# Metric validation: every configured explanation metric against upstream's human ratings.
+# It reads the rating files and the scorers only, so a model change reruns none of it.
+localrules:
+    fetch_human_ratings,
+
+
+rule fetch_human_ratings:
+    output:
+        f"{RATINGS_DIR}/{{rating_file}}.csv",
+    log:
+        "logs/fetch/imhi/human_ratings/{rating_file}.log",
+    conda:
+        "../envs/fetch.yaml"
+    params:
+        sha256=get_rating_file_sha256,
+    script:
+        "../scripts/fetch_human_ratings.py"
+
+
+rule validate_metrics:
+    input:
+        unpack(get_validate_metrics_input),
+    output:
+        get_validation_outputs(),
+    log:
+        "logs/validate_metrics/validate_metrics.log",
+    benchmark:
+        "benchmarks/validate_metrics/validate_metrics.tsv"
+    conda:
+        "../envs/validate_metrics.yaml"
+    threads: get_stage_resource("validate_metrics", "cpus")
+    resources:
+        gpu=get_stage_resource("validate_metrics", "gpu"),
+        mem_mb=get_stage_resource("validate_metrics", "mem_mb"),
+        runtime=get_stage_resource("validate_metrics", "runtime"),
+        cpus_per_task=get_stage_resource("validate_metrics", "cpus"),
+    params:
+        rating_files=list(PLAN.rating_files()),
+        scorers=get_scorer_settings,
+        seed=config["seed"],
+        resamples=config["metric_validation"]["bootstrap_resamples"],
+    script:
+        "../scripts/validate_metrics.py"
