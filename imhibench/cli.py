@@ -19,9 +19,26 @@ from imhibench.errors import ImhiBenchError
 EPILOG = "Non-clinical research use only; see the README."
 
 
+def _add_scorer_options(parser: argparse.ArgumentParser) -> None:
+    """The model-based scorers (ROUGE and BLEU always run), the device and the bootstrap."""
+    from imhibench.metrics.correctness import DEFAULT_SEED
+
+    parser.add_argument("--bertscore-model", metavar="PATH", help="add BERTScore F1")
+    parser.add_argument("--bertscore-layers", type=int, metavar="N", help="BERTScore layer")
+    parser.add_argument("--bartscore-model", metavar="PATH", help="add BARTScore")
+    parser.add_argument("--bartscore-weights", metavar="FILE", help="e.g. bart_score.pth")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=DEFAULT_SEED,
+        help=f"bootstrap seed (default {DEFAULT_SEED}, the workflow config's seed)",
+    )
+    parser.add_argument("--bootstrap-resamples", type=int, default=1000, metavar="N")
+
+
 def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
     from imhibench.evaluate import DEFAULT_MAX_ANSWER_TOKENS, LABELERS, SPLITS
-    from imhibench.metrics.correctness import DEFAULT_SEED
 
     parser = subparsers.add_parser(
         "evaluate",
@@ -54,24 +71,13 @@ def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
         metavar="NAME",
         help="score the file's own labels (upstream classifier names or ours)",
     )
-    parser.add_argument("--bertscore-model", metavar="PATH", help="add BERTScore F1")
-    parser.add_argument("--bertscore-layers", type=int, metavar="N", help="BERTScore layer")
-    parser.add_argument("--bartscore-model", metavar="PATH", help="add BARTScore")
-    parser.add_argument("--bartscore-weights", metavar="FILE", help="e.g. bart_score.pth")
+    _add_scorer_options(parser)
     parser.add_argument(
         "--metrics-config",
         metavar="YAML",
         help="add GPTScore and/or the LLM judge: a YAML mapping gpt_score/llm_judge -> options "
         "(backend hf with checkpoint, or backend api with an api block; docs/metrics.md)",
     )
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument(
-        "--seed",
-        type=int,
-        default=DEFAULT_SEED,
-        help=f"bootstrap seed (default {DEFAULT_SEED}, the workflow config's seed)",
-    )
-    parser.add_argument("--bootstrap-resamples", type=int, default=1000, metavar="N")
     parser.add_argument(
         "--max-answer-tokens",
         type=int,
@@ -150,17 +156,7 @@ def _add_validate_metrics(subparsers: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
     )
     parser.add_argument("ratings", metavar="RATINGS", nargs="+", help="rating CSV files")
-    parser.add_argument("--bertscore-model", metavar="PATH", help="add BERTScore F1")
-    parser.add_argument("--bertscore-layers", type=int, metavar="N", help="BERTScore layer")
-    parser.add_argument("--bartscore-model", metavar="PATH", help="add BARTScore")
-    parser.add_argument(
-        "--bartscore-weights",
-        metavar="FILE",
-        help="e.g. bart_score.pth: BARTScore with and without it",
-    )
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    parser.add_argument("--bootstrap-resamples", type=int, default=1000, metavar="N")
+    _add_scorer_options(parser)
     parser.add_argument(
         "--out", metavar="DIR", help="also write the tables and the heat map under DIR"
     )

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote, urlparse
 
 from imhibench.errors import ImhiBenchError
-from imhibench.io import atomic_path, not_utf8_message
+from imhibench.io import atomic_path, read_csv_text
 from imhibench.tasks import get_task
 
 if TYPE_CHECKING:  # imported by the functions that read CSV: a download needs no pandas
@@ -137,16 +137,7 @@ def copy_local(
 
 def read_test_csv(path: str | Path) -> pd.DataFrame:
     """Read an IMHI test CSV, rejecting files that are empty, malformed or lack columns."""
-    import pandas as pd
-
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except pd.errors.EmptyDataError as err:
-        raise ImhiBenchError(f"{path}: the file is empty") from err
-    except UnicodeDecodeError as err:
-        raise ImhiBenchError(not_utf8_message(path, err)) from err
-    except pd.errors.ParserError as err:
-        raise ImhiBenchError(f"{path}: malformed CSV: {err}") from err
+    df = read_csv_text(path, "IMHI test file")
     missing = [c for c in (QUERY_COLUMN, GOLD_COLUMN) if c not in df.columns]
     if missing:
         raise ImhiBenchError(

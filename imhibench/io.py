@@ -54,6 +54,23 @@ def not_utf8_message(path: str | Path, err: UnicodeDecodeError) -> str:
     )
 
 
+def read_csv_text(path: str | Path, what: str = "CSV file") -> pd.DataFrame:
+    """A CSV file with every cell as text ('' where empty, a leading byte-order mark dropped);
+    a missing, empty, non-UTF-8 or malformed file is an error naming it."""
+    import pandas as pd
+
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    except FileNotFoundError as err:
+        raise ImhiBenchError(f"{path}: no such {what}") from err
+    except pd.errors.EmptyDataError as err:
+        raise ImhiBenchError(f"{path}: the file is empty") from err
+    except UnicodeDecodeError as err:
+        raise ImhiBenchError(not_utf8_message(path, err)) from err
+    except pd.errors.ParserError as err:
+        raise ImhiBenchError(f"{path}: malformed CSV: {err}") from err
+
+
 def read_table(path: str | Path, required: Iterable[str] = ()) -> pd.DataFrame:
     """Read a Parquet file, failing with the file name if it is unreadable or lacks columns."""
     try:

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from imhibench.errors import ImhiBenchError
-from imhibench.io import not_utf8_message
+from imhibench.io import read_csv_text
 from imhibench.metrics.correctness import BOOTSTRAP_RESAMPLES, bootstrap_indices
 from imhibench.tables import MISSING, DisplayRow, Table, number
 
@@ -106,16 +106,7 @@ def read_ratings(path: str | Path, name: str | None = None) -> pd.DataFrame:
     file, and for a bad cell its data row and column."""
     path = Path(path)
     name = name or path.stem
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
-    except FileNotFoundError as err:
-        raise ImhiBenchError(f"{path}: no such rating file") from err
-    except pd.errors.EmptyDataError as err:
-        raise ImhiBenchError(f"{path}: the file is empty") from err
-    except UnicodeDecodeError as err:
-        raise ImhiBenchError(not_utf8_message(path, err)) from err
-    except pd.errors.ParserError as err:
-        raise ImhiBenchError(f"{path}: malformed CSV: {err}") from err
+    df = read_csv_text(path, "rating file")
     systems = [column for column in SYSTEMS if column in df.columns]
     missing = [c for c in (POST_COLUMN, LABEL_COLUMN, *ASPECTS) if c not in df.columns]
     if missing or len(systems) != 1:
