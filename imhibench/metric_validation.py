@@ -439,7 +439,8 @@ def validation_table(
         for metric in metrics:
             by_aspect = in_scope[in_scope["metric"] == metric].set_index("aspect")
             cells = tuple(_cell(by_aspect.loc[a]) for a in ASPECTS)
-            bold = tuple(i for i, a in enumerate(ASPECTS) if by_aspect.loc[a, "rank"] == 1)
+            ranks = [by_aspect.loc[a, "rank"] for a in ASPECTS]
+            bold = tuple(i for i, rank in enumerate(ranks) if pd.notna(rank) and rank == 1)
             rows.append(DisplayRow(f"{heading}: {metric}", cells, bold=bold))
     notes = [
         f"{label} of each metric with the annotators' mean rating (3 annotators, 0-3) per "

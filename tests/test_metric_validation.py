@@ -182,6 +182,7 @@ def test_best_metric_per_aspect_is_bold_and_ranked_first(overlap_validation):
         assert bold_rows == [f"pooled (285 rows): {best[aspect]}"]
     markdown, latex = to_markdown(spearman), to_latex(spearman)
     assert markdown.count("| **") >= 1 and "\\textbf{" in latex
+    assert "$\\rho$" in latex and "$\\alpha$" in latex and "ρ" not in latex  # pdflatex-safe
     assert "reference = the post" in spearman.title
     assert any("Krippendorff" in row.label for row in spearman.rows)
     assert any("not found in a citable source" in note for note in spearman.notes)
@@ -194,16 +195,19 @@ def test_registered_metric_appears_without_touching_the_stage():
     @register_explanation_metric("test_length_ratio")
     def length_ratio(predictions, references, options, device):
         column = [len(p) / max(len(r), 1) for p, r in zip(predictions, references, strict=True)]
-        return MetricOutput({"length_ratio": column}, {"length_ratio": float(np.mean(column))})
+        constant = [1.0] * len(column)  # a correlation with it is undefined
+        return MetricOutput({"length_ratio": column, "constant": constant}, {})
 
     try:
         paths = {"gpt3_data": rating_paths()["gpt3_data"]}
         result = validate_metrics(paths, {"test_length_ratio": {}}, n_resamples=10)
     finally:
         del explanation._REGISTRY["test_length_ratio"]
-    assert result.metrics == ["length_ratio"]
+    assert result.metrics == ["length_ratio", "constant"]
     assert set(result.correlations["scope"]) == {"gpt3_data"}  # one file: no pooled scope
-    assert any(row.label.endswith(": length_ratio") for row in result.tables[0].rows)
+    rows = {row.label.split(": ")[-1]: row for row in result.tables[0].rows}
+    assert rows["length_ratio"].bold == (0, 1, 2, 3)
+    assert rows["constant"].cells == ("-",) * 4 and rows["constant"].bold == ()
 
 
 def test_bart_score_is_compared_with_and_without_the_parabank_weights():
