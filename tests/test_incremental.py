@@ -58,7 +58,9 @@ def test_nothing_changed_runs_nothing(demo, tmp_path):
     [
         {"model_catalog": {"demo-llama": {"resources": {"mem_mb": 9000, "runtime": 99}}}},
         {"stage_resources": {"score": {"gpu": 1, "cpus": 2, "mem_mb": 100, "runtime": 1}}},
-        {"stage_resources": {"validate_metrics": {"gpu": 1, "cpus": 2, "mem_mb": 9, "runtime": 1}}},
+        {"stage_resources": {
+            "validate_metrics": {"gpu": 1, "cpus": 2, "mem_mb": 100, "runtime": 1},
+        }},
         {"imhi": {"source": "https://mirror.invalid/imhi"}},
         {"generation": {"shard_rows": 1, "batch_tokens": 512, "max_batch_size": 1}},
         {"model_catalog": {"demo-bart": {"generation": {"shard_rows": 3, "batch_tokens": 999}}}},

@@ -56,8 +56,12 @@ def test_report_html_contains_every_table_plot_and_answer_page(demo, tmp_path):
     assert len([n for _, n, _ in embedded if n in ("DR.html", "SAD.html")]) == 4
     assert all("worst first" in p for p in answer_pages)
     pngs = [data for mime, _, data in embedded if mime == "image/png"]
-    # one chart per table, the labeler chart and one confusion matrix per job
-    assert len(pngs) == 2 + 1 + 4 and all(p.startswith(b"\x89PNG") for p in pngs)
+    # one chart per table, the labeler chart, one confusion matrix per job and the metric
+    # validation's heat map
+    assert len(pngs) == 2 + 1 + 4 + 1 and all(p.startswith(b"\x89PNG") for p in pngs)
+    validation = {f"metric_validation_{s}.html" for s in ("spearman", "pearson", "kendall")}
+    assert validation <= set(pages)
+    assert "reference = the post" in pages["metric_validation_spearman.html"]
     assert "provenance.json" in report.read_text()
 
 
