@@ -74,7 +74,8 @@ TABLE_FORMATS = ("parquet", "md", "html", "tex")
 
 def get_final_outputs():
     outputs = get_table_outputs() + get_plot_paths() + get_sample_outputs()
-    return outputs + (get_validation_paths() if PLAN.rating_files() else [])
+    validated = PLAN.rating_files() and config["scorers"]  # rating files and a metric
+    return outputs + (get_validation_paths() if validated else [])
 
 
 def get_sample_outputs():
