@@ -485,22 +485,25 @@ class Validation:
     tables: list[Table]
 
 
-def bart_variant_names(settings: Mapping[str, dict]) -> dict[bool, str]:
-    """The BARTScore variant names (with / without ParaBank2 weights) of the configured
-    checkpoint, named as the score stage names them (`imhibench.score.bart_score_provenance`)."""
-    from imhibench.provenance import checkpoint_provenance
-    from imhibench.score import bart_score_provenance
+def bart_variant_names(
+    settings: Mapping[str, dict], parabank2_sha256: str | None = None
+) -> dict[bool, str]:
+    """The names of the BARTScore variants (with / without the configured weights file), made
+    from what is loaded as the aggregate names the BART-score table's variant
+    (`imhibench.aggregate.bart_score_variant`: checkpoint + the weights file's sha256, called
+    ParaBank2 only when it is `parabank2_sha256`)."""
+    from imhibench.aggregate import bart_score_variant
+    from imhibench.score import scorer_provenance
 
     options = settings.get("bart_score")
     if options is None:
         return {}
-    checkpoint = checkpoint_provenance(options["checkpoint"])
     return {
-        loaded: bart_score_provenance(
-            {**options, "weights_file": options.get("weights_file") if loaded else None},
-            checkpoint,
-        )["bart_score_variant"]
-        for loaded in (True, False)
+        loaded: bart_score_variant(
+            {"validation": scorer_provenance({"bart_score": {**options, "weights_file": weights}})},
+            parabank2_sha256,
+        )
+        for loaded, weights in ((True, options.get("weights_file")), (False, None))
     }
 
 
@@ -511,6 +514,7 @@ def validate_metrics(
     seed: int = 0,
     n_resamples: int = BOOTSTRAP_RESAMPLES,
     notes: Sequence[str] = (),
+    parabank2_sha256: str | None = None,
 ) -> Validation:
     """Read, score, correlate and tabulate (nothing is written). `device`: auto, cuda or cpu."""
     from imhibench.devices import resolve_device
@@ -518,7 +522,7 @@ def validate_metrics(
     device = resolve_device(device)
     ratings = read_rating_files(rating_paths)
     explained = rated_explanations(ratings)
-    runs = metric_runs(settings, bart_variant_names(settings))
+    runs = metric_runs(settings, bart_variant_names(settings, parabank2_sha256))
     if not runs:
         raise ImhiBenchError("metric validation: no explanation metric is configured (scorers)")
     scored, metrics = score_explanations(explained, runs, device)
@@ -566,6 +570,7 @@ def run_validate_metrics(
     seed: int = 0,
     n_resamples: int = BOOTSTRAP_RESAMPLES,
     sources: Mapping[str, str] | None = None,
+    parabank2_sha256: str | None = None,
     **provenance_fields: object,
 ) -> Validation:
     """The stage: validate, then write everything with provenance (the rating files' sha256
@@ -573,7 +578,9 @@ def run_validate_metrics(
     from imhibench.provenance import build_provenance, sha256_file
     from imhibench.score import scorer_provenance
 
-    result = validate_metrics(rating_paths, settings, device, seed, n_resamples)
+    result = validate_metrics(
+        rating_paths, settings, device, seed, n_resamples, parabank2_sha256=parabank2_sha256
+    )
     provenance = build_provenance(
         "validate_metrics",
         ratings={
@@ -590,6 +597,7 @@ def run_validate_metrics(
         bootstrap_resamples=n_resamples,
         device=device,
         scorers=dict(settings),
+        parabank2_sha256=parabank2_sha256,
         **scorer_provenance(settings),
         **provenance_fields,
     )

@@ -11,12 +11,7 @@ from imhibench.scorer_weights import WEIGHTS_PATTERN as BART_SCORE_WEIGHTS
 from imhibench.scorer_weights import check_pin_against_lock, source_key
 from imhibench.config_fingerprint import check_tables_match_config
 from imhibench.execution import answer_model_spec, answer_settings
-from imhibench.metric_validation import (
-    DATA_TABLES as VALIDATION_DATA,
-    PLOT_NAME as VALIDATION_PLOT,
-    RATINGS_DIR,
-    table_names as metric_validation_table_names,
-)
+import imhibench.metric_validation as validation
 from imhibench.tasks import all_tasks
 
 # A bad config stops here with its message alone (no traceback).
@@ -384,7 +379,7 @@ def get_table_skips(wildcards):
 
 # ---- metric validation -------------------------------------------------------------------
 
-VALIDATION_TABLES = metric_validation_table_names()
+VALIDATION_TABLES = validation.table_names()
 
 
 def get_rating_file_sha256(wildcards):
@@ -393,7 +388,7 @@ def get_rating_file_sha256(wildcards):
 
 def get_validate_metrics_input(wildcards):
     """The fetched rating files (in config order) and the scorers: no model's answers."""
-    ratings = [f"{RATINGS_DIR}/{name}.csv" for name in PLAN.rating_files()]
+    ratings = [f"{validation.RATINGS_DIR}/{name}.csv" for name in PLAN.rating_files()]
     return {"ratings": ratings} | get_scorer_inputs()
 
 
@@ -404,8 +399,8 @@ def get_validation_paths():
         for name in VALIDATION_TABLES
         for ext in TABLE_FORMATS
     ]
-    data = [f"results/tables/{name}.parquet" for name in VALIDATION_DATA]
-    plots = [f"results/plots/{VALIDATION_PLOT}.{ext}" for ext in ("png", "svg")]
+    data = [f"results/tables/{name}.parquet" for name in validation.DATA_TABLES]
+    plots = [f"results/plots/{validation.PLOT_NAME}.{ext}" for ext in ("png", "svg")]
     return tables + data + plots
 
 

@@ -6,7 +6,7 @@ localrules:
 
 rule fetch_human_ratings:
     output:
-        f"{RATINGS_DIR}/{{rating_file}}.csv",
+        f"{validation.RATINGS_DIR}/{{rating_file}}.csv",
     log:
         "logs/fetch/imhi/human_ratings/{rating_file}.log",
     conda:
@@ -37,6 +37,7 @@ rule validate_metrics:
     params:
         rating_files=list(PLAN.rating_files()),
         scorers=get_scorer_settings,
+        parabank2_sha256=PLAN.parabank2_sha256(),
         seed=config["seed"],
         resamples=config["metric_validation"]["bootstrap_resamples"],
     script:

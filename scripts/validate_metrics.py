@@ -29,5 +29,6 @@ run_validate_metrics(
     seed=snakemake.params.seed,
     n_resamples=snakemake.params.resamples,
     sources={name: plan.rating_file_source(name) for name in names},
+    parabank2_sha256=snakemake.params.parabank2_sha256,
     config_fingerprint=config_fingerprint(snakemake.config),
 )

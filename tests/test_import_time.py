@@ -83,6 +83,9 @@ ENTRIES: dict[str, Entry] = {
     "scripts/answer_sample.py": _entry("pandas"),
     "scripts/fetch_test_set.py": _entry("pandas"),
     "scripts/fetch_example_responses.py": _entry(),
+    "scripts/fetch_human_ratings.py": _entry(),
+    # Reads the ratings (pandas); scipy, krippendorff, the scorers and matplotlib when they run.
+    "scripts/validate_metrics.py": _entry("pandas"),
     "scripts/fetch_bart_score_weights.py": _entry(),  # gdown for a Google Drive source only
     "scripts/fetch_checkpoint.py": _entry("huggingface_hub"),  # every fetch talks to the hub
     "scripts/build_demo_models.py": _entry(),  # torch, transformers, peft when building

@@ -223,6 +223,24 @@ def test_bart_score_is_compared_with_and_without_the_parabank_weights():
     assert plain == [MetricRun("bart_score", {**options, "weights_file": None}, names[False])]
 
 
+def test_bart_score_variants_are_named_as_the_bart_score_table_names_them(tmp_path):
+    from imhibench.metric_validation import bart_variant_names
+    from imhibench.provenance import sha256_file
+
+    checkpoint = tmp_path / "bart-large-cnn"
+    checkpoint.mkdir()
+    (checkpoint / "config.json").write_text("{}")
+    weights = tmp_path / "bart_score.pth"
+    weights.write_bytes(b"weights")
+    options = {"checkpoint": str(checkpoint), "weights_file": str(weights)}
+    names = bart_variant_names({"bart_score": options}, parabank2_sha256=sha256_file(weights))
+    assert names == {
+        True: "bart-large-cnn + ParaBank2 weights", False: "bart-large-cnn, no ParaBank2 weights",
+    }  # fmt: skip
+    unknown = bart_variant_names({"bart_score": options}, parabank2_sha256=None)
+    assert unknown[True].startswith("bart-large-cnn + unidentified weights file")
+
+
 # ---- bad input -----------------------------------------------------------------------------
 
 HEADER = "text,label,gpt-3.5-turbo,fluency,completeness,reliability,overall\n"
