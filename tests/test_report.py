@@ -48,8 +48,9 @@ def test_report_html_contains_every_table_plot_and_answer_page(demo, tmp_path):
         table = pd.read_parquet(workdir / "results" / "tables" / name.replace(".html", ".parquet"))
         for row in table[table["status"] == "reproduced"].itertuples(index=False):
             row = row._asdict()
+            shown = row["model"] + (" (random weights)" if row.get("random_weights") else "")
             for dataset in ("DR", "SAD"):
-                assert re.search(f"<td>{row['model']}</td>.*<td>{row[dataset]:.2f}[ <]",
+                assert re.search(f"<td>{re.escape(shown)}</td>.*<td>{row[dataset]:.2f}[ <]",
                                  pages[name]), (name, row)  # fmt: skip
     # one answer page per job (each model's DR.html and SAD.html), worst rows first
     answer_pages = [p for n, p in pages.items() if n in ("DR.html", "SAD.html")]
