@@ -48,6 +48,7 @@ STAGES = {
         "imhibench.samples",
     ],
     "evaluate": ["imhibench.evaluate"],
+    "validate_metrics": ["imhibench.metric_validation"],
 }
 # What other stages may import of each stage (every module of a one-module stage is its entry).
 ENTRIES = {
