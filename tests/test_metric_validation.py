@@ -350,3 +350,60 @@ def test_the_paper_config_dry_run_includes_the_stage_with_its_resources(tmp_path
     assert "results/" not in inputs  # no model's answers: a model change reruns none of it
     assert output.count("rule fetch_human_ratings:") == 3
     assert json.dumps("metric_validation_spearman")[1:-1] in output
+
+
+# ---- model metrics (jobs of their own) -----------------------------------------------------
+
+
+def test_model_metrics_jobs_over_the_rated_explanations_are_merged(
+    tmp_path, demo_models, one_torch_thread
+):
+    """The rated explanations go through a model metric's own job (`run_model_metric`, as in
+    the workflow): its columns are correlated and tabulated beside the scorers', unscored rows
+    (NaN) left out, and the judge's identity and rubric are in the provenance."""
+    from imhibench.io import read_provenance, read_table
+    from imhibench.metric_validation import run_validate_metrics, write_rated_explanations
+    from imhibench.score import run_model_metric
+
+    source = pd.read_csv(rating_paths()["gpt3_data"], dtype=str, keep_default_na=False)
+    mine = tmp_path / "few.csv"
+    source.head(12).to_csv(mine, index=False)
+    paths = {"few": str(mine)}
+    responses, posts = tmp_path / "explanations.parquet", tmp_path / "posts.parquet"
+    explained = write_rated_explanations(paths, responses, posts)
+    assert read_table(posts)["query"].tolist() == explained["post"].tolist()  # judge's context
+    options = {
+        "gpt_score": {"backend": "hf", "checkpoint": demo_models["causal"]},
+        "llm_judge": {"backend": "hf", "checkpoint": demo_models["causal"],
+                      "max_new_tokens": 4, "parse_attempts": 1},
+    }  # fmt: skip
+    outputs = {}
+    for metric, settings in options.items():
+        outputs[metric] = str(tmp_path / f"{metric}.parquet")
+        run_model_metric(
+            metric, settings, str(responses), str(posts), outputs[metric], "_human_ratings",
+            "rated_explanations", device="cpu",
+        )  # fmt: skip
+    result = run_validate_metrics(
+        paths, {"rouge": {}}, tmp_path / "tables", tmp_path / "plots" / "mv", n_resamples=10,
+        model_metric_paths=outputs,
+    )  # fmt: skip
+    assert result.metrics[:3] == ["rouge1", "rouge2", "rougeL"]
+    assert "gpt_score" in result.metrics and "llm_judge_overall" in result.metrics
+    scores = read_table(tmp_path / "tables" / "metric_validation_scores.parquet")
+    gpt = read_table(outputs["gpt_score"])
+    assert scores["gpt_score"].tolist() == pytest.approx(gpt["gpt_score"].tolist())
+    x, y = scores["gpt_score"], scores["mean_overall"]
+    expected = stats.spearmanr(x, y).statistic
+    found = result.correlations.set_index(["metric", "aspect", "statistic"])
+    assert found.loc[("gpt_score", "overall", "spearman"), "value"] == pytest.approx(expected)
+    # the random judge rarely answers in the format: its statistics use its scored rows only
+    judged = scores["llm_judge_overall"].notna().sum()
+    assert found.loc[("llm_judge_overall", "overall", "spearman"), "scored_rows"] == judged
+    markdown = (tmp_path / "tables" / "metric_validation_spearman.md").read_text()
+    assert "few (12 rows, InstructGPT-3): gpt_score |" in markdown
+    assert "few (12 rows, InstructGPT-3): llm_judge_overall |" in markdown
+    provenance = read_provenance(tmp_path / "tables" / "metric_validation_spearman.parquet")
+    judge = provenance["model_metrics"]["llm_judge"]
+    assert judge["file"] == outputs["llm_judge"] and "rubric" in judge["metric_provenance"]
+    assert judge["settings"]["checkpoint"] == demo_models["causal"]
