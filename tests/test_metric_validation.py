@@ -407,3 +407,34 @@ def test_model_metrics_jobs_over_the_rated_explanations_are_merged(
     judge = provenance["model_metrics"]["llm_judge"]
     assert judge["file"] == outputs["llm_judge"] and "rubric" in judge["metric_provenance"]
     assert judge["settings"]["checkpoint"] == demo_models["causal"]
+
+
+def test_the_llm_metrics_preset_plans_a_validation_job_per_model_metric(tmp_path):
+    """`snakemake -n --configfile workflow_config/llm_metrics.yaml`: GPTScore (hf) and the judge
+    (api, run_on local) each score the rated explanations in a job of the model-metric rules,
+    with the metric's resources; validate_metrics reads those files and no model's answers."""
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+         "--directory", str(tmp_path), "--dry-run", "--cores", "4", "--configfile",
+         str(REPO / "workflow_config" / "llm_metrics.yaml")],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+
+    def block(rule: str, output_path: str) -> str:
+        start = output.index(f"    output: {output_path}")
+        start = output.rindex(f"rule {rule}:", 0, start)
+        return output[start : output.index("\n[", start)]
+
+    assert result.returncode == 0, output[-3000:]
+    rated = "results/metric_validation/rated_explanations.parquet"
+    gpt = block("score_metric", "results/model_metrics/gpt_score/_human_ratings/")
+    assert rated in gpt and "gpu=1" in gpt and "mem_mb=48000" in gpt
+    judge = block("score_metric_local", "results/model_metrics/llm_judge/_human_ratings/")
+    assert rated in judge and "rated_posts.parquet" in judge
+    validation = output[output.index("rule validate_metrics:") :]
+    inputs = next(line for line in validation.splitlines() if line.strip().startswith("input:"))
+    for metric in ("gpt_score", "llm_judge"):
+        assert f"results/model_metrics/{metric}/_human_ratings/rated_explanations.parquet" in inputs
+    assert "results/generate" not in inputs and "results/score" not in inputs
+    assert output.count("rule rated_explanations:") == 1
