@@ -438,3 +438,31 @@ def test_the_llm_metrics_preset_plans_a_validation_job_per_model_metric(tmp_path
         assert f"results/model_metrics/{metric}/_human_ratings/rated_explanations.parquet" in inputs
     assert "results/generate" not in inputs and "results/score" not in inputs
     assert output.count("rule rated_explanations:") == 1
+
+
+def test_unscored_rows_are_left_out_of_that_metric_only():
+    from imhibench.metric_validation import correlations, validation_table
+
+    rng = np.random.default_rng(3)
+    scored = pd.DataFrame({"file": "f", "full": rng.normal(size=20), "some": rng.normal(size=20)})
+    for aspect in ASPECTS:
+        scored[f"mean_{aspect}"] = rng.integers(0, 4, size=20).astype(float)
+    scored.loc[[1, 4, 9], "some"] = np.nan
+    scored["none"] = np.nan
+    found = correlations(scored, ["full", "some", "none"], n_resamples=20)
+    by = found.set_index(["metric", "aspect", "statistic"])
+    kept = scored["some"].notna()
+    expected = stats.spearmanr(scored["some"][kept], scored["mean_overall"][kept]).statistic
+    assert by.loc[("some", "overall", "spearman"), "value"] == pytest.approx(expected)
+    assert by.loc[("some", "overall", "spearman"), "scored_rows"] == 17
+    assert by.loc[("full", "overall", "spearman"), "scored_rows"] == 20
+    assert np.isnan(by.loc[("none", "overall", "spearman"), "value"])
+    assert by.loc[("none", "overall", "spearman"), "undefined_resamples"] == 20
+    agreement = pd.DataFrame({"scope": "f", "aspect": list(ASPECTS), "alpha": 0.5})
+    table = validation_table("spearman", found, agreement, ["full", "some", "none"], {}, 20, 0)
+    cells = {row.label.split(": ")[-1]: row.cells for row in table.rows}
+    assert cells["some"][3].endswith("(n=17)") and "(n=" not in cells["full"][3]
+    assert cells["none"] == ("-",) * 4
+    scored.loc[0, "full"] = np.inf
+    with pytest.raises(ImhiBenchError, match="full gave an infinite score"):
+        correlations(scored, ["full"], n_resamples=20)
