@@ -43,6 +43,14 @@ SCORER_CHECKPOINT_OPTION = {"bart_score": "checkpoint", "bert_score": "model"}
 MODEL_METRICS = ("gpt_score", "llm_judge")
 MODEL_METRIC_JOB_KEYS = ("run_on", "resources", "datasets")
 MODEL_METRIC_ROOT = "results/model_metrics"
+# The metric validation runs each model metric's job over upstream's rated explanations as the
+# (model, dataset) below; the leading underscore keeps it apart from every catalog name.
+VALIDATION_JOB = ("_human_ratings", "rated_explanations")
+# The rated explanations as that job's inputs: responses (the explanations), test set (posts).
+RATED_EXPLANATIONS = {
+    "responses": "results/metric_validation/rated_explanations.parquet",
+    "test_set": "results/metric_validation/rated_posts.parquet",
+}
 
 
 def _key_path(error: jsonschema.ValidationError) -> str:
@@ -389,6 +397,17 @@ class Plan:
             if datasets is None or dataset in datasets:
                 found[metric] = f"{MODEL_METRIC_ROOT}/{metric}/{model}/{dataset}.parquet"
         return found
+
+    def validation_model_metric_paths(self) -> dict[str, str]:
+        """metric -> per-row output of each model metric's job over the rated explanations
+        (every configured model metric, whatever its `datasets`); none when the metric
+        validation is off."""
+        if not self.rating_files():
+            return {}
+        model, dataset = VALIDATION_JOB
+        return {
+            m: f"{MODEL_METRIC_ROOT}/{m}/{model}/{dataset}.parquet" for m in self.model_metrics()
+        }
 
     def model_metric_checkpoint(self, metric: str) -> dict | None:
         """The checkpoint spec of an hf model metric, None for api."""

@@ -147,13 +147,47 @@ def read_rating_files(paths: Mapping[str, str | Path]) -> pd.DataFrame:
 
 
 def rated_explanations(ratings: pd.DataFrame) -> pd.DataFrame:
-    """One row per rated explanation: file, row, system, dr_label, post, explanation and the
-    annotators' mean rating per aspect (`mean_<aspect>`), in file order."""
+    """One row per rated explanation: row_id (``<file>:<row>``), file, row, system, dr_label,
+    post, explanation and the annotators' mean rating per aspect (`mean_<aspect>`), in file
+    order."""
     keys = ["file", "row", "system", "dr_label", "post", "explanation"]
     explained = ratings.drop_duplicates(["file", "row"])[keys]
     means = ratings.groupby(["file", "row", "aspect"])["rating"].mean().unstack("aspect")
     means = means[list(ASPECTS)].add_prefix("mean_")
-    return explained.join(means, on=["file", "row"]).reset_index(drop=True)
+    explained = explained.join(means, on=["file", "row"]).reset_index(drop=True)
+    explained.insert(0, "row_id", explained["file"] + ":" + explained["row"].astype(str))
+    return explained
+
+
+def write_rated_explanations(
+    rating_paths: Mapping[str, str | Path], responses_out: str | Path, test_set_out: str | Path
+) -> pd.DataFrame:
+    """The rated explanations as the inputs of a model metric's job (`run_model_metric`): the
+    explanations as responses (row_id, response) and the posts as a test set (row_id, query =
+    the post, which the judge is shown; gold_answer = the post, the reference every metric of
+    the stage uses), with the rating files' sha256 as provenance."""
+    from imhibench.io import write_table
+    from imhibench.provenance import build_provenance, sha256_file
+
+    explained = rated_explanations(read_rating_files(rating_paths))
+    provenance = build_provenance(
+        "rated_explanations",
+        ratings={
+            name: {"path": str(p), "sha256": sha256_file(p)} for name, p in rating_paths.items()
+        },
+        reference="post",
+    )
+    responses = pd.DataFrame({"row_id": explained["row_id"], "response": explained["explanation"]})
+    posts = pd.DataFrame(
+        {
+            "row_id": explained["row_id"],
+            "query": explained["post"],
+            "gold_answer": explained["post"],
+        }
+    )
+    write_table(responses, responses_out, provenance)
+    write_table(posts, test_set_out, provenance)
+    return explained
 
 
 # ---- scoring -------------------------------------------------------------------------------
@@ -242,6 +276,28 @@ def score_explanations(
     return scored, metrics
 
 
+def merge_model_metrics(
+    scored: pd.DataFrame, paths: Mapping[str, str | Path]
+) -> tuple[pd.DataFrame, list[str], dict[str, dict]]:
+    """`scored` with the per-row columns of each model metric's job over the rated
+    explanations (metric -> file written by `run_model_metric`), the added column names and
+    each job's provenance record (`imhibench.score.model_metric_record`)."""
+    from imhibench.score import model_metric_record, read_model_metric
+
+    metrics: list[str] = []
+    records = {}
+    for metric, path in paths.items():
+        columns, _, provenance = read_model_metric(str(path), scored["row_id"].tolist())
+        added = [c for c in columns.columns if c != "row_id"]
+        clash = [c for c in added if c in scored.columns]
+        if clash:
+            raise ImhiBenchError(f"metric validation: {path} writes existing column(s) {clash}")
+        scored = scored.merge(columns, on="row_id", how="left", validate="one_to_one")
+        metrics += added
+        records[metric] = model_metric_record(str(path), provenance)
+    return scored, metrics, records
+
+
 # ---- correlations --------------------------------------------------------------------------
 
 
@@ -295,13 +351,17 @@ def resampled_statistics(x: np.ndarray, y: np.ndarray, rows: np.ndarray) -> dict
     }
 
 
+def _undefined() -> dict[str, tuple[float, float]]:
+    return {name: (math.nan, math.nan) for name in STATISTICS}
+
+
 def point_statistics(x: np.ndarray, y: np.ndarray) -> dict[str, tuple[float, float]]:
     """(value, two-sided p-value) of each statistic from scipy.stats; NaN when x or y is
     constant (a correlation is then undefined)."""
     from scipy import stats
 
     if np.ptp(x) == 0 or np.ptp(y) == 0:
-        return {name: (math.nan, math.nan) for name in STATISTICS}
+        return _undefined()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         found = {
@@ -329,7 +389,11 @@ def correlations(
     """Per scope, metric, aspect and statistic: value, p-value, percentile bootstrap interval
     (the same resampled rows for every metric and aspect of a scope), the number of resamples
     where the statistic is undefined (left out of the interval), and the metric's rank (1 =
-    highest value) among the metrics of that scope, aspect and statistic."""
+    highest value) among the metrics of that scope, aspect and statistic.
+
+    A metric may leave rows unscored (NaN: an empty explanation for GPTScore, an answer the
+    judge never gave in the format); its statistics use its scored rows only (`scored_rows`),
+    resampled with the same seed. Fewer than two scored rows: every statistic is undefined."""
     if n_resamples < 1 or not 0 < level < 100:
         raise ImhiBenchError(
             f"bootstrap needs n_resamples >= 1 and 0 < level < 100, got {n_resamples}, {level}"
@@ -337,15 +401,26 @@ def correlations(
     tail = (100.0 - level) / 2
     records = []
     for scope, rows in scopes(scored):
-        resampled_rows = bootstrap_indices(len(rows), n_resamples, seed)
+        all_rows = bootstrap_indices(len(rows), n_resamples, seed)
         for metric in metrics:
             x = rows[metric].to_numpy(dtype=float)
-            if not np.isfinite(x).all():
-                raise ImhiBenchError(f"metric validation: {metric} gave a non-finite score")
+            if np.isinf(x).any():
+                raise ImhiBenchError(f"metric validation: {metric} gave an infinite score")
+            scored = ~np.isnan(x)
+            x = x[scored]
+            if scored.all():
+                resampled_rows = all_rows
+            elif len(x) >= 2:
+                resampled_rows = bootstrap_indices(len(x), n_resamples, seed)
             for aspect in ASPECTS:
-                y = rows[f"mean_{aspect}"].to_numpy(dtype=float)
-                points = point_statistics(x, y)
-                for statistic, values in resampled_statistics(x, y, resampled_rows).items():
+                y = rows[f"mean_{aspect}"].to_numpy(dtype=float)[scored]
+                points = _undefined() if len(x) < 2 else point_statistics(x, y)
+                resampled = (
+                    {name: np.full(n_resamples, math.nan) for name in STATISTICS}
+                    if len(x) < 2
+                    else resampled_statistics(x, y, resampled_rows)
+                )
+                for statistic, values in resampled.items():
                     defined = values[np.isfinite(values)]
                     low, high = (
                         np.percentile(defined, [tail, 100.0 - tail])
@@ -355,13 +430,13 @@ def correlations(
                     value, p_value = points[statistic]
                     records.append(
                         (
-                            scope, len(rows), metric, aspect, statistic, value, float(low),
+                            scope, len(rows), len(x), metric, aspect, statistic, value, float(low),
                             float(high), p_value, n_resamples - len(defined),
                         )
                     )  # fmt: skip
     columns = [
-        "scope", "rows", "metric", "aspect", "statistic", "value", "ci_low", "ci_high",
-        "p_value", "undefined_resamples",
+        "scope", "rows", "scored_rows", "metric", "aspect", "statistic", "value", "ci_low",
+        "ci_high", "p_value", "undefined_resamples",
     ]  # fmt: skip
     table = pd.DataFrame.from_records(records, columns=columns)
     group = table.groupby(["scope", "aspect", "statistic"], sort=False)["value"]
@@ -406,7 +481,9 @@ def _cell(row: pd.Series) -> str:
     if text == MISSING:
         return text
     interval = f" [{number(row['ci_low'])}, {number(row['ci_high'])}]"
-    return text + (interval if math.isfinite(row["ci_low"]) else "") + _stars(row["p_value"])
+    scored = f" (n={row['scored_rows']})" if row["scored_rows"] < row["rows"] else ""
+    text += (interval if math.isfinite(row["ci_low"]) else "") + _stars(row["p_value"])
+    return text + scored
 
 
 def validation_table(
@@ -483,6 +560,7 @@ class Validation:
     correlations: pd.DataFrame
     agreement: pd.DataFrame
     tables: list[Table]
+    model_metrics: dict[str, dict]
 
 
 def bart_variant_names(
@@ -515,17 +593,23 @@ def validate_metrics(
     n_resamples: int = BOOTSTRAP_RESAMPLES,
     notes: Sequence[str] = (),
     parabank2_sha256: str | None = None,
+    model_metric_paths: Mapping[str, str | Path] | None = None,
 ) -> Validation:
-    """Read, score, correlate and tabulate (nothing is written). `device`: auto, cuda or cpu."""
+    """Read, score, correlate and tabulate (nothing is written). `device`: auto, cuda or cpu.
+    `model_metric_paths`: metric -> the per-row file of that model metric's job over the rated
+    explanations (`write_rated_explanations`, then `imhibench.score.run_model_metric`); every
+    column of it is correlated like a metric scored here."""
     from imhibench.devices import resolve_device
 
     device = resolve_device(device)
     ratings = read_rating_files(rating_paths)
     explained = rated_explanations(ratings)
     runs = metric_runs(settings, bart_variant_names(settings, parabank2_sha256))
-    if not runs:
+    if not runs and not model_metric_paths:
         raise ImhiBenchError("metric validation: no explanation metric is configured (scorers)")
     scored, metrics = score_explanations(explained, runs, device)
+    scored, added, records = merge_model_metrics(scored, model_metric_paths or {})
+    metrics += added
     found = correlations(scored, metrics, seed=seed, n_resamples=n_resamples)
     agreement = annotator_agreement(ratings)
     systems = dict(zip(explained["file"], explained["system"], strict=False))
@@ -533,7 +617,7 @@ def validate_metrics(
         validation_table(s, found, agreement, metrics, systems, n_resamples, seed, notes)
         for s in STATISTICS
     ]
-    return Validation(ratings, scored, metrics, found, agreement, tables)
+    return Validation(ratings, scored, metrics, found, agreement, tables, records)
 
 
 def write_validation(
@@ -571,16 +655,19 @@ def run_validate_metrics(
     n_resamples: int = BOOTSTRAP_RESAMPLES,
     sources: Mapping[str, str] | None = None,
     parabank2_sha256: str | None = None,
+    model_metric_paths: Mapping[str, str | Path] | None = None,
     **provenance_fields: object,
 ) -> Validation:
     """The stage: validate, then write everything with provenance (the rating files' sha256
-    and sources, the scorers' settings and checkpoints as the score stage records them)."""
+    and sources, the scorers' settings and checkpoints as the score stage records them, and
+    each model metric's job as the score stage records it: settings, judge and rubric)."""
     from imhibench.provenance import build_provenance, sha256_file
     from imhibench.score import scorer_provenance
 
     result = validate_metrics(
-        rating_paths, settings, device, seed, n_resamples, parabank2_sha256=parabank2_sha256
-    )
+        rating_paths, settings, device, seed, n_resamples, parabank2_sha256=parabank2_sha256,
+        model_metric_paths=model_metric_paths,
+    )  # fmt: skip
     provenance = build_provenance(
         "validate_metrics",
         ratings={
@@ -599,6 +686,7 @@ def run_validate_metrics(
         scorers=dict(settings),
         parabank2_sha256=parabank2_sha256,
         **scorer_provenance(settings),
+        model_metrics=result.model_metrics,
         **provenance_fields,
     )
     write_validation(result, tables_dir, plot_base, provenance)

@@ -94,6 +94,12 @@ def read_model_metric(path: str, row_ids: Sequence[str]) -> tuple[pd.DataFrame, 
     return columns, summary, provenance
 
 
+def model_metric_record(path: str, provenance: dict) -> dict:
+    """What a stage that merges a model metric's file records of it (`MODEL_METRIC_PROVENANCE`:
+    settings, checkpoint, judge and rubric in `metric_provenance`)."""
+    return {"file": path, **{key: provenance.get(key) for key in MODEL_METRIC_PROVENANCE}}
+
+
 def run_model_metric(
     metric: str,
     options: dict,
@@ -218,7 +224,7 @@ def run_score(
         scorers=scorers,
         **scorer_provenance(scorers),
         model_metrics={
-            metric: {"file": path, **{k: record.get(k) for k in MODEL_METRIC_PROVENANCE}}
+            metric: model_metric_record(path, record)
             for (metric, path), (_, _, record) in zip(
                 (model_metric_paths or {}).items(), merged.values(), strict=True
             )

@@ -7,6 +7,7 @@ sys.path.insert(0, workflow.basedir)
 
 from imhibench.aggregate import paired_table_names, table_specs
 from imhibench.config import Plan, checkpoint_dir, stop_on_error, validate_config
+from imhibench.config import RATED_EXPLANATIONS, VALIDATION_JOB
 from imhibench.scorer_weights import WEIGHTS_PATTERN as BART_SCORE_WEIGHTS
 from imhibench.scorer_weights import check_pin_against_lock, source_key
 from imhibench.config_fingerprint import check_tables_match_config
@@ -287,11 +288,25 @@ def get_score_metrics(rule_name):
     return _alternatives(PLAN.model_metrics_of_rule(rule_name))
 
 
+def get_score_metric_models():
+    """Wildcard pattern of the model metrics' jobs: every model, and the metric validation's
+    rated explanations (VALIDATION_JOB)."""
+    return _alternatives([*PLAN.models, VALIDATION_JOB[0]])
+
+
+def get_score_metric_datasets():
+    return _alternatives([*PLAN.datasets, VALIDATION_JOB[1]])
+
+
 def get_score_metric_input(wildcards):
-    inputs = {
-        "responses": f"results/generate/{wildcards.model}/{wildcards.dataset}.parquet",
-        "test_set": get_test_set(wildcards),
-    }
+    """A model's answers and its test set, or for VALIDATION_JOB the rated explanations."""
+    if (wildcards.model, wildcards.dataset) == VALIDATION_JOB:
+        inputs = dict(RATED_EXPLANATIONS)
+    else:
+        inputs = {
+            "responses": f"results/generate/{wildcards.model}/{wildcards.dataset}.parquet",
+            "test_set": get_test_set(wildcards),
+        }
     spec = PLAN.model_metric_checkpoint(wildcards.metric)
     if spec is not None:
         inputs["checkpoint"] = checkpoint_dir(spec)
@@ -388,8 +403,20 @@ def get_rating_file_sha256(wildcards):
 
 def get_validate_metrics_input(wildcards):
     """The fetched rating files (in config order) and the scorers: no model's answers."""
-    ratings = [f"{validation.RATINGS_DIR}/{name}.csv" for name in PLAN.rating_files()]
-    return {"ratings": ratings} | get_scorer_inputs()
+    ratings = get_rated_explanations_input(wildcards)
+    return (
+        {"ratings": ratings} | get_scorer_inputs() | get_validation_model_metric_paths()
+    )
+
+
+def get_rated_explanations_input(wildcards):
+    return [f"{validation.RATINGS_DIR}/{name}.csv" for name in PLAN.rating_files()]
+
+
+def get_validation_model_metric_paths(wildcards=None):
+    """metric -> each model metric's job over the rated explanations (merged by
+    validate_metrics)."""
+    return PLAN.validation_model_metric_paths()
 
 
 def get_validation_paths():

@@ -3,7 +3,8 @@
 # profile with the metric's `resources` (a GPU); backend api runs where `run_on` says, as kind-api
 # generation: local on the host running snakemake (rule score_metric_local, needs internet),
 # cluster through the profile to `resources.slurm_partition` (rule score_metric_api). The score
-# job merges their columns.
+# job merges their columns. The same rules score the metric validation's rated explanations
+# as (model, dataset) = VALIDATION_JOB (imhibench.config), merged by rule validate_metrics.
 
 
 localrules:
@@ -20,6 +21,8 @@ rule score_metric_local:
     benchmark:
         "benchmarks/model_metrics/{metric}/{model}/{dataset}.tsv"
     wildcard_constraints:
+        model=get_score_metric_models(),
+        dataset=get_score_metric_datasets(),
         metric=get_score_metrics("score_metric_local"),
     conda:
         "../envs/score.yaml"
@@ -40,6 +43,8 @@ rule score_metric:
     benchmark:
         "benchmarks/model_metrics/{metric}/{model}/{dataset}.tsv"
     wildcard_constraints:
+        model=get_score_metric_models(),
+        dataset=get_score_metric_datasets(),
         metric=get_score_metrics("score_metric"),
     conda:
         "../envs/score.yaml"
@@ -65,6 +70,8 @@ rule score_metric_api:
     benchmark:
         "benchmarks/model_metrics/{metric}/{model}/{dataset}.tsv"
     wildcard_constraints:
+        model=get_score_metric_models(),
+        dataset=get_score_metric_datasets(),
         metric=get_score_metrics("score_metric_api"),
     conda:
         "../envs/score.yaml"

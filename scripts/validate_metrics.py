@@ -30,5 +30,6 @@ run_validate_metrics(
     n_resamples=snakemake.params.resamples,
     sources={name: plan.rating_file_source(name) for name in names},
     parabank2_sha256=snakemake.params.parabank2_sha256,
+    model_metric_paths={m: snakemake.input[m] for m in snakemake.params.model_metrics},
     config_fingerprint=config_fingerprint(snakemake.config),
 )

@@ -133,3 +133,12 @@ def test_new_bart_score_weights_file_refetches_it_and_reruns_only_scoring(demo, 
     assert planned_jobs(demo, tmp_path, change) == expected | TABLES | VALIDATION | {
         ("fetch_bart_score_weights", folder),
     } | {("answer_sample", m, d) for m in MODELS for d in DATASETS}  # fmt: skip
+
+
+def test_new_judge_setting_reruns_its_validation_job_not_the_models(demo, tmp_path):
+    """A model metric's option change reruns its job over the rated explanations and the
+    validation's merge; no model's job (the judge scores only DR-expert in the demo)."""
+    change = {"scorers": {"llm_judge": {"max_new_tokens": 16}}}
+    judged = ("score_metric", "llm_judge", "_human_ratings", "rated_explanations")
+    planned = planned_jobs(demo, tmp_path, change)
+    assert planned - TABLES == {judged} | VALIDATION

@@ -350,3 +350,119 @@ def test_the_paper_config_dry_run_includes_the_stage_with_its_resources(tmp_path
     assert "results/" not in inputs  # no model's answers: a model change reruns none of it
     assert output.count("rule fetch_human_ratings:") == 3
     assert json.dumps("metric_validation_spearman")[1:-1] in output
+
+
+# ---- model metrics (jobs of their own) -----------------------------------------------------
+
+
+def test_model_metrics_jobs_over_the_rated_explanations_are_merged(
+    tmp_path, demo_models, one_torch_thread
+):
+    """The rated explanations go through a model metric's own job (`run_model_metric`, as in
+    the workflow): its columns are correlated and tabulated beside the scorers', unscored rows
+    (NaN) left out, and the judge's identity and rubric are in the provenance."""
+    from imhibench.io import read_provenance, read_table
+    from imhibench.metric_validation import run_validate_metrics, write_rated_explanations
+    from imhibench.score import run_model_metric
+
+    source = pd.read_csv(rating_paths()["gpt3_data"], dtype=str, keep_default_na=False)
+    mine = tmp_path / "few.csv"
+    source.head(12).to_csv(mine, index=False)
+    paths = {"few": str(mine)}
+    responses, posts = tmp_path / "explanations.parquet", tmp_path / "posts.parquet"
+    explained = write_rated_explanations(paths, responses, posts)
+    assert read_table(posts)["query"].tolist() == explained["post"].tolist()  # judge's context
+    options = {
+        "gpt_score": {"backend": "hf", "checkpoint": demo_models["causal"]},
+        "llm_judge": {"backend": "hf", "checkpoint": demo_models["causal"],
+                      "max_new_tokens": 4, "parse_attempts": 1},
+    }  # fmt: skip
+    outputs = {}
+    for metric, settings in options.items():
+        outputs[metric] = str(tmp_path / f"{metric}.parquet")
+        run_model_metric(
+            metric, settings, str(responses), str(posts), outputs[metric], "_human_ratings",
+            "rated_explanations", device="cpu",
+        )  # fmt: skip
+    result = run_validate_metrics(
+        paths, {"rouge": {}}, tmp_path / "tables", tmp_path / "plots" / "mv", n_resamples=10,
+        model_metric_paths=outputs,
+    )  # fmt: skip
+    assert result.metrics[:3] == ["rouge1", "rouge2", "rougeL"]
+    assert "gpt_score" in result.metrics and "llm_judge_overall" in result.metrics
+    scores = read_table(tmp_path / "tables" / "metric_validation_scores.parquet")
+    gpt = read_table(outputs["gpt_score"])
+    assert scores["gpt_score"].tolist() == pytest.approx(gpt["gpt_score"].tolist())
+    x, y = scores["gpt_score"], scores["mean_overall"]
+    expected = stats.spearmanr(x, y).statistic
+    found = result.correlations.set_index(["metric", "aspect", "statistic"])
+    assert found.loc[("gpt_score", "overall", "spearman"), "value"] == pytest.approx(expected)
+    # the random judge rarely answers in the format: its statistics use its scored rows only
+    judged = scores["llm_judge_overall"].notna().sum()
+    assert found.loc[("llm_judge_overall", "overall", "spearman"), "scored_rows"] == judged
+    markdown = (tmp_path / "tables" / "metric_validation_spearman.md").read_text()
+    assert "few (12 rows, InstructGPT-3): gpt_score |" in markdown
+    assert "few (12 rows, InstructGPT-3): llm_judge_overall |" in markdown
+    provenance = read_provenance(tmp_path / "tables" / "metric_validation_spearman.parquet")
+    judge = provenance["model_metrics"]["llm_judge"]
+    assert judge["file"] == outputs["llm_judge"] and "rubric" in judge["metric_provenance"]
+    assert judge["settings"]["checkpoint"] == demo_models["causal"]
+
+
+def test_the_llm_metrics_preset_plans_a_validation_job_per_model_metric(tmp_path):
+    """`snakemake -n --configfile workflow_config/llm_metrics.yaml`: GPTScore (hf) and the judge
+    (api, run_on local) each score the rated explanations in a job of the model-metric rules,
+    with the metric's resources; validate_metrics reads those files and no model's answers."""
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+         "--directory", str(tmp_path), "--dry-run", "--cores", "4", "--configfile",
+         str(REPO / "workflow_config" / "llm_metrics.yaml")],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+
+    def block(rule: str, output_path: str) -> str:
+        start = output.index(f"    output: {output_path}")
+        start = output.rindex(f"rule {rule}:", 0, start)
+        return output[start : output.index("\n[", start)]
+
+    assert result.returncode == 0, output[-3000:]
+    rated = "results/metric_validation/rated_explanations.parquet"
+    gpt = block("score_metric", "results/model_metrics/gpt_score/_human_ratings/")
+    assert rated in gpt and "gpu=1" in gpt and "mem_mb=48000" in gpt
+    judge = block("score_metric_local", "results/model_metrics/llm_judge/_human_ratings/")
+    assert rated in judge and "rated_posts.parquet" in judge
+    validation = output[output.index("rule validate_metrics:") :]
+    inputs = next(line for line in validation.splitlines() if line.strip().startswith("input:"))
+    for metric in ("gpt_score", "llm_judge"):
+        assert f"results/model_metrics/{metric}/_human_ratings/rated_explanations.parquet" in inputs
+    assert "results/generate" not in inputs and "results/score" not in inputs
+    assert output.count("rule rated_explanations:") == 1
+
+
+def test_unscored_rows_are_left_out_of_that_metric_only():
+    from imhibench.metric_validation import correlations, validation_table
+
+    rng = np.random.default_rng(3)
+    scored = pd.DataFrame({"file": "f", "full": rng.normal(size=20), "some": rng.normal(size=20)})
+    for aspect in ASPECTS:
+        scored[f"mean_{aspect}"] = rng.integers(0, 4, size=20).astype(float)
+    scored.loc[[1, 4, 9], "some"] = np.nan
+    scored["none"] = np.nan
+    found = correlations(scored, ["full", "some", "none"], n_resamples=20)
+    by = found.set_index(["metric", "aspect", "statistic"])
+    kept = scored["some"].notna()
+    expected = stats.spearmanr(scored["some"][kept], scored["mean_overall"][kept]).statistic
+    assert by.loc[("some", "overall", "spearman"), "value"] == pytest.approx(expected)
+    assert by.loc[("some", "overall", "spearman"), "scored_rows"] == 17
+    assert by.loc[("full", "overall", "spearman"), "scored_rows"] == 20
+    assert np.isnan(by.loc[("none", "overall", "spearman"), "value"])
+    assert by.loc[("none", "overall", "spearman"), "undefined_resamples"] == 20
+    agreement = pd.DataFrame({"scope": "f", "aspect": list(ASPECTS), "alpha": 0.5})
+    table = validation_table("spearman", found, agreement, ["full", "some", "none"], {}, 20, 0)
+    cells = {row.label.split(": ")[-1]: row.cells for row in table.rows}
+    assert cells["some"][3].endswith("(n=17)") and "(n=" not in cells["full"][3]
+    assert cells["none"] == ("-",) * 4
+    scored.loc[0, "full"] = np.inf
+    with pytest.raises(ImhiBenchError, match="full gave an infinite score"):
+        correlations(scored, ["full"], n_resamples=20)
