@@ -78,6 +78,7 @@ ENTRIES: dict[str, Entry] = {
     "scripts/label.py": _entry("pandas"),  # MentalBERT (torch, transformers) when configured
     "scripts/score.py": _entry("pandas"),  # scikit-learn and each scorer when it runs
     "scripts/score_metric.py": _entry("pandas"),  # the metric's model or API client when it runs
+    "scripts/rated_explanations.py": _entry("pandas"),
     "scripts/aggregate.py": _entry("pandas"),
     "scripts/plots.py": _entry("pandas", "matplotlib"),
     "scripts/answer_sample.py": _entry("pandas"),
