@@ -54,6 +54,7 @@ rule score_metric:
         mem_mb=get_score_metric_resource("mem_mb"),
         runtime=get_score_metric_resource("runtime"),
         cpus_per_task=get_score_metric_resource("cpus"),
+        nodes=JOB_NODES,
     params:
         options=get_score_metric_settings,
     script:
@@ -80,6 +81,7 @@ rule score_metric_api:
         mem_mb=get_score_metric_resource("mem_mb"),
         runtime=get_score_metric_resource("runtime"),
         cpus_per_task=get_score_metric_resource("cpus"),
+        nodes=JOB_NODES,
         slurm_partition=get_score_metric_resource("slurm_partition"),
     params:
         options=get_score_metric_settings,

@@ -51,6 +51,7 @@ rule validate_metrics:
         mem_mb=get_stage_resource("validate_metrics", "mem_mb"),
         runtime=get_stage_resource("validate_metrics", "runtime"),
         cpus_per_task=get_stage_resource("validate_metrics", "cpus"),
+        nodes=JOB_NODES,
     params:
         rating_files=list(PLAN.rating_files()),
         model_metrics=list(PLAN.validation_model_metric_paths()),

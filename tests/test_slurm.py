@@ -59,17 +59,17 @@ def planned_jobs(output: str) -> list[types.SimpleNamespace]:
     return jobs
 
 
-def test_every_gpu_job_of_the_paper_config_asks_for_one_node(tmp_path):
-    """`--gpus=N` is a job-wide total that SLURM may spread over nodes; every job is one
-    process, so it also asks for `--nodes=1`. The sbatch lines are the plugin's own
-    (`get_submit_command` + `set_gres_string`, snakemake-executor-plugin-slurm), from the
-    resources a dry run of the paper config through profiles/slurm gives each job."""
+def gpu_submit_lines(workdir: Path, *config_args: str) -> dict:
+    """(rule, wildcards) -> the plugin's own sbatch line (`get_submit_command` +
+    `set_gres_string`, snakemake-executor-plugin-slurm) of every GPU job that a dry run through
+    profiles/slurm plans, from the resources the run gives each job."""
     from snakemake_executor_plugin_slurm.submit_string import get_submit_command
     from snakemake_executor_plugin_slurm.utils import set_gres_string
 
     command = [
         sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
-        "--directory", str(tmp_path), "--profile", str(REPO / "profiles" / "slurm"), "--dry-run",
+        "--directory", str(workdir), "--profile", str(REPO / "profiles" / "slurm"), "--dry-run",
+        *config_args,
     ]  # fmt: skip
     result = run(command, timeout=600)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
@@ -82,17 +82,31 @@ def test_every_gpu_job_of_the_paper_config_asks_for_one_node(tmp_path):
             "comment_str": f"rule_{job.name}",
             "account": "-A my_account",
             "partition": "-p gpu",
-            "workdir": str(tmp_path),
+            "workdir": str(workdir),
         }
         lines[(job.name, job.wildcards)] = get_submit_command(job, params) + set_gres_string(job)
-    assert {rule for rule, _ in lines} == {"generate", "label", "score"}
-    # 4 instruction models x 18 sets, 2 completion models x 9 (the API model runs locally)
-    assert sum(rule == "generate" for rule, _ in lines) == 4 * 18 + 2 * 9
     for (rule, _), line in lines.items():
         assert " --nodes=1 " in line and re.search(r" --gpus=\d+$", line), (rule, line)
+    return lines
+
+
+def test_every_gpu_job_of_the_paper_config_asks_for_one_node(tmp_path):
+    """`--gpus=N` is a job-wide total that SLURM may spread over nodes; every job is one
+    process, so it also asks for `--nodes=1`."""
+    lines = gpu_submit_lines(tmp_path)
+    assert {rule for rule, _ in lines} == {"generate", "label", "score", "validate_metrics"}
+    # 4 instruction models x 18 sets, 2 completion models x 9 (the API model runs locally)
+    assert sum(rule == "generate" for rule, _ in lines) == 4 * 18 + 2 * 9
     multi = {w: line for (rule, w), line in lines.items() if "--gpus=2" in line}
     assert len(multi) == 18 and all("model=MentaLLaMA-33B-lora" in w for w in multi)
     print(next(iter(multi.values())))
+
+
+def test_the_gpu_jobs_of_the_model_metrics_preset_ask_for_one_node(tmp_path):
+    """GPTScore's hf jobs (rule score_metric) go through the profile as well."""
+    preset = REPO / "workflow_config" / "llm_metrics.yaml"
+    lines = gpu_submit_lines(tmp_path, "--configfile", str(preset))
+    assert any(rule == "score_metric" for rule, _ in lines)
 
 
 def sbin(name: str) -> str | None:
