@@ -30,7 +30,7 @@ MARKER = "# written by imhi-bench tests/test_slurm.py"
 DAEMONS = ("munged", "slurmctld", "slurmd")
 LOCAL_RULES = {
     "build_demo_models", "fetch_test_set", "fetch_example_responses", "fetch_bart_score_weights",
-    "aggregate", "plots", "answer_sample", "all",
+    "fetch_human_ratings", "rated_explanations", "aggregate", "plots", "answer_sample", "all",
 }  # fmt: skip
 
 
@@ -304,7 +304,7 @@ def test_demo_through_slurm_equals_local_run(slurm_cluster, tmp_path_factory, tm
     table = output.split("Job stats:")[1].split("\n\n")[0]
     stats = dict(re.findall(r"^(\w+)\s+(\d+)$", table, re.MULTILINE))
     remote = {rule: int(n) for rule, n in stats.items() if rule not in LOCAL_RULES | {"total"}}
-    assert remote == {"generate": 4, "label": 4, "score": 4}
+    assert remote == {"generate": 4, "label": 4, "score": 4, "validate_metrics": 1}
     assert len({slurm_id for _, slurm_id in submitted}) == sum(remote.values())
     gpus = []
     for _, slurm_id in submitted:
