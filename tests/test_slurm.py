@@ -304,13 +304,22 @@ def test_demo_through_slurm_equals_local_run(slurm_cluster, tmp_path_factory, tm
     table = output.split("Job stats:")[1].split("\n\n")[0]
     stats = dict(re.findall(r"^(\w+)\s+(\d+)$", table, re.MULTILINE))
     remote = {rule: int(n) for rule, n in stats.items() if rule not in LOCAL_RULES | {"total"}}
-    assert remote == {"generate": 4, "label": 4, "score": 4, "validate_metrics": 1}
+    # the metric validation scores the rated explanations with GPTScore and the judge (hf)
+    assert remote == {
+        "generate": 4,
+        "label": 4,
+        "score": 4,
+        "score_metric": 2,
+        "validate_metrics": 1,
+    }
     assert len({slurm_id for _, slurm_id in submitted}) == sum(remote.values())
     gpus = []
     for _, slurm_id in submitted:
         job = scontrol_job(slurm_id)
         assert job["JobState"] == "COMPLETED" and job["Partition"] == "gpu", job
-        rule = re.match(r"rule_(\w+?)_wildcards", job.get("Comment", ""))
+        rule = re.match(
+            r"rule_(\w+?)(?:_wildcards|$)", job.get("Comment", "")
+        )  # none: no wildcards
         assert rule and rule[1] in remote, job
         if "gres/gpu=1" in job.get("TRES", "") or "gpu" in job.get("TresPerJob", ""):
             gpus.append(job["Comment"])
@@ -321,10 +330,17 @@ def test_demo_through_slurm_equals_local_run(slurm_cluster, tmp_path_factory, tm
     tables = sorted(p.name for p in (local / "results" / "tables").glob("*.parquet"))
     assert tables == sorted(p.name for p in (workdir / "results" / "tables").glob("*.parquet"))
     for name in tables:
+        # The metric validation's BERTScore (float32) of a few of its 285 rows differed in the
+        # 8th digit between the SLURM and the local run (seen here, cause not established; the
+        # jobs' thread counts differ), and so did its correlations: equal to 1e-6 there, every
+        # other table exactly.
+        exact = not name.startswith("metric_validation")
         pd.testing.assert_frame_equal(
             pd.read_parquet(workdir / "results" / "tables" / name),
             pd.read_parquet(local / "results" / "tables" / name),
-            check_exact=True,
+            check_exact=exact,
+            rtol=1e-6,
+            atol=1e-9,
         )
     # and the files say which SLURM job made them
     from imhibench.io import read_provenance
