@@ -168,8 +168,9 @@ def test_killed_job_resumes_without_asking_answered_rows(tmp_path, monkeypatch):
         )  # fmt: skip
         job = subprocess.Popen([sys.executable, "-c", textwrap.dedent(script)], env=os.environ)
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if journal.exists() and len(journal.read_text().splitlines()) >= 3:
+        while time.monotonic() < deadline:  # rows a, b saved and c's request at the server
+            saved = journal.exists() and len(journal.read_text().splitlines()) >= 3
+            if saved and any(third in b["messages"][0]["content"] for b in list(fake.bodies)):
                 break
             time.sleep(0.1)
         job.send_signal(signal.SIGKILL)
