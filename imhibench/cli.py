@@ -14,14 +14,14 @@ import sys
 from collections.abc import Sequence
 
 from imhibench.bench.cli import add_commands as add_bench_commands
-from imhibench.errors import ImhiBenchError
+from imhibench.common.errors import ImhiBenchError
 
 EPILOG = "Non-clinical research use only; see the README."
 
 
 def _add_scorer_options(parser: argparse.ArgumentParser) -> None:
     """The model-based scorers (ROUGE and BLEU always run), the device and the bootstrap."""
-    from imhibench.metrics.correctness import DEFAULT_SEED
+    from imhibench.score.metrics.correctness import DEFAULT_SEED
 
     parser.add_argument("--bertscore-model", metavar="PATH", help="add BERTScore F1")
     parser.add_argument("--bertscore-layers", type=int, metavar="N", help="BERTScore layer")
@@ -167,9 +167,10 @@ def _add_validate_metrics(subparsers: argparse._SubParsersAction) -> None:
 def _run_validate_metrics(args: argparse.Namespace) -> None:
     from pathlib import Path
 
+    from imhibench.common.tables import to_markdown
     from imhibench.evaluate import explanation_settings
-    from imhibench.metric_validation import PLOT_NAME, run_validate_metrics, validate_metrics
-    from imhibench.tables import to_markdown
+    from imhibench.validate_metrics.run import run_validate_metrics, validate_metrics
+    from imhibench.validate_metrics.tables import PLOT_NAME
 
     settings = explanation_settings(
         args.bertscore_model, args.bertscore_layers, args.bartscore_model, args.bartscore_weights

@@ -14,7 +14,7 @@ import zlib
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 
-from imhibench.errors import ImhiBenchError
+from imhibench.common.errors import ImhiBenchError
 
 VOCAB_SIZE = 800
 MANIFEST = "demo_models.json"

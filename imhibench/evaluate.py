@@ -2,7 +2,7 @@
 
 The function behind ``imhibench evaluate``. Inputs are upstream IMHI.py output CSVs
 (``goldens,generated_text``, gold answers inside the file) or ``row_id,response`` tables with
-the test-set Parquet beside them. The metrics are the pipeline's own (``imhibench.metrics``).
+the test-set Parquet beside them. The metrics are the pipeline's own (``imhibench.score.metrics``).
 """
 
 from __future__ import annotations
@@ -13,16 +13,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from imhibench.errors import ImhiBenchError
+from imhibench.common.errors import ImhiBenchError
+from imhibench.common.tasks import Task, get_task
 from imhibench.generate.responses import (
     EMPTY_TREATMENT,
     UPSTREAM_COLUMNS,
-    _read_table,
     empty_rows,
     import_responses,
+    read_answer_table,
 )
-from imhibench.metrics.correctness import DEFAULT_SEED
-from imhibench.tasks import Task, get_task
+from imhibench.score.metrics.correctness import DEFAULT_SEED
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -107,7 +107,7 @@ def _rows_from_upstream(
     path: str, task: Task, split: str, labels_column: str | None
 ) -> ResponseRows:
     """Rows of an upstream CSV; the gold answers are its `goldens`, rows named in file order."""
-    table = _read_table(Path(path))
+    table = read_answer_table(Path(path))
     if not set(UPSTREAM_COLUMNS) <= set(table.columns):
         raise ImhiBenchError(
             f"{path}: columns {sorted(map(str, table.columns))}; without --test-set the file "
@@ -133,9 +133,9 @@ def _rows_from_test_set(path: str, test_set: str, labels_column: str | None) -> 
     """Rows of any responses layout, aligned to the test-set Parquet and its gold labels. A
     row_id,response file may answer part of the test set (the pipeline's own output with
     `rows_per_dataset`): its rows are scored, in test-set order."""
-    from imhibench.io import read_table
+    from imhibench.common.io import read_table
 
-    table = _read_table(Path(path))
+    table = read_answer_table(Path(path))
     if table.empty:
         raise ImhiBenchError(f"{path}: the file has no rows")
     tests = read_table(test_set, ["row_id", "gold_answer", "gold_label"])
@@ -218,7 +218,7 @@ def correctness_report(
     gold: Sequence[str], predicted: Sequence[str], task: Task, seed: int, n_resamples: int
 ) -> dict[str, Any]:
     """Paper metrics (x100), the bootstrap interval, per-class scores and the confusion matrix."""
-    from imhibench.metrics.correctness import (
+    from imhibench.score.metrics.correctness import (
         confusion,
         correctness_metrics,
         per_class_metrics,
@@ -320,11 +320,11 @@ def evaluate(
     of correctness; `ood` always counts answers matching no rule keyword. Empty answers and
     answers over `max_answer_tokens` are counted, listed and explained in `warnings`.
     """
-    from imhibench.devices import resolve_device
-    from imhibench.io import read_provenance
+    from imhibench.common.devices import resolve_device
+    from imhibench.common.io import read_provenance
     from imhibench.label import rule_labels
-    from imhibench.metrics.correctness import agreement
-    from imhibench.metrics.explanation import MetricContext, compute_explanation_metrics
+    from imhibench.score.metrics.correctness import agreement
+    from imhibench.score.metrics.explanation import MetricContext, compute_explanation_metrics
 
     task = get_task(dataset)
     settings = explanation if explanation is not None else explanation_settings()

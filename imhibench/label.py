@@ -8,10 +8,10 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from imhibench.devices import resolve_device
-from imhibench.errors import ImhiBenchError
-from imhibench.generate.progress import Progress
-from imhibench.tasks import Task
+from imhibench.common.devices import resolve_device
+from imhibench.common.errors import ImhiBenchError
+from imhibench.common.progress import Progress
+from imhibench.common.tasks import Task
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class MentalBertLabeler:
         is faster on GPU but moves the logits and can flip near-tie argmaxes."""
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from imhibench.metrics.bartscore import resolve_dtype
+        from imhibench.score.metrics.bartscore import resolve_dtype
 
         self.task = task
         self.device = resolve_device(device)
@@ -140,9 +140,9 @@ def run_label(
     dtype: str = "float32",
 ) -> pd.DataFrame:
     """Label stage for one (model, dataset): read, label, write with provenance."""
-    from imhibench.io import read_provenance, read_table, write_table
-    from imhibench.provenance import build_provenance, checkpoint_provenance
-    from imhibench.tasks import get_task
+    from imhibench.common.io import read_provenance, read_table, write_table
+    from imhibench.common.provenance import build_provenance, checkpoint_provenance
+    from imhibench.common.tasks import get_task
 
     task = get_task(task_name)
     responses = read_table(responses_path, ["row_id", "response"])

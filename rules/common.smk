@@ -5,15 +5,18 @@ from pathlib import Path
 # Rules and scripts use the imhibench package that ships with this workflow.
 sys.path.insert(0, workflow.basedir)
 
-from imhibench.aggregate import paired_table_names, table_specs
-from imhibench.config import Plan, checkpoint_dir, stop_on_error, validate_config
-from imhibench.config import RATED_EXPLANATIONS, VALIDATION_JOB
-from imhibench.scorer_weights import WEIGHTS_PATTERN as BART_SCORE_WEIGHTS
-from imhibench.scorer_weights import check_pin_against_lock, source_key
-from imhibench.config_fingerprint import check_tables_match_config
-from imhibench.execution import answer_model_spec, answer_settings
-import imhibench.metric_validation as validation
-from imhibench.tasks import all_tasks
+from imhibench.aggregate.specs import paired_table_names, table_specs
+from imhibench.config.plan import Plan
+from imhibench.config.paths import checkpoint_dir
+from imhibench.config.validation import stop_on_error, validate_config
+from imhibench.config.paths import RATED_EXPLANATIONS, VALIDATION_JOB
+from imhibench.fetch.scorer_weights import WEIGHTS_PATTERN as BART_SCORE_WEIGHTS
+from imhibench.fetch.scorer_weights import check_pin_against_lock, source_key
+from imhibench.config.fingerprint import check_tables_match_config
+from imhibench.common.execution import answer_model_spec, answer_settings
+import imhibench.validate_metrics.ratings as validation_ratings
+import imhibench.validate_metrics.tables as validation_tables
+from imhibench.common.tasks import all_tasks
 
 # A bad config stops here with its message alone (no traceback).
 stop_on_error(
@@ -394,7 +397,7 @@ def get_table_skips(wildcards):
 
 # ---- metric validation -------------------------------------------------------------------
 
-VALIDATION_TABLES = validation.table_names()
+VALIDATION_TABLES = validation_tables.table_names()
 
 
 def get_rating_file_sha256(wildcards):
@@ -410,7 +413,7 @@ def get_validate_metrics_input(wildcards):
 
 
 def get_rated_explanations_input(wildcards):
-    return [f"{validation.RATINGS_DIR}/{name}.csv" for name in PLAN.rating_files()]
+    return [f"{validation_ratings.RATINGS_DIR}/{name}.csv" for name in PLAN.rating_files()]
 
 
 def get_validation_model_metric_paths(wildcards=None):
@@ -426,8 +429,8 @@ def get_validation_paths():
         for name in VALIDATION_TABLES
         for ext in TABLE_FORMATS
     ]
-    data = [f"results/tables/{name}.parquet" for name in validation.DATA_TABLES]
-    plots = [f"results/plots/{validation.PLOT_NAME}.{ext}" for ext in ("png", "svg")]
+    data = [f"results/tables/{name}.parquet" for name in validation_tables.DATA_TABLES]
+    plots = [f"results/plots/{validation_tables.PLOT_NAME}.{ext}" for ext in ("png", "svg")]
     return tables + data + plots
 
 

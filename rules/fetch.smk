@@ -49,7 +49,7 @@ rule fetch_example_responses:
         "../scripts/fetch_example_responses.py"
 
 
-# One folder per source (imhibench.scorer_weights.source_key): configs with different sources
+# One folder per source (imhibench.fetch.scorer_weights.source_key): configs with different sources
 # never write each other's file. The lock file beside it (sha256 of the first fetch) is not an
 # output, so a refetch keeps it and must match it.
 rule fetch_bart_score_weights:

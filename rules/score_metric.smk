@@ -1,5 +1,5 @@
 # Scorers that run as a job of their own per (metric, model, dataset): GPTScore and the LLM
-# judge (imhibench.config.MODEL_METRICS). Backend hf (rule score_metric) runs through the
+# judge (imhibench.config.scorers.MODEL_METRICS). Backend hf (rule score_metric) runs through the
 # profile with the metric's `resources` (a GPU); backend api runs where `run_on` says, as kind-api
 # generation: local on the host running snakemake (rule score_metric_local, needs internet),
 # cluster through the profile to `resources.slurm_partition` (rule score_metric_api). The score

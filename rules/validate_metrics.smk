@@ -9,7 +9,7 @@ localrules:
 
 rule fetch_human_ratings:
     output:
-        f"{validation.RATINGS_DIR}/{{rating_file}}.csv",
+        f"{validation_ratings.RATINGS_DIR}/{{rating_file}}.csv",
     log:
         "logs/fetch/imhi/human_ratings/{rating_file}.log",
     conda:

@@ -6,10 +6,11 @@ sys.path.insert(0, f"{snakemake.scriptdir}/..")
 
 from pathlib import Path
 
-from imhibench.aggregate import table_specs, write_tables
-from imhibench.config_fingerprint import config_fingerprint
-from imhibench.logs import configure_job
-from imhibench.provenance import build_provenance
+from imhibench.aggregate.specs import table_specs
+from imhibench.aggregate.write import write_tables
+from imhibench.config.fingerprint import config_fingerprint
+from imhibench.common.logs import configure_job
+from imhibench.common.provenance import build_provenance
 
 configure_job(snakemake.log[0])
 datasets = {group: d for group, d in snakemake.params.datasets.items() if d}

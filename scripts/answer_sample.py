@@ -4,8 +4,8 @@ import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")
 
-from imhibench.logs import configure_job
-from imhibench.samples import write_sample
+from imhibench.common.logs import configure_job
+from imhibench.aggregate.samples import write_sample
 
 configure_job(snakemake.log[0])
 write_sample(

@@ -15,7 +15,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from imhibench.bench.cli import bench_main
-from imhibench.errors import ImhiBenchError
+from imhibench.common.errors import ImhiBenchError
 
 if __name__ == "__main__":
     try:

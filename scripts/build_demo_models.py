@@ -7,8 +7,8 @@ sys.path.insert(0, f"{snakemake.scriptdir}/..")
 from pathlib import Path
 
 from imhibench.demo_models import build_demo_models
-from imhibench.logs import configure_job
-from imhibench.tasks import all_tasks
+from imhibench.common.logs import configure_job
+from imhibench.common.tasks import all_tasks
 
 configure_job(snakemake.log[0])
 build_demo_models(

@@ -4,9 +4,9 @@ import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")
 
-from imhibench.config import Plan
-from imhibench.logs import configure_job
-from imhibench.scorer_weights import fetch_weights_file
+from imhibench.config.plan import Plan
+from imhibench.common.logs import configure_job
+from imhibench.fetch.scorer_weights import fetch_weights_file
 
 configure_job(snakemake.log[0])
 # The pin is read here, not passed as a param: pinning a fetched file's digest refetches nothing.

@@ -7,8 +7,8 @@ import sys
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 sys.path.insert(0, f"{snakemake.scriptdir}/..")
 
-from imhibench.checkpoints import fetch_checkpoint
-from imhibench.logs import configure_job
+from imhibench.fetch.checkpoints import fetch_checkpoint
+from imhibench.common.logs import configure_job
 
 configure_job(snakemake.log[0])
 spec = snakemake.params.spec

@@ -6,9 +6,9 @@ sys.path.insert(0, f"{snakemake.scriptdir}/..")
 
 import logging
 
-from imhibench.config import Plan
-from imhibench.fetch import download
-from imhibench.logs import configure_job
+from imhibench.config.plan import Plan
+from imhibench.fetch.test_sets import download
+from imhibench.common.logs import configure_job
 
 configure_job(snakemake.log[0])
 # The source comes from the config, not a parameter: a new mirror of the same pinned file

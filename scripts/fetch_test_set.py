@@ -4,9 +4,9 @@ import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")
 
-from imhibench.config import Plan
-from imhibench.fetch import run_fetch_test_set
-from imhibench.logs import configure_job
+from imhibench.config.plan import Plan
+from imhibench.fetch.test_sets import run_fetch_test_set
+from imhibench.common.logs import configure_job
 
 configure_job(snakemake.log[0])
 # The source is read from the config, not a rule parameter: a new mirror of the same pinned,

@@ -4,9 +4,9 @@ import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")
 
-from imhibench.execution import get_device, get_generation_settings, get_model_spec
+from imhibench.common.execution import get_device, get_generation_settings, get_model_spec
 from imhibench.generate.stage import run_generate
-from imhibench.logs import announce_job, configure_job
+from imhibench.common.logs import announce_job, configure_job
 
 configure_job(snakemake.log[0], snakemake.threads)
 announce_job(

@@ -4,9 +4,9 @@ import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")
 
-from imhibench.execution import get_device
+from imhibench.common.execution import get_device
 from imhibench.label import run_label
-from imhibench.logs import announce_job, configure_job
+from imhibench.common.logs import announce_job, configure_job
 
 configure_job(snakemake.log[0], snakemake.threads)
 announce_job(

@@ -6,8 +6,8 @@ sys.path.insert(0, f"{snakemake.scriptdir}/..")
 
 from pathlib import Path
 
-from imhibench.logs import configure_job
-from imhibench.plots import write_plots
+from imhibench.common.logs import configure_job
+from imhibench.aggregate.plots import write_plots
 
 configure_job(snakemake.log[0])
 jobs = [tuple(job) for job in snakemake.params.jobs]

@@ -6,8 +6,8 @@ sys.path.insert(0, f"{snakemake.scriptdir}/..")
 
 from pathlib import Path
 
-from imhibench.logs import configure_job, log_job_start
-from imhibench.metric_validation import write_rated_explanations
+from imhibench.common.logs import configure_job, log_job_start
+from imhibench.validate_metrics.ratings import write_rated_explanations
 
 configure_job(snakemake.log[0], snakemake.threads)
 paths = {Path(path).stem: path for path in snakemake.input}

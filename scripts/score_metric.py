@@ -4,9 +4,9 @@ import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")
 
-from imhibench.execution import get_device
-from imhibench.logs import announce_job, configure_job
-from imhibench.score import run_model_metric
+from imhibench.common.execution import get_device
+from imhibench.common.logs import announce_job, configure_job
+from imhibench.score.stage import run_model_metric
 
 configure_job(snakemake.log[0], snakemake.threads)
 announce_job(

@@ -6,6 +6,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from imhibench.screenshot import main
+from imhibench.aggregate.screenshot import main
 
 main()

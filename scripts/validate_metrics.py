@@ -6,11 +6,11 @@ sys.path.insert(0, f"{snakemake.scriptdir}/..")
 
 from pathlib import Path
 
-from imhibench.config import Plan
-from imhibench.config_fingerprint import config_fingerprint
-from imhibench.execution import get_device
-from imhibench.logs import configure_job, log_job_start
-from imhibench.metric_validation import run_validate_metrics
+from imhibench.config.plan import Plan
+from imhibench.config.fingerprint import config_fingerprint
+from imhibench.common.execution import get_device
+from imhibench.common.logs import configure_job, log_job_start
+from imhibench.validate_metrics.run import run_validate_metrics
 
 configure_job(snakemake.log[0], snakemake.threads)
 names = snakemake.params.rating_files

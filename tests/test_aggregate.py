@@ -8,18 +8,14 @@ import pandas as pd
 import pytest
 from sklearn.metrics import f1_score
 
-from imhibench.aggregate import (
-    SHIPPED_PUBLISHED,
-    load_published,
-    paper_row_order,
-    pivot,
-    table_specs,
-    write_tables,
-)
-from imhibench.errors import ImhiBenchError
-from imhibench.io import read_provenance, write_table
-from imhibench.metrics.paired import paired_weighted_f1_difference
-from imhibench.tables import read_table_metadata
+from imhibench.aggregate.build import paper_row_order, pivot
+from imhibench.aggregate.specs import table_specs
+from imhibench.aggregate.write import write_tables
+from imhibench.common.errors import ImhiBenchError
+from imhibench.common.io import read_provenance, write_table
+from imhibench.common.published import SHIPPED_PUBLISHED, load_published
+from imhibench.common.tables import read_table_metadata
+from imhibench.score.metrics.paired import paired_weighted_f1_difference
 
 
 def summary(model: str, dataset: str, f1: float, bart: float) -> pd.DataFrame:
@@ -279,7 +275,7 @@ def test_paired_bootstrap_matches_scikit_learn_and_is_seeded():
 
 
 def test_rule_labeler_table_picks_rule_rows(summaries):
-    from imhibench.aggregate import load_summaries
+    from imhibench.aggregate.build import load_summaries
 
     table = pivot(load_summaries(summaries), "weighted_f1", "rule", ["m1"], ["DR"])
     assert table.loc["m1", "DR"] == 40.0
@@ -391,7 +387,7 @@ def test_differences_are_of_the_values_as_shown_without_signed_zero(tmp_path, ou
 
 
 def test_numbers_never_show_a_signed_zero():
-    from imhibench.tables import number, with_interval
+    from imhibench.common.tables import number, with_interval
 
     assert [number(v, signed=True) for v in (-0.004, 0.004, 0.0, -0.0, 0.006)] == [
         "0.00", "0.00", "0.00", "0.00", "+0.01",
@@ -442,7 +438,7 @@ def test_random_weight_rows_are_marked_and_rows_per_cell_are_given(demo_like, tm
 
 
 def test_rows_per_cell_name_test_sets_when_they_differ():
-    from imhibench.aggregate import rows_per_cell_note
+    from imhibench.aggregate.notes import rows_per_cell_note
 
     counts = pd.DataFrame({"DR": [405.0, 405.0], "SAD": [684.0, math.nan]}, index=["a", "b"])
     assert rows_per_cell_note(counts) == "Rows per cell: DR 405, SAD 684 (a); 405 (b)."
@@ -479,7 +475,7 @@ def test_skipped_jobs_are_one_line_in_tables_and_listed_in_report_log_and_sideca
     skipped = [f"Skipping SAD for m2 and demo-{i}: not in its datasets" for i in range(13)]
     out = tmp_path / "tables"
     specs = table_specs("mentalbert", ["bart_score"], ["main", "expert"])
-    with caplog.at_level(logging.INFO, logger="imhibench.aggregate"):
+    with caplog.at_level(logging.INFO, logger="imhibench.aggregate.write"):
         write_tables(summaries, out, specs, ["m1", "m2"], GROUPS, TASKS,
                      skipped={"main": skipped, "expert": []})  # fmt: skip
     for name in ("weighted_f1", "bart_score"):  # m2 has no SAD cell: "-"

@@ -9,7 +9,7 @@ import time
 import pytest
 from fake_openai import FINGERPRINT, SERVED_MODEL, FakeOpenAI, answer_text, serve
 
-from imhibench.errors import ImhiBenchError
+from imhibench.common.errors import ImhiBenchError
 from imhibench.generate import GenerationSettings, load_backend
 from imhibench.generate.api import ApiGaveUp, ApiRejected, ApiSettings, _retry_after_s
 

@@ -18,10 +18,10 @@ import pytest
 from fake_openai import FINGERPRINT, SERVED_MODEL, FakeOpenAI, answer_text, serve
 from support import REPO, journaled_rows
 
-from imhibench.errors import ImhiBenchError
+from imhibench.common.errors import ImhiBenchError
+from imhibench.common.io import read_provenance, write_table
 from imhibench.generate.journal import RowJournal, journal_path
 from imhibench.generate.stage import run_generate
-from imhibench.io import read_provenance, write_table
 
 KEY = "sk-test-NEVER-WRITE-ME-42"
 KEY_ENV = "IMHI_FAKE_OPENAI_KEY"
@@ -243,7 +243,7 @@ def test_identical_refetch_asks_nothing_again_and_a_changed_query_only_its_row(
     asks that row only; the old answer stays in the journal."""
     from support import mirror_sha256, require_mirror
 
-    from imhibench.fetch import run_fetch_test_set
+    from imhibench.fetch.test_sets import run_fetch_test_set
 
     relative = "test_data/test_instruction/DR.csv"
     source, parquet = require_mirror() / relative, tmp_path / "DR.parquet"

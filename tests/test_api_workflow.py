@@ -18,7 +18,7 @@ import yaml
 from fake_openai import FINGERPRINT, FakeOpenAI, serve
 from support import REPO, require_mirror
 
-from imhibench.io import read_provenance
+from imhibench.common.io import read_provenance
 
 KEY = "sk-test-NEVER-WRITE-ME-e2e"
 KEY_ENV = "IMHI_FAKE_OPENAI_KEY"

@@ -16,13 +16,10 @@ import torch
 import yaml
 from support import REPO, serve_directory
 
-from imhibench.config import Plan
-from imhibench.errors import ImhiBenchError
-from imhibench.metrics import compute_explanation_metrics
-from imhibench.metrics.bartscore import BARTScorer, variant_name
-from imhibench.provenance import sha256_file
-from imhibench.score import bart_score_provenance
-from imhibench.scorer_weights import (
+from imhibench.common.errors import ImhiBenchError
+from imhibench.common.provenance import sha256_file
+from imhibench.config.plan import Plan
+from imhibench.fetch.scorer_weights import (
     PARABANK2_GDRIVE_ID,
     fetch_weights_file,
     lock_path,
@@ -31,6 +28,9 @@ from imhibench.scorer_weights import (
     weights_path,
     weights_record,
 )
+from imhibench.score.metrics import compute_explanation_metrics
+from imhibench.score.metrics.bartscore import BARTScorer, variant_name
+from imhibench.score.stage import bart_score_provenance
 
 SRCS = ["Yes, the poster suffers from depression.", "No stress here, a game.", "hopeless"]
 TGTS = ["Yes, the poster suffers from depression. Reasoning: sad.", "No.", "Yes, it is work."]

@@ -11,9 +11,9 @@ from tokenizers import ByteLevelBPETokenizer, processors
 from transformers import BartConfig, BartForConditionalGeneration, PreTrainedTokenizerFast
 from transformers.models.bart.modeling_bart import shift_tokens_right
 
-from imhibench.errors import ImhiBenchError
-from imhibench.metrics import compute_explanation_metrics
-from imhibench.metrics.bartscore import BARTScorer
+from imhibench.common.errors import ImhiBenchError
+from imhibench.score.metrics import compute_explanation_metrics
+from imhibench.score.metrics.bartscore import BARTScorer
 
 CORPUS = [
     "The poster shows signs of depression because they feel hopeless and empty.",

@@ -20,7 +20,7 @@ from imhibench.bench.models import LLAMA2_7B
 from imhibench.bench.report import report, table_bandwidth
 from imhibench.bench.timing import Side
 from imhibench.cli import main as imhibench_main
-from imhibench.errors import ImhiBenchError
+from imhibench.common.errors import ImhiBenchError
 
 QUERIES = [
     'Consider this post: "I feel sad." Question: Does the poster suffer from depression?',

@@ -10,8 +10,8 @@ import torch
 from tokenizers import ByteLevelBPETokenizer, Tokenizer
 from transformers import BertConfig, RobertaConfig, RobertaModel, RobertaTokenizer
 
-from imhibench.metrics import compute_explanation_metrics
-from imhibench.metrics.explanation import (
+from imhibench.score.metrics import compute_explanation_metrics
+from imhibench.score.metrics.explanation import (
     UNSET_MAX_LENGTH,
     _bert_scorer,
     bert_score_tokenizer,

@@ -6,9 +6,9 @@ import hashlib
 
 import pytest
 
-from imhibench import checkpoint_hashes
-from imhibench.checkpoint_hashes import local_checkpoint_sha256
-from imhibench.provenance import checkpoint_provenance
+from imhibench.common import checkpoint_hashes
+from imhibench.common.checkpoint_hashes import local_checkpoint_sha256
+from imhibench.common.provenance import checkpoint_provenance
 
 
 @pytest.fixture

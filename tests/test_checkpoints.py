@@ -12,9 +12,10 @@ from typing import Any
 import huggingface_hub.constants as hf_constants
 import pytest
 
-from imhibench import checkpoints, hashing, provenance
-from imhibench.checkpoints import MANIFEST_NAME, fetch_checkpoint, use_local_checkpoint
-from imhibench.errors import ImhiBenchError
+from imhibench.common import hashing, provenance
+from imhibench.common.errors import ImhiBenchError
+from imhibench.fetch import checkpoints
+from imhibench.fetch.checkpoints import MANIFEST_NAME, fetch_checkpoint, use_local_checkpoint
 
 try:
     from tests.fake_hub import FakeHub, make_sha

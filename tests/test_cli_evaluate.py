@@ -13,8 +13,8 @@ import yaml
 from support import REPO, require_mirror
 
 from imhibench.cli import main
+from imhibench.common.io import write_table
 from imhibench.demo_models import extract_minilm
-from imhibench.io import write_table
 
 YES = "Yes, the poster suffers from depression."
 NO = "No, the poster does not suffer from depression."
@@ -215,9 +215,9 @@ def test_pipeline_import_keeps_empty_answers_as_evaluate_does(tmp_path, capsys, 
     """Issue 18 item 6: one rule. An upstream CSV with an empty (a content-filtered answer) and
     a missing answer: `imhibench evaluate` keeps both as empty text and counts them; the
     pipeline's `kind: responses` import does the same, and records the count."""
-    from imhibench.fetch import TEST_SET_COLUMNS
+    from imhibench.common.io import read_provenance, read_table
+    from imhibench.fetch.test_sets import TEST_SET_COLUMNS
     from imhibench.generate.stage import run_generate
-    from imhibench.io import read_provenance, read_table
 
     table = _upstream(ROWS)
     table.loc[1, "generated_text"] = ""  # an empty CSV cell: missing (NaN) once read
@@ -356,7 +356,7 @@ def test_one_default_seed_for_the_command_and_the_pipeline_printed_beside_the_in
     upstream_csv, capsys
 ):
     """The same answers get the same interval from `imhibench evaluate` and the pipeline."""
-    from imhibench.metrics.correctness import weighted_f1_ci
+    from imhibench.score.metrics.correctness import weighted_f1_ci
 
     config = yaml.safe_load((REPO / "workflow_config" / "config.yaml").read_text())
     result = run_json(capsys, "DR", str(upstream_csv))

@@ -6,8 +6,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from imhibench.config import Plan, checkpoint_dir, checkpoint_key, validate_config
-from imhibench.errors import ImhiBenchError
+from imhibench.common.errors import ImhiBenchError
+from imhibench.config.paths import checkpoint_dir, checkpoint_key
+from imhibench.config.plan import Plan
+from imhibench.config.validation import validate_config
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "workflow_config" / "schema.yaml"
@@ -373,7 +375,7 @@ def test_integral_floats_become_integers_and_others_are_refused(paper):
     assert paper["rows_per_dataset"] == 8 and type(paper["rows_per_dataset"]) is int
     assert type(paper["generation"]["batch_tokens"]) is int
     # the bootstrap takes the seed as it is after validation
-    from imhibench.metrics.correctness import weighted_f1_ci
+    from imhibench.score.metrics.correctness import weighted_f1_ci
 
     weighted_f1_ci(["a", "b"], ["a", "a"], paper["seed"], 10)
 
@@ -510,8 +512,8 @@ def _names_a_key(message: str, paths: list[tuple]) -> bool:
 
 def _fixture_outputs(plan: Plan, tmp_path: Path) -> tuple[list[Path], dict]:
     """Small label and summary files of every planned job, as the score stage writes them."""
-    from imhibench.io import write_table
-    from imhibench.tasks import all_tasks
+    from imhibench.common.io import write_table
+    from imhibench.common.tasks import all_tasks
 
     labelers = plan.config["labelers"]
     summaries, labels = [], {}
@@ -543,7 +545,7 @@ def _fixture_outputs(plan: Plan, tmp_path: Path) -> tuple[list[Path], dict]:
 
 def _plan_as_the_dag_does(plan: Plan) -> None:
     """What rules/common.smk asks of the plan to build the DAG."""
-    from imhibench.execution import answer_model_spec, answer_settings
+    from imhibench.common.execution import answer_model_spec, answer_settings
 
     config = plan.config
     for model, dataset in plan.jobs:
@@ -561,7 +563,8 @@ def _plan_as_the_dag_does(plan: Plan) -> None:
 def _run_aggregate(plan: Plan, tmp_path: Path) -> None:
     """The aggregate stage with the parameters that rules/aggregate.smk and
     scripts/aggregate.py give it, on small fixture outputs."""
-    from imhibench.aggregate import table_specs, write_tables
+    from imhibench.aggregate.specs import table_specs
+    from imhibench.aggregate.write import write_tables
 
     config = plan.config
     summaries, labels = _fixture_outputs(plan, tmp_path)
@@ -641,7 +644,7 @@ def test_snakemake_prints_a_config_error_alone_without_traceback_lines(tmp_path)
 def test_table_only_keys_are_no_rule_params(paper):
     """`random_weights` and `parabank2_sha256` change what the tables say, never a rerun of
     generation or scoring (they are not in the generate and score rules' params)."""
-    from imhibench.execution import answer_model_spec
+    from imhibench.common.execution import answer_model_spec
 
     config = merged(paper, load("demo.yaml"))
     config["scorers"]["bart_score"]["parabank2_sha256"] = "ab" * 32

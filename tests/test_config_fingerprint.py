@@ -4,14 +4,14 @@ import pandas as pd
 import pytest
 from test_config import SCHEMA, load, merged
 
-from imhibench.config import validate_config
-from imhibench.config_fingerprint import (
+from imhibench.common.errors import ImhiBenchError
+from imhibench.common.io import write_table
+from imhibench.config.fingerprint import (
     check_tables_match_config,
     config_fingerprint,
     tables_config_mismatch,
 )
-from imhibench.errors import ImhiBenchError
-from imhibench.io import write_table
+from imhibench.config.validation import validate_config
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 import pytest
 
-from imhibench.errors import ImhiBenchError
-from imhibench.metrics.correctness import CORRECTNESS_METRICS, agreement, correctness_metrics
+from imhibench.common.errors import ImhiBenchError
+from imhibench.score.metrics.correctness import CORRECTNESS_METRICS, agreement, correctness_metrics
 
 
 def test_hand_computed_binary_case():

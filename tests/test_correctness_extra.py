@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import f1_score
 
-from imhibench.errors import ImhiBenchError
-from imhibench.metrics.correctness import (
+from imhibench.common.errors import ImhiBenchError
+from imhibench.score.metrics.correctness import (
     _weighted_f1_of_resamples,
     bootstrap_indices,
     confusion,
@@ -16,7 +16,7 @@ from imhibench.metrics.correctness import (
     per_class_metrics,
     weighted_f1_ci,
 )
-from imhibench.score import score
+from imhibench.score.stage import score
 
 GOLD = ["a", "a", "b", "c", "c", "c"]
 PREDICTED = ["a", "b", "b", "c", "c", "a"]

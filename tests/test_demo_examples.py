@@ -8,9 +8,10 @@ import pytest
 from support import require_mirror
 from test_config import SCHEMA, load, merged
 
-from imhibench.config import Plan, validate_config
-from imhibench.errors import ImhiBenchError
-from imhibench.fetch import download
+from imhibench.common.errors import ImhiBenchError
+from imhibench.config.plan import Plan
+from imhibench.config.validation import validate_config
+from imhibench.fetch.test_sets import download
 from imhibench.generate import import_responses
 
 EXAMPLES = ["DR-expert", "dreaddit-expert", "SAD-expert", "MultiWD-expert", "Irf-expert"]

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from imhibench import demo_models as dm
-from imhibench.errors import ImhiBenchError
-from imhibench.tasks import all_tasks
+from imhibench.common.errors import ImhiBenchError
+from imhibench.common.tasks import all_tasks
 
 MODEL_NAMES = {
     "causal", "seq2seq-bart", "seq2seq-t5", "lora-base", "lora-adapter", "bart-score",

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from support import require_mirror
 
-from imhibench.errors import ImhiBenchError
+from imhibench.common.errors import ImhiBenchError
 from imhibench.generate import GenerationSettings, load_backend
 from imhibench.generate.base import EXECUTION_SETTINGS, answer_settings, resolve_engine
 from imhibench.generate.batching import OOMBackoff
@@ -98,8 +98,8 @@ def test_continuous_equals_one_at_a_time_greedy(eos_models, queries, kind):
 
 
 def test_continuous_in_the_sharded_stage(eos_models, tmp_path):
+    from imhibench.common.io import read_provenance, write_table
     from imhibench.generate.stage import run_generate
-    from imhibench.io import read_provenance, write_table
 
     queries = _imhi_queries(6)
     test_set = tmp_path / "T.parquet"
@@ -266,8 +266,8 @@ def test_upstream_lora_runs_the_adapter_unmerged(eos_models):
 
 
 def test_upstream_engine_settings_are_checked(demo_models, tmp_path):
+    from imhibench.common.io import write_table
     from imhibench.generate.stage import run_generate
-    from imhibench.io import write_table
 
     write_table(pd.DataFrame({"row_id": ["a"], "query": ["hi"], "gold_answer": "x"}),
                 tmp_path / "T.parquet")  # fmt: skip
@@ -354,8 +354,8 @@ def test_checkpoint_decoding_samples_as_upstream_seeded(demo_models, tmp_path):
 
 
 def test_stage_provenance_records_decoding(demo_models, tmp_path):
+    from imhibench.common.io import read_provenance, write_table
     from imhibench.generate.stage import run_generate
-    from imhibench.io import read_provenance, write_table
 
     model_dir = _sampling_checkpoint(demo_models, tmp_path)
     test_set = tmp_path / "T.parquet"
@@ -616,9 +616,9 @@ def test_upstream_engine_in_the_sharded_stage(demo_models, tmp_path, monkeypatch
     """Shards of 8 in file order are upstream's batches; progress is logged; the OOM is named."""
     import torch
 
+    from imhibench.common.io import read_provenance, write_table
     from imhibench.generate import decoding
     from imhibench.generate.stage import run_generate
-    from imhibench.io import read_provenance, write_table
 
     queries = _imhi_queries(12)
     test_set = tmp_path / "T.parquet"

@@ -2,7 +2,7 @@
 
 from test_config import load
 
-from imhibench.execution import answer_settings, get_device, get_generation_settings
+from imhibench.common.execution import answer_settings, get_device, get_generation_settings
 from imhibench.generate.base import EXECUTION_SETTINGS
 
 
@@ -23,7 +23,7 @@ def test_script_settings_add_the_models_execution_settings():
 
 
 def test_api_request_and_cost_settings_are_not_answer_settings():
-    from imhibench.execution import API_EXECUTION_KEYS, answer_model_spec, get_model_spec
+    from imhibench.common.execution import API_EXECUTION_KEYS, answer_model_spec, get_model_spec
 
     config = load("config.yaml")
     spec = config["model_catalog"]["ChatGPT-zero-shot"]

@@ -11,8 +11,8 @@ import pytest
 import sacrebleu
 from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
 
-from imhibench.errors import ImhiBenchError
-from imhibench.metrics import (
+from imhibench.common.errors import ImhiBenchError
+from imhibench.score.metrics import (
     available_explanation_metrics,
     compute_explanation_metrics,
     register_explanation_metric,

@@ -16,11 +16,11 @@ import pytest
 from support import REPO
 from test_generate_stage import _generate, test_set, writes  # noqa: F401
 
-from imhibench import io
+from imhibench.common import io
+from imhibench.common.io import read_table, write_table
 from imhibench.generate.shards import shard_dir
-from imhibench.io import read_table, write_table
 from imhibench.label import run_label
-from imhibench.score import run_score
+from imhibench.score.stage import run_score
 
 YES = "Yes, the poster suffers from depression. Reasoning: the gold explanation."
 NO = "No, the poster does not suffer from depression. Reasoning: nothing."
@@ -76,7 +76,7 @@ KILLED_MID_WRITE = textwrap.dedent(
     import os, signal, sys
     sys.path[:0] = [{repo!r}, {tests!r}]
     import pyarrow.parquet as pq
-    from imhibench import io
+    from imhibench.common import io
     real = pq.write_table
 
     def write_half_then_die(table, where, **kw):

@@ -6,16 +6,16 @@ import pandas as pd
 import pytest
 from support import mirror_sha256, require_mirror, serve_directory
 
-from imhibench.errors import ImhiBenchError
-from imhibench.fetch import (
+from imhibench.common.errors import ImhiBenchError
+from imhibench.common.io import read_provenance, read_table
+from imhibench.config.sources import source_url
+from imhibench.fetch.test_sets import (
     TEST_SET_COLUMNS,
     download,
     prepare_test_set,
     read_test_csv,
     run_fetch_test_set,
-    source_url,
 )
-from imhibench.io import read_provenance, read_table
 
 DR = "test_data/test_instruction/DR.csv"
 
@@ -190,7 +190,7 @@ def _serve_truncated(truncate_first: int, chunked: bool):
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
 def test_truncated_download_is_retried_then_rejected(tmp_path, monkeypatch, chunked):
-    monkeypatch.setattr("imhibench.fetch.time.sleep", lambda s: None)
+    monkeypatch.setattr("imhibench.fetch.test_sets.time.sleep", lambda s: None)
     server, calls = _serve_truncated(truncate_first=99, chunked=chunked)
     url = f"http://127.0.0.1:{server.server_address[1]}/f.csv"
     try:
@@ -206,7 +206,7 @@ def test_truncated_download_is_retried_then_rejected(tmp_path, monkeypatch, chun
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
 def test_truncated_download_recovers_on_retry(tmp_path, monkeypatch, chunked):
-    monkeypatch.setattr("imhibench.fetch.time.sleep", lambda s: None)
+    monkeypatch.setattr("imhibench.fetch.test_sets.time.sleep", lambda s: None)
     server, calls = _serve_truncated(truncate_first=1, chunked=chunked)
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/f.csv"
@@ -225,7 +225,7 @@ def test_unexpected_error_leaves_no_temporary_file(tmp_path, monkeypatch):
         def update(self, chunk):
             raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr("imhibench.fetch.hashlib.sha256", Exploding)
+    monkeypatch.setattr("imhibench.fetch.test_sets.hashlib.sha256", Exploding)
     with serve_directory(tmp_path) as base:
         (tmp_path / "src").mkdir()
         (tmp_path / "src" / "f.csv").write_bytes(BODY)

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from support import require_mirror
 
-from imhibench.errors import ImhiBenchError
+from imhibench.common.errors import ImhiBenchError
 from imhibench.generate import GenerationSettings, import_responses, known_kinds, load_backend
 from imhibench.generate.batching import plan_batches
 from imhibench.generate.causal import load_tokenizer

@@ -17,9 +17,9 @@ import pandas as pd
 import pytest
 from support import REPO
 
+from imhibench.common.io import read_provenance, read_table, write_table
 from imhibench.generate.shards import ShardStore, shard_dir
 from imhibench.generate.stage import run_generate
-from imhibench.io import read_provenance, read_table, write_table
 
 ROWS, SHARD_ROWS = 400, 8
 N_SHARDS = ROWS // SHARD_ROWS
@@ -31,7 +31,7 @@ import json, sys
 import torch
 torch.set_num_threads(1)
 from imhibench.generate.stage import run_generate
-from imhibench.logs import configure_job
+from imhibench.common.logs import configure_job
 configure_job(None)
 run_generate(**json.loads(sys.argv[1]))
 """

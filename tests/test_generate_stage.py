@@ -12,16 +12,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from imhibench.errors import ImhiBenchError
+from imhibench.common.errors import ImhiBenchError
+from imhibench.common.io import read_provenance, read_table, write_json, write_table
+from imhibench.common.progress import Progress
+from imhibench.common.provenance import sha256_file
 from imhibench.generate import GenerationSettings, load_backend
 from imhibench.generate.base import EXECUTION_SETTINGS
 from imhibench.generate.batching import plan_shards
-from imhibench.generate.progress import Progress
 from imhibench.generate.shards import ShardStore, shard_dir
 from imhibench.generate.signals import GenerationStopped, StopOnSignal
 from imhibench.generate.stage import generate_code_sha256, run_generate
-from imhibench.io import read_provenance, read_table, write_json, write_table
-from imhibench.provenance import sha256_file
 
 ROWS = 14
 SETTINGS = {"max_new_tokens": 8, "batch_tokens": 4096, "max_batch_size": 4,

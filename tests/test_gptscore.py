@@ -10,10 +10,10 @@ import math
 import pytest
 from fake_openai import FakeOpenAI, serve
 
-from imhibench.errors import ImhiBenchError
-from imhibench.metrics import compute_explanation_metrics
-from imhibench.metrics.explanation import MetricContext
-from imhibench.metrics.gptscore import (
+from imhibench.common.errors import ImhiBenchError
+from imhibench.score.metrics import compute_explanation_metrics
+from imhibench.score.metrics.explanation import MetricContext
+from imhibench.score.metrics.gptscore import (
     TokenLogprobs,
     clean_score,
     gpt_score_hf,

@@ -6,13 +6,13 @@ import pandas as pd
 import pytest
 from test_config import SCHEMA, load
 
-from imhibench.config import validate_config
-from imhibench.errors import ImhiBenchError
-from imhibench.fetch import read_test_csv
+from imhibench.common.errors import ImhiBenchError
+from imhibench.common.io import read_table, write_table
+from imhibench.config.validation import validate_config
+from imhibench.fetch.test_sets import read_test_csv
 from imhibench.generate.stage import run_generate
-from imhibench.io import read_table, write_table
 from imhibench.label import run_label
-from imhibench.score import run_score
+from imhibench.score.stage import run_score
 
 NASTY = [
     "Yes 😢🧠, the poster suffers from depression. Reasoning: «tired» — 👩‍👩‍👧",

@@ -6,7 +6,7 @@ function only defers the cost, the dependency is the same. Imports under ``if TY
 never run and are left out. ``from imhibench.x import y`` is an edge to ``imhibench.x.y`` when
 that is a module, else to ``imhibench.x`` (names ``y``).
 
-Rules (today's layout; the package re-layout of issue 20 keeps the rules and updates the lists):
+Rules:
 
 1. **No cycle among module-level imports**, none at all (an import-time cycle is an import-order
    bug: a module half-initialised when the other one reads it).
@@ -34,62 +34,61 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "imhibench"
 
-# Stage -> its modules (fnmatch patterns on dotted names).
+# Stage -> its modules (fnmatch patterns on dotted names): one folder (or module) per stage.
 STAGES = {
-    "fetch": ["imhibench.fetch"],
-    "checkpoints": ["imhibench.checkpoints"],
+    "fetch": ["imhibench.fetch", "imhibench.fetch.*"],
     "generate": ["imhibench.generate", "imhibench.generate.*"],
     "label": ["imhibench.label"],
-    "score": ["imhibench.score"],
-    "aggregate": [
-        "imhibench.aggregate",
-        "imhibench.tables",
-        "imhibench.plots",
-        "imhibench.samples",
-    ],
-    "evaluate": ["imhibench.evaluate"],
-    "validate_metrics": ["imhibench.metric_validation"],
+    "score": ["imhibench.score", "imhibench.score.*"],
+    "aggregate": ["imhibench.aggregate", "imhibench.aggregate.*"],
+    "validate_metrics": ["imhibench.validate_metrics", "imhibench.validate_metrics.*"],
 }
 # What other stages may import of each stage (every module of a one-module stage is its entry).
 ENTRIES = {
+    "fetch": [
+        "imhibench.fetch.test_sets",  # prepare_test_set (`imhibench compare-engines`)
+        "imhibench.fetch.scorer_weights",  # the weights' record, read by the score stage
+    ],
     "generate": [
-        "imhibench.generate",  # load_backend, GenerationSettings, import_responses
-        "imhibench.generate.responses",  # responses made elsewhere (`imhibench evaluate`)
+        "imhibench.generate",  # load_backend, GenerationSettings
+        "imhibench.generate.responses",  # answers made elsewhere (`imhibench evaluate`)
+        "imhibench.generate.api",  # the OpenAI-compatible client, reused by API-asked metrics
+        "imhibench.generate.journal",  # the resumable row journal of API requests
+    ],
+    "score": [
+        "imhibench.score.stage",  # model-metric files and scorer provenance
+        "imhibench.score.metrics",  # the metric registry and explanation metrics
+        "imhibench.score.metrics.correctness",
+        "imhibench.score.metrics.paired",
+        "imhibench.score.metrics.bartscore",  # variant_name (tables name the BART-score weights)
+        "imhibench.score.metrics.judge",  # judge_identity (tables name the judge)
+    ],
+    "aggregate": [
+        "imhibench.aggregate.notes",  # bart_score_variant: how a table names the weights
+        "imhibench.aggregate.plots",  # correlation_heatmap
     ],
 }
+# What every stage shares: modules that import no stage's code at module level.
 SHARED = [
     "imhibench",
-    "imhibench.checkpoint_hashes",
+    "imhibench.common",
+    "imhibench.common.*",
     "imhibench.config",
-    "imhibench.config_fingerprint",
-    "imhibench.config_overrides",
+    "imhibench.config.*",
+]
+# Front ends that drive stages: the CLI, `imhibench evaluate`, the demo's models, the benchmark.
+TOOLS = [
+    "imhibench.cli",
+    "imhibench.evaluate",
     "imhibench.demo_models",
-    "imhibench.devices",
-    "imhibench.errors",
-    "imhibench.execution",
-    "imhibench.hashing",
-    "imhibench.io",
-    "imhibench.logs",
-    "imhibench.metrics",
-    "imhibench.metrics.*",
-    "imhibench.provenance",
-    "imhibench.scorer_weights",
-    "imhibench.screenshot",
-    "imhibench.tasks",
-    "imhibench.generate.progress",  # progress lines of label and metrics too; lives in generate/
+    "imhibench.bench",
+    "imhibench.bench.*",
 ]
-TOOLS = ["imhibench.cli", "imhibench.bench", "imhibench.bench.*"]
 
-# Cycles through function-level imports that the re-layout is to remove (sets of modules).
-KNOWN_CYCLES = [
-    # score imports config's SCORER_CHECKPOINT_OPTION, config imports aggregate's
-    # SHIPPED_PUBLISHED and load_published, aggregate imports score's SUMMARY_COLUMNS.
-    {"imhibench.score", "imhibench.config", "imhibench.aggregate"},
-]
-# (importing module, imported module, name) of today's stage crossings.
-KNOWN_CROSSINGS = [
-    ("imhibench.evaluate", "imhibench.generate.responses", "_read_table"),
-]
+# Cycles through function-level imports still to remove (sets of modules); none today.
+KNOWN_CYCLES: list[set[str]] = []
+# (importing module, imported module, name) of stage crossings still to remove; none today.
+KNOWN_CROSSINGS: list[tuple[str, str, str]] = []
 
 
 @dataclass(frozen=True)
@@ -291,31 +290,38 @@ def test_the_walker_sees_every_kind_of_import(tmp_path):
     imported by name, TYPE_CHECKING blocks, private names of another stage."""
     root = _write(tmp_path, {
         "__init__.py": "",
-        "provenance.py": "def f():\n    from imhibench.checkpoint_hashes import g\n",
-        "checkpoint_hashes.py": "from imhibench.provenance import sha\n",
+        "common/__init__.py": "",
+        "common/provenance.py": "def f():\n    from imhibench.common.checkpoint_hashes import g\n",
+        "common/checkpoint_hashes.py": "from imhibench.common.provenance import sha\n",
         "label.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
-                    "    from imhibench import score\n",
-        "score.py": "from . import label\n",
-        "evaluate.py": "from imhibench.generate import hf\nfrom imhibench.label import _x\n",
+                    "    from imhibench.score import stage\n",
+        "score/__init__.py": "",
+        "score/stage.py": "from .. import label\n",
+        "validate_metrics/__init__.py": "",
+        "validate_metrics/run.py": "from imhibench.generate import hf\n"
+                                   "from imhibench.label import _x\n",
         "generate/__init__.py": "from .hf import HF\n",
         "generate/hf.py": "import imhibench.generate\n",
     })  # fmt: skip
     modules, edges = import_edges(root)
-    assert modules == {"imhibench", "imhibench.provenance", "imhibench.checkpoint_hashes",
-                       "imhibench.label", "imhibench.score", "imhibench.evaluate",
-                       "imhibench.generate", "imhibench.generate.hf"}  # fmt: skip
+    assert modules == {
+        "imhibench", "imhibench.common", "imhibench.common.provenance",
+        "imhibench.common.checkpoint_hashes", "imhibench.label", "imhibench.score",
+        "imhibench.score.stage", "imhibench.validate_metrics", "imhibench.validate_metrics.run",
+        "imhibench.generate", "imhibench.generate.hf",
+    }  # fmt: skip
     pairs = {(e.source, e.target, e.module_level) for e in edges}
-    assert ("imhibench.provenance", "imhibench.checkpoint_hashes", False) in pairs
-    assert ("imhibench.score", "imhibench.label", True) in pairs
+    assert ("imhibench.common.provenance", "imhibench.common.checkpoint_hashes", False) in pairs
+    assert ("imhibench.score.stage", "imhibench.label", True) in pairs
     assert not any(e.source == "imhibench.label" for e in edges)  # TYPE_CHECKING only
     assert {frozenset(c) for c in cycles(modules, edges)} == {
-        frozenset({"imhibench.provenance", "imhibench.checkpoint_hashes"}),
+        frozenset({"imhibench.common.provenance", "imhibench.common.checkpoint_hashes"}),
         frozenset({"imhibench.generate", "imhibench.generate.hf"}),
     }
     assert cycles(modules, [e for e in edges if e.module_level]) == [
         {"imhibench.generate", "imhibench.generate.hf"}
     ]
     assert sorted(x[:3] for x in crossings(edges)) == [
-        ("imhibench.evaluate", "imhibench.generate.hf", ""),
-        ("imhibench.evaluate", "imhibench.label", "_x"),
+        ("imhibench.validate_metrics.run", "imhibench.generate.hf", ""),
+        ("imhibench.validate_metrics.run", "imhibench.label", "_x"),
     ]

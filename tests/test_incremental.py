@@ -9,7 +9,7 @@ import re
 import pytest
 from small_demo import finished_small_demo, run, snakemake_command, write_config
 
-from imhibench.scorer_weights import source_key
+from imhibench.fetch.scorer_weights import source_key
 
 pytestmark = pytest.mark.slow
 MODELS, DATASETS = ("demo-llama", "demo-bart"), ("DR", "SAD")

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 from fake_openai import FakeOpenAI, serve
 
-from imhibench.errors import ImhiBenchError
-from imhibench.metrics import compute_explanation_metrics
-from imhibench.metrics.explanation import MetricContext
-from imhibench.metrics.judge import ASPECTS, REMINDER, parse_ratings, weighted_ratings
+from imhibench.common.errors import ImhiBenchError
+from imhibench.score.metrics import compute_explanation_metrics
+from imhibench.score.metrics.explanation import MetricContext
+from imhibench.score.metrics.judge import ASPECTS, REMINDER, parse_ratings, weighted_ratings
 
 QUERIES = [
     f'Consider this post: "post number {n}" Question: Does the poster suffer?' for n in "0123"
@@ -143,8 +143,8 @@ def test_queries_are_required():
 KILLED_JOB = """
 import sys
 sys.path[:0] = {paths!r}
-from imhibench.metrics import compute_explanation_metrics
-from imhibench.metrics.explanation import MetricContext
+from imhibench.score.metrics import compute_explanation_metrics
+from imhibench.score.metrics.explanation import MetricContext
 compute_explanation_metrics({responses!r}, {refs!r}, {settings!r},
     context=MetricContext(["a", "b", "c", "d"], {queries!r}, {prefix!r}))
 """
@@ -188,7 +188,7 @@ def test_killed_job_resumes_without_asking_answered_rows(tmp_path, monkeypatch):
 
 
 def _first_message(query: str) -> str:
-    from imhibench.metrics.judge import judge_prompt
+    from imhibench.score.metrics.judge import judge_prompt
 
     return judge_prompt(query, RESPONSES[QUERIES.index(query)])
 

@@ -1,10 +1,10 @@
 import pandas as pd
 import pytest
 
-from imhibench.errors import ImhiBenchError
-from imhibench.io import read_provenance, read_table, write_table
+from imhibench.common.errors import ImhiBenchError
+from imhibench.common.io import read_provenance, read_table, write_table
+from imhibench.common.tasks import get_task
 from imhibench.label import MentalBertLabeler, label_responses, rule_labels, run_label
-from imhibench.tasks import get_task
 
 
 def test_rule_labels_and_ood():
@@ -92,7 +92,7 @@ def test_rule_corrected_fixes_the_sad_emotion_turmoil_quirk():
     "other causes" ("emotional" misses "emotion turmoil"); the opt-in corrected rules do not."""
     from support import require_mirror
 
-    from imhibench.fetch import prepare_test_set
+    from imhibench.fetch.test_sets import prepare_test_set
 
     task = get_task("SAD")
     csv = require_mirror() / "test_data" / "test_instruction" / "SAD.csv"

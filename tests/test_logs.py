@@ -7,9 +7,9 @@ import logging
 
 import pytest
 
-from imhibench.generate.progress import Progress
-from imhibench.logs import announce_job, configure_job
-from imhibench.tasks import get_task
+from imhibench.common.logs import announce_job, configure_job
+from imhibench.common.progress import Progress
+from imhibench.common.tasks import get_task
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -50,7 +50,7 @@ def test_misleading_length_warning_is_dropped_other_warnings_are_kept(job_log, d
 def test_job_log_starts_with_what_the_job_does(job_log, tmp_path):
     import pandas as pd
 
-    from imhibench.io import write_table
+    from imhibench.common.io import write_table
 
     table = tmp_path / "responses.parquet"
     write_table(pd.DataFrame({"row_id": [f"r{i}" for i in range(7)], "response": "x"}), table)
@@ -75,7 +75,7 @@ def test_labelling_reports_rows_rate_and_time_left(job_log, demo_models):
 
 
 def test_scoring_reports_rows_and_rate_per_metric(job_log):
-    from imhibench.metrics.explanation import compute_explanation_metrics
+    from imhibench.score.metrics.explanation import compute_explanation_metrics
 
     compute_explanation_metrics(["a b c", "d e"], ["a b", "d e f"], {"rouge": {}}, "cpu")
     assert "done: rouge: 2/2 rows (100.0%), " in job_log.read_text()

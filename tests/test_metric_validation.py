@@ -17,18 +17,13 @@ from scipy import stats
 from support import REPO, require_mirror
 
 from imhibench.cli import main
-from imhibench.errors import ImhiBenchError
-from imhibench.metric_validation import (
-    ASPECTS,
-    POOLED,
-    MetricRun,
-    metric_runs,
-    read_ratings,
-    resampled_statistics,
-    validate_metrics,
-)
-from imhibench.metrics.correctness import bootstrap_indices
-from imhibench.tables import to_latex, to_markdown
+from imhibench.common.errors import ImhiBenchError
+from imhibench.common.tables import to_latex, to_markdown
+from imhibench.score.metrics.correctness import bootstrap_indices
+from imhibench.validate_metrics.ratings import ASPECTS, read_ratings
+from imhibench.validate_metrics.run import validate_metrics
+from imhibench.validate_metrics.scoring import MetricRun, metric_runs
+from imhibench.validate_metrics.statistics import POOLED, resampled_statistics
 
 FILES = ("chatgpt_data", "chatgpt_false_data", "gpt3_data")
 RESAMPLES = 40
@@ -189,8 +184,8 @@ def test_best_metric_per_aspect_is_bold_and_ranked_first(overlap_validation):
 
 
 def test_registered_metric_appears_without_touching_the_stage():
-    from imhibench.metrics import explanation
-    from imhibench.metrics.explanation import MetricOutput, register_explanation_metric
+    from imhibench.score.metrics import explanation
+    from imhibench.score.metrics.explanation import MetricOutput, register_explanation_metric
 
     @register_explanation_metric("test_length_ratio")
     def length_ratio(predictions, references, options, device):
@@ -224,8 +219,8 @@ def test_bart_score_is_compared_with_and_without_the_parabank_weights():
 
 
 def test_bart_score_variants_are_named_as_the_bart_score_table_names_them(tmp_path):
-    from imhibench.metric_validation import bart_variant_names
-    from imhibench.provenance import sha256_file
+    from imhibench.common.provenance import sha256_file
+    from imhibench.validate_metrics.scoring import bart_variant_names
 
     checkpoint = tmp_path / "bart-large-cnn"
     checkpoint.mkdir()
@@ -361,9 +356,10 @@ def test_model_metrics_jobs_over_the_rated_explanations_are_merged(
     """The rated explanations go through a model metric's own job (`run_model_metric`, as in
     the workflow): its columns are correlated and tabulated beside the scorers', unscored rows
     (NaN) left out, and the judge's identity and rubric are in the provenance."""
-    from imhibench.io import read_provenance, read_table
-    from imhibench.metric_validation import run_validate_metrics, write_rated_explanations
-    from imhibench.score import run_model_metric
+    from imhibench.common.io import read_provenance, read_table
+    from imhibench.score.stage import run_model_metric
+    from imhibench.validate_metrics.ratings import write_rated_explanations
+    from imhibench.validate_metrics.run import run_validate_metrics
 
     source = pd.read_csv(rating_paths()["gpt3_data"], dtype=str, keep_default_na=False)
     mine = tmp_path / "few.csv"
@@ -441,7 +437,8 @@ def test_the_llm_metrics_preset_plans_a_validation_job_per_model_metric(tmp_path
 
 
 def test_unscored_rows_are_left_out_of_that_metric_only():
-    from imhibench.metric_validation import correlations, validation_table
+    from imhibench.validate_metrics.statistics import correlations
+    from imhibench.validate_metrics.tables import validation_table
 
     rng = np.random.default_rng(3)
     scored = pd.DataFrame({"file": "f", "full": rng.normal(size=20), "some": rng.normal(size=20)})

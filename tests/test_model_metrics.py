@@ -9,11 +9,13 @@ import pandas as pd
 import pytest
 from test_config import SCHEMA, load, merged
 
-from imhibench.aggregate import table_specs, write_tables
-from imhibench.config import Plan, validate_config
-from imhibench.errors import ImhiBenchError
-from imhibench.io import read_provenance, read_table, write_table
-from imhibench.score import run_model_metric, run_score
+from imhibench.aggregate.specs import table_specs
+from imhibench.aggregate.write import write_tables
+from imhibench.common.errors import ImhiBenchError
+from imhibench.common.io import read_provenance, read_table, write_table
+from imhibench.config.plan import Plan
+from imhibench.config.validation import validate_config
+from imhibench.score.stage import run_model_metric, run_score
 
 YES = "Yes, the poster suffers from depression. Reasoning: The poster describes a low mood."
 NO = "No, the poster does not suffer from depression. Reasoning: The post asks for advice."
@@ -197,7 +199,7 @@ def test_evaluate_cli_with_both_metrics(tmp_path, demo_models, one_torch_thread,
 
 
 def run_gpt_score_hf(checkpoint: str) -> float:
-    from imhibench.metrics.gptscore import gpt_score_hf
+    from imhibench.score.metrics.gptscore import gpt_score_hf
 
     scores = gpt_score_hf([YES, NO], [YES, "No. Reasoning: The poster is asking."], checkpoint)
     return sum(scores) / 2

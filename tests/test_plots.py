@@ -5,8 +5,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.patches import Rectangle
 from PIL import Image
 
-from imhibench.io import write_table
-from imhibench.plots import (
+from imhibench.aggregate.plots import (
     CHART_SIZE,
     DPI,
     HEATMAP_SIZE,
@@ -18,6 +17,7 @@ from imhibench.plots import (
     metric_figure,
     write_confusion_heatmaps,
 )
+from imhibench.common.io import write_table
 
 
 def assert_images(paths, size):

@@ -26,8 +26,8 @@ import pytest
 from small_demo import run, snakemake_command, write_config
 from support import journaled_rows, require_mirror
 
+from imhibench.common.io import read_provenance
 from imhibench.generate.journal import journal_path
-from imhibench.io import read_provenance
 
 DATASETS = ["DR"]  # one test set, few rows: a few minutes on 2 cores
 ROWS = 4

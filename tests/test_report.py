@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from small_demo import COMMIT, finished_small_demo, run, snakemake_command
 
-from imhibench.aggregate import cell_provenance
-from imhibench.io import read_provenance
-from imhibench.tables import DisplayRow, Table, to_html
+from imhibench.aggregate.notes import cell_provenance
+from imhibench.common.io import read_provenance
+from imhibench.common.tables import DisplayRow, Table, to_html
 
 DATA_URI = re.compile(r'"data:([\w/+.-]+);charset=[\w-]+;filename=([^;"]+);base64,([\w+/=]+)"')
 
@@ -128,7 +128,7 @@ def test_a_workflow_job_records_its_inputs_seed_and_slurm_job(tmp_path, monkeypa
     import sys
     from types import SimpleNamespace
 
-    from imhibench.provenance import build_provenance
+    from imhibench.common.provenance import build_provenance
 
     data = tmp_path / "in.parquet"
     data.write_bytes(b"abc")

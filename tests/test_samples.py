@@ -1,7 +1,7 @@
 import pandas as pd
 
-from imhibench.io import write_table
-from imhibench.samples import sample_rows, write_sample
+from imhibench.aggregate.samples import sample_rows, write_sample
+from imhibench.common.io import write_table
 
 
 def frames():

@@ -3,8 +3,8 @@ import shutil
 import pytest
 from PIL import Image
 
-from imhibench.errors import ImhiBenchError
-from imhibench.screenshot import BROWSERS, screenshot
+from imhibench.aggregate.screenshot import BROWSERS, screenshot
+from imhibench.common.errors import ImhiBenchError
 
 
 @pytest.mark.skipif(

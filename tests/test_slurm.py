@@ -343,7 +343,7 @@ def test_demo_through_slurm_equals_local_run(slurm_cluster, tmp_path_factory, tm
             atol=1e-9,
         )
     # and the files say which SLURM job made them
-    from imhibench.io import read_provenance
+    from imhibench.common.io import read_provenance
 
     record = read_provenance(workdir / "results" / "score" / "demo-bart" / "SAD.parquet")
     assert record["job"]["slurm_job_id"] in {slurm_id for _, slurm_id in submitted}

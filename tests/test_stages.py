@@ -4,11 +4,12 @@ import pandas as pd
 import pytest
 from support import REPO, mirror_sha256, require_mirror
 
-from imhibench.errors import ImhiBenchError
-from imhibench.fetch import run_fetch_test_set, source_url
+from imhibench.common.errors import ImhiBenchError
+from imhibench.common.io import read_provenance, read_table
+from imhibench.common.provenance import build_provenance, git_state
+from imhibench.config.sources import source_url
+from imhibench.fetch.test_sets import run_fetch_test_set
 from imhibench.generate.stage import RESPONSE_COLUMNS, run_generate
-from imhibench.io import read_provenance, read_table
-from imhibench.provenance import build_provenance, git_state
 
 EXPERT_DR = "human_evaluation/test_instruction_expert/DR.csv"
 SETTINGS = {"max_new_tokens": 8, "batch_tokens": 4096, "max_batch_size": 8,

@@ -4,8 +4,8 @@ import pandas as pd
 import pytest
 from support import require_mirror
 
-from imhibench.errors import ImhiBenchError
-from imhibench.tasks import all_tasks, get_task
+from imhibench.common.errors import ImhiBenchError
+from imhibench.common.tasks import all_tasks, get_task
 
 SPLIT_DIRS = {
     "instruction": "test_data/test_instruction",

@@ -16,11 +16,11 @@ import signal
 import pandas as pd
 import pytest
 
+from imhibench.common.io import write_table
 from imhibench.generate import decoding
 from imhibench.generate.shards import ShardStore
 from imhibench.generate.signals import GenerationStopped
 from imhibench.generate.stage import run_generate
-from imhibench.io import write_table
 
 ROWS = 20  # batches 0-7, 8-15, 16-19
 SETTINGS = {"dtype": "float32", "shard_rows": 8, "engine": "upstream"}

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from support import REPO, require_mirror, serve_directory
 
-from imhibench.io import read_provenance
+from imhibench.common.io import read_provenance
 
 pytestmark = pytest.mark.slow
 COMMIT = "42cd29dfb91092843daae53ec162c75605d753ff"

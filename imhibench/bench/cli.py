@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from imhibench.errors import ImhiBenchError
+from imhibench.common.errors import ImhiBenchError
 
 ENGINES = ("upstream", "static", "continuous", "vllm")
 BENCH_DESCRIPTION = (
@@ -143,7 +143,7 @@ def run_bench(args: argparse.Namespace) -> int:
     from imhibench.bench.report import peak_bandwidth, report
     from imhibench.bench.timing import free_memory, process_peak_rss_gb
     from imhibench.bench.workload import load_queries, plan_lengths
-    from imhibench.devices import resolve_device
+    from imhibench.common.devices import resolve_device
     from imhibench.generate.causal import load_tokenizer
 
     started = time.perf_counter()

@@ -16,7 +16,7 @@ import argparse
 import gc
 from pathlib import Path
 
-from imhibench.errors import ImhiBenchError
+from imhibench.common.errors import ImhiBenchError
 
 COMPARE_DESCRIPTION = (
     "Compare two generation engines on N rows of an IMHI test set: differing answers, F1 change."
@@ -46,7 +46,7 @@ def prepare_compare_args(args: argparse.Namespace) -> argparse.Namespace:
 
 def answer(args: argparse.Namespace, engine: str, queries: list[str]) -> list[str]:
     """The responses of one engine (its model released afterwards)."""
-    from imhibench.devices import resolve_device
+    from imhibench.common.devices import resolve_device
     from imhibench.generate import GenerationSettings, load_backend
 
     settings = GenerationSettings(
@@ -66,7 +66,7 @@ def answer(args: argparse.Namespace, engine: str, queries: list[str]) -> list[st
 def compare(task, gold_labels, first: list[str], second: list[str]) -> dict:
     """Differing answers and the weighted F1 (rule labels) of each side."""
     from imhibench.label import rule_labels
-    from imhibench.metrics.correctness import correctness_metrics
+    from imhibench.score.metrics.correctness import correctness_metrics
 
     f1 = [
         correctness_metrics(gold_labels, rule_labels(task, texts)[0])["weighted_f1"]
@@ -79,8 +79,8 @@ def compare(task, gold_labels, first: list[str], second: list[str]) -> dict:
 def run_compare(args: argparse.Namespace) -> int:
     """Answer the rows with both engines of prepared ``args`` and print the comparison."""
     from imhibench.bench.workload import mirror
-    from imhibench.fetch import prepare_test_set
-    from imhibench.tasks import get_task
+    from imhibench.common.tasks import get_task
+    from imhibench.fetch.test_sets import prepare_test_set
 
     path = Path(args.csv) if args.csv else mirror() / SPLIT_DIRS[args.split] / f"{args.dataset}.csv"
     table = prepare_test_set(path, args.dataset, args.dataset, args.split).head(args.rows)

@@ -11,7 +11,7 @@ import argparse
 from imhibench.bench.models import load_model
 from imhibench.bench.timing import Side, Timer, finish
 from imhibench.bench.workload import forbid_eos, request_caps, trim_planned, with_planned_eos
-from imhibench.errors import ImhiBenchError
+from imhibench.common.errors import ImhiBenchError
 
 #: vLLM pre-allocates this share of the GPU (its ``gpu_memory_utilization``), less than its
 #: default 0.9: this process still holds its CUDA context after the other engines' models.

@@ -17,7 +17,7 @@ import argparse
 import os
 from pathlib import Path
 
-from imhibench.errors import ImhiBenchError
+from imhibench.common.errors import ImhiBenchError
 
 GOLD = "gpt-3.5-turbo"  # the IMHI files' gold-answer column
 

@@ -21,9 +21,10 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 
-from imhibench.errors import ImhiBenchError
+from imhibench.common.errors import ImhiBenchError
 from imhibench.generate.base import BatchCallback, GenerationResult, GenerationSettings
 
 log = logging.getLogger(__name__)
@@ -101,7 +102,7 @@ class ApiGaveUp(ImhiBenchError):
     """A row still failed after ``max_attempts`` tries."""
 
 
-class _Malformed(Exception):
+class Malformed(Exception):
     """A 200 answer without the fields of a completion (retried: proxies garble answers)."""
 
 
@@ -320,7 +321,7 @@ class ApiBackend:
             reply = self.client.completions.create(prompt=query, **common)
         choices = getattr(reply, "choices", None)
         if isinstance(reply, str) or not choices:
-            raise _Malformed(f"answer is not a completion: {str(reply)[:200]!r}")
+            raise Malformed(f"answer is not a completion: {str(reply)[:200]!r}")
         choice = choices[0]
         text = choice.message.content if self.settings.mode == "chat" else choice.text
         usage = getattr(reply, "usage", None)
@@ -345,7 +346,7 @@ class ApiBackend:
         transient = (
             openai.APIConnectionError,
             openai.APIResponseValidationError,
-            _Malformed,
+            Malformed,
             ValueError,  # invalid JSON
         )
         return isinstance(error, transient)
@@ -382,3 +383,20 @@ def load_api(
 ) -> ApiBackend:
     """Registry loader of ``kind: api`` (no model directory: the model lives at the endpoint)."""
     return ApiBackend(label, ApiSettings(**api), settings.max_new_tokens, settings.seed)
+
+
+@contextmanager
+def secret_redacted(backend):
+    """While the job runs, no log handler passes on a record holding the API key."""
+    handlers = logging.getLogger().handlers
+    redactor = RedactSecret(backend._key)
+    for handler in handlers:
+        handler.addFilter(redactor)
+    # httpx logs one INFO line per request: too many for a log, and useless.
+    for name in ("httpx", "httpx2", "openai"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(redactor)

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from contextlib import contextmanager
 
 import pandas as pd
 
+from imhibench.generate.api import secret_redacted
 from imhibench.generate.journal import RowJournal
 from imhibench.generate.shards import query_sha256
 from imhibench.generate.signals import GenerationStopped, StopOnSignal
@@ -37,8 +37,8 @@ def run_api_job(
     interval_s: float,
 ) -> tuple[pd.DataFrame, dict]:
     """(responses table in ``subset`` order, provenance fields incl. ``endpoint``)."""
+    from imhibench.common.progress import Progress
     from imhibench.generate import GenerationSettings, load_backend
-    from imhibench.generate.progress import Progress
 
     max_tokens = settings["max_new_tokens"]
     backend = load_backend(
@@ -60,7 +60,7 @@ def run_api_job(
     # re-fetch may change): an answer is reused while its row's query is unchanged.
     digests = {r: query_sha256(q) for r, q in zip(row_ids, queries, strict=True)}
     journal = RowJournal(out_path)
-    with _secret_redacted(backend):
+    with secret_redacted(backend):
         saved = journal.open(key)
         answers = {
             r: saved[r]
@@ -102,25 +102,6 @@ def run_api_job(
         journal=str(journal.path),
     )
     return table, extra
-
-
-@contextmanager
-def _secret_redacted(backend):
-    """While the job runs, no log handler passes on a record holding the API key."""
-    from imhibench.generate.api import RedactSecret
-
-    handlers = logging.getLogger().handlers
-    redactor = RedactSecret(backend._key)
-    for handler in handlers:
-        handler.addFilter(redactor)
-    # httpx logs one INFO line per request: too many for a log, and useless.
-    for name in ("httpx", "httpx2", "openai"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        for handler in handlers:
-            handler.removeFilter(redactor)
 
 
 def _table(records: list[dict]) -> pd.DataFrame:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from imhibench.errors import ImhiBenchError
+from imhibench.common.errors import ImhiBenchError
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 #: greedy: always greedy (default); checkpoint: the checkpoint's generation_config.json with
@@ -231,7 +231,7 @@ def require_dir(path: str | None, what: str, marker: str) -> str:
 
 def resolve_device(device: str | None) -> str:
     """``device`` or, when None, ``cuda`` if available else ``cpu``."""
-    from imhibench.devices import resolve_device as resolve
+    from imhibench.common.devices import resolve_device as resolve
 
     return resolve(device)
 

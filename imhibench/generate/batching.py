@@ -6,8 +6,8 @@ import logging
 from collections.abc import Callable
 from typing import TypeVar
 
-from imhibench.devices import release_cached_memory
-from imhibench.errors import ImhiBenchError
+from imhibench.common.devices import release_cached_memory
+from imhibench.common.errors import ImhiBenchError
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from imhibench.errors import ImhiBenchError
+from imhibench.common.errors import ImhiBenchError
 from imhibench.generate.base import (
     GenerationSettings,
     require_dir,

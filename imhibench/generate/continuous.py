@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 
-from imhibench.devices import release_cached_memory
-from imhibench.errors import ImhiBenchError
+from imhibench.common.devices import release_cached_memory
+from imhibench.common.errors import ImhiBenchError
 from imhibench.generate.base import BatchCallback, GenerationSettings, cut_at_eos
 from imhibench.generate.engines import ONE_GPU_ENGINES
 from imhibench.generate.hf import HFGenerator

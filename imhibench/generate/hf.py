@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from imhibench.errors import ImhiBenchError
+from imhibench.common.errors import ImhiBenchError
 from imhibench.generate.base import (
     BatchCallback,
     GenerationResult,

@@ -18,7 +18,7 @@ import logging
 import os
 from pathlib import Path
 
-from imhibench.errors import ImhiBenchError
+from imhibench.common.errors import ImhiBenchError
 from imhibench.generate.shards import changed_fields
 
 log = logging.getLogger(__name__)

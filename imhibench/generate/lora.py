@@ -5,7 +5,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from imhibench.errors import ImhiBenchError
+from imhibench.common.errors import ImhiBenchError
 from imhibench.generate.base import (
     GenerationSettings,
     require_dir,

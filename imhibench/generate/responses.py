@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from imhibench.errors import ImhiBenchError
+from imhibench.common.errors import ImhiBenchError
 from imhibench.generate.base import GenerationSettings
 
 UPSTREAM_COLUMNS = ("goldens", "generated_text")
 ROW_ID_COLUMNS = ("row_id", "response")
 
 
-def _read_table(path: Path):
+def read_answer_table(path: Path):
     import pandas as pd
 
-    from imhibench.io import not_utf8_message  # pyarrow: not for `imhibench evaluate --help`
+    from imhibench.common.io import not_utf8_message  # pyarrow: not for `imhibench evaluate --help`
 
     if not path.is_file():
         raise ImhiBenchError(f"responses file {path}: not found")
@@ -108,7 +108,7 @@ def import_responses(path: str, row_ids: list[str], golds: list[str]) -> list[st
             f"responses file {path}: {len(row_ids)} row_ids but {len(golds)} golds"
         )
     file = Path(path)
-    table = _read_table(file)
+    table = read_answer_table(file)
     columns = set(table.columns)
     if set(UPSTREAM_COLUMNS) <= columns:
         responses = _from_upstream(file, table, row_ids, golds)

@@ -5,7 +5,7 @@ Upstream IMHI.py loads these with AutoModel, which has no LM head; we use the se
 
 from __future__ import annotations
 
-from imhibench.errors import ImhiBenchError
+from imhibench.common.errors import ImhiBenchError
 from imhibench.generate.base import GenerationSettings, require_dir, resolve_device, resolve_dtype
 from imhibench.generate.hf import HFGenerator
 

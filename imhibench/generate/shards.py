@@ -28,8 +28,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from imhibench.errors import ImhiBenchError
-from imhibench.io import read_provenance, read_table, write_json, write_table
+from imhibench.common.errors import ImhiBenchError
+from imhibench.common.io import read_provenance, read_table, write_json, write_table
 
 log = logging.getLogger(__name__)
 

@@ -19,18 +19,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from imhibench.checkpoint_hashes import local_checkpoint_sha256
-from imhibench.generate.base import answer_settings, check_model_directories
-from imhibench.generate.lock import output_lock
-from imhibench.generate.shards import KEY_FIELD, SHARD_COLUMNS, ShardStore, query_sha256
-from imhibench.generate.signals import GenerationStopped, StopOnSignal
-from imhibench.io import read_provenance, read_table, write_table
-from imhibench.provenance import (
+from imhibench.common.checkpoint_hashes import local_checkpoint_sha256
+from imhibench.common.io import read_provenance, read_table, write_table
+from imhibench.common.provenance import (
     build_provenance,
     checkpoint_provenance,
     git_state,
     package_versions,
 )
+from imhibench.generate.base import answer_settings, check_model_directories
+from imhibench.generate.lock import output_lock
+from imhibench.generate.shards import KEY_FIELD, SHARD_COLUMNS, ShardStore, query_sha256
+from imhibench.generate.signals import GenerationStopped, StopOnSignal
 
 log = logging.getLogger(__name__)
 
@@ -150,8 +150,8 @@ class _ShardedJob:
     """One model's generation over a test set, shard by shard, resuming from saved shards."""
 
     def __init__(self, model, kind, model_dir, base_model_dir, settings, seed, device):
-        from imhibench.devices import resolve_device
-        from imhibench.errors import ImhiBenchError
+        from imhibench.common.devices import resolve_device
+        from imhibench.common.errors import ImhiBenchError
         from imhibench.generate import GenerationSettings
 
         self.model, self.kind = model, kind
@@ -172,7 +172,7 @@ class _ShardedJob:
 
     def run(self, subset, out_path, stop: StopOnSignal, interval_s: float):
         """(responses table in test-set order, the shard store, provenance fields)."""
-        from imhibench.generate.progress import Progress
+        from imhibench.common.progress import Progress
 
         queries, row_ids = subset["query"].tolist(), subset["row_id"].tolist()
         basis = self._row_basis(row_ids, queries)
@@ -336,7 +336,7 @@ def _backend_record(backend) -> dict:
 
 def _check_upstream_shards(generation, device: str, shard_rows: int) -> None:
     """The ``upstream`` engine batches 8 rows in file order: shards must not cut a batch."""
-    from imhibench.errors import ImhiBenchError
+    from imhibench.common.errors import ImhiBenchError
     from imhibench.generate.base import resolve_engine
     from imhibench.generate.upstream import UPSTREAM_BATCH_SIZE
 
@@ -368,7 +368,7 @@ def _reusable(saved: pd.DataFrame, basis: pd.DataFrame) -> pd.DataFrame:
 def _check_upstream_batches(shards: list[list[int]], basis: pd.DataFrame) -> None:
     """Every 8 rows the ``upstream`` engine will batch together are one batch of a fresh run
     (missing rows are whole batches, shards a multiple of 8 in file order)."""
-    from imhibench.errors import ImhiBenchError
+    from imhibench.common.errors import ImhiBenchError
     from imhibench.generate.upstream import UPSTREAM_BATCH_SIZE
 
     if basis["batch_sha256"].isna().all():

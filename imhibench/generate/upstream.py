@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 
-from imhibench.errors import ImhiBenchError
+from imhibench.common.errors import ImhiBenchError
 from imhibench.generate import decoding
 from imhibench.generate.base import (
     BatchCallback,

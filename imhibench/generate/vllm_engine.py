@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from imhibench.errors import ImhiBenchError
+from imhibench.common.errors import ImhiBenchError
 from imhibench.generate.base import BatchCallback, GenerationResult, GenerationSettings, cut_at_eos
 from imhibench.generate.engines import job_gpus
 

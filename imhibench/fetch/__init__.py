@@ -1,0 +1,1 @@
+"""Stage 1, on the login node: IMHI test sets, model checkpoints, scorer weights."""

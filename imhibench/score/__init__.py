@@ -1,0 +1,1 @@
+"""Stage 4: correctness and explanation metrics of each (model, dataset)."""
