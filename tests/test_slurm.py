@@ -330,17 +330,12 @@ def test_demo_through_slurm_equals_local_run(slurm_cluster, tmp_path_factory, tm
     tables = sorted(p.name for p in (local / "results" / "tables").glob("*.parquet"))
     assert tables == sorted(p.name for p in (workdir / "results" / "tables").glob("*.parquet"))
     for name in tables:
-        # The metric validation's BERTScore (float32) of a few of its 285 rows differed in the
-        # 8th digit between the SLURM and the local run (seen here, cause not established; the
-        # jobs' thread counts differ), and so did its correlations: equal to 1e-6 there, every
-        # other table exactly.
-        exact = not name.startswith("metric_validation")
+        # exactly: BERTScore no longer depends on the process's string hashing (it did: the
+        # metric validation's tables differed in the 8th digit between SLURM and local runs)
         pd.testing.assert_frame_equal(
             pd.read_parquet(workdir / "results" / "tables" / name),
             pd.read_parquet(local / "results" / "tables" / name),
-            check_exact=exact,
-            rtol=1e-6,
-            atol=1e-9,
+            check_exact=True,
         )
     # and the files say which SLURM job made them
     from imhibench.common.io import read_provenance

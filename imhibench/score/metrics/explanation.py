@@ -200,6 +200,59 @@ def _bert_num_layers(model: str, num_layers: Any) -> int:
     return num_layers
 
 
+def _bert_f1_in_a_fixed_order(
+    scorer: Any, predictions: list[str], references: list[str], batch_size: int
+) -> Any:
+    """BERTScore F1 as ``BERTScorer.score`` computes it (no idf: [CLS] and [SEP] weigh 0, every
+    other token 1), with its texts embedded in a fixed order.
+
+    ``bert_score.utils.bert_cos_score_idf`` embeds the distinct texts longest first, ties in the
+    order of a ``set``, i.e. of Python's per-process string hashing: which texts share a padded
+    batch changes from one process to the next, and float32 results with it (seen: BERTScore F1
+    1.8e-7 apart between two runs of the same job). Here ties are broken by the text itself, so
+    a job gives the same numbers in every process; each text's embedding, the greedy matching
+    and the F1 are bert-score's own functions."""
+    from collections import defaultdict
+
+    import torch
+    from bert_score.utils import get_bert_embedding, greedy_cos_idf
+    from torch.nn.utils.rnn import pad_sequence
+
+    tokenizer, model = scorer._tokenizer, scorer._model
+    idf = defaultdict(lambda: 1.0)
+    idf[tokenizer.sep_token_id] = 0
+    idf[tokenizer.cls_token_id] = 0
+    texts = sorted(set(references) | set(predictions), key=lambda s: (-len(s.split(" ")), s))
+    stats = {}
+    for start in range(0, len(texts), batch_size):
+        batch = texts[start : start + batch_size]
+        embeddings, masks, padded_idf = get_bert_embedding(
+            batch, model, tokenizer, idf, device=scorer.device, all_layers=False
+        )
+        for i, text in enumerate(batch):
+            length = int(masks[i].sum().item())
+            stats[text] = (embeddings[i, :length].cpu(), padded_idf[i, :length].cpu())
+
+    def padded(batch: list[str]) -> tuple[Any, Any, Any]:
+        embeddings, weights = zip(*(stats[text] for text in batch), strict=True)
+        lengths = torch.tensor([e.size(0) for e in embeddings])
+        mask = torch.arange(int(lengths.max())).expand(len(batch), -1) < lengths.unsqueeze(1)
+        device = next(model.parameters()).device
+        return (
+            pad_sequence([e.to(device) for e in embeddings], batch_first=True, padding_value=2.0),
+            mask.to(device),
+            pad_sequence([w.to(device) for w in weights], batch_first=True),
+        )
+
+    f1 = []
+    with torch.no_grad():
+        for start in range(0, len(references), batch_size):
+            refs = padded(references[start : start + batch_size])
+            hyps = padded(predictions[start : start + batch_size])
+            f1.append(greedy_cos_idf(*refs, *hyps, False)[2].cpu())
+    return torch.cat(f1)
+
+
 @register_explanation_metric("bert_score")
 def bert_score(
     predictions: list[str], references: list[str], options: dict[str, Any], device: str
@@ -215,7 +268,7 @@ def bert_score(
     num_layers = _bert_num_layers(model, opts["num_layers"])
     batch_size = _positive_int("bert_score", "batch_size", opts["batch_size"])
     scorer = _bert_scorer(model, num_layers, device, str(opts["dtype"]))
-    _, _, f1 = scorer.score(predictions, references, batch_size=batch_size)
+    f1 = _bert_f1_in_a_fixed_order(scorer, predictions, references, batch_size)
     column = [float(value) for value in f1.tolist()]
     return MetricOutput({"bert_score_f1": column}, {"bert_score_f1": _mean(column)})
 
