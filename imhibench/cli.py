@@ -17,6 +17,10 @@ from imhibench.bench.cli import add_commands as add_bench_commands
 from imhibench.common.errors import ImhiBenchError
 
 EPILOG = "Non-clinical research use only; see the README."
+DESCRIPTION = (
+    "imhi-bench outside the Snakemake pipeline: score answers made elsewhere, validate the "
+    "explanation metrics against human ratings, time the generation engines."
+)
 
 
 def _add_scorer_options(parser: argparse.ArgumentParser) -> None:
@@ -200,7 +204,7 @@ def _run_validate_metrics(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    parser = argparse.ArgumentParser(prog="imhibench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="imhibench", description=DESCRIPTION)
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_evaluate(subparsers)
     add_bench_commands(subparsers, EPILOG)  # bench, gpu-check, compare-engines
