@@ -25,8 +25,6 @@ DIFFERENCE_NOTE = (
 
 # Beside the name of a model whose entry says `random_weights: true` (the demo's tiny models).
 RANDOM_WEIGHTS_MARK = "(random weights)"
-
-
 RANDOM_WEIGHTS_NOTE = (
     "(random weights): a tiny model with untrained weights (the demo's stand-ins); its numbers "
     "only show that the pipeline runs and say nothing about any real model."

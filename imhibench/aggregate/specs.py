@@ -6,11 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 STATUS_REPRODUCED = "reproduced"
-
-
 STATUS_PUBLISHED_ONLY = "published only"
-
-
 UNITS = {
     "weighted_f1": "weighted F1 x100 (scikit-learn, average='weighted')",
     "bart_score": "BARTScore: mean token log-likelihood of the gold answer given the response",

@@ -12,8 +12,6 @@ from imhibench.common.errors import ImhiBenchError
 # The transcription of the paper's weighted F1 that ships with imhi-bench (the default of the
 # config key `published_weighted_f1`), and its caveat, shown under every table that uses it.
 SHIPPED_PUBLISHED = Path(__file__).parent / "data" / "published_weighted_f1.csv"
-
-
 SHIPPED_PUBLISHED_CAVEAT = (
     "Published values: imhi-bench's transcription of the MentaLLaMA paper (Yang et al., WWW 2024) "
     "from two third-party summaries that agree with each other; not yet checked against the "

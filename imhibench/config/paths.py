@@ -4,22 +4,12 @@ model-metric outputs."""
 from __future__ import annotations
 
 CHECKPOINT_ROOT = "resources/checkpoints"
-
-
 IMHI_ROOT = "resources/imhi"
-
-
 CHECKPOINT_FIELDS = ("hub_id", "revision", "weights", "path")
-
-
 MODEL_METRIC_ROOT = "results/model_metrics"
-
-
 # The metric validation runs each model metric's job over upstream's rated explanations as the
 # (model, dataset) below; the leading underscore keeps it apart from every catalog name.
 VALIDATION_JOB = ("_human_ratings", "rated_explanations")
-
-
 # The rated explanations as that job's inputs: responses (the explanations), test set (posts).
 RATED_EXPLANATIONS = {
     "responses": "results/metric_validation/rated_explanations.parquet",

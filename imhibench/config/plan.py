@@ -13,8 +13,6 @@ from imhibench.config.sources import SourcesPlan
 
 # Model kinds that read no checkpoint (imported answers; answers from an API endpoint).
 KINDS_WITHOUT_CHECKPOINT = ("responses", "api")
-
-
 # The generate rule of a model, by (kind, run_on); every other model uses rule `generate`.
 GENERATE_RULES = {("api", "local"): "generate_api_local", ("api", "cluster"): "generate_api"}
 

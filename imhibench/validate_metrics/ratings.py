@@ -15,18 +15,10 @@ from imhibench.common.io import read_csv_text
 RATING_MIN, RATING_MAX = 0, 3
 POST_COLUMN, LABEL_COLUMN = "text", "label"
 ASPECTS = ("fluency", "completeness", "reliability", "overall")
-
-
 ANNOTATORS = 3
-
-
 DR_LABELS = ("0", "1")
-
-
 # The explanation's column names the system that wrote it.
 SYSTEMS = {"gpt-3.5-turbo": "ChatGPT", "curie-instruct-beta": "InstructGPT-3"}
-
-
 # The tidy ratings table: one row per (file, data row, aspect, annotator).
 RATING_COLUMNS = [
     "file", "row", "system", "dr_label", "post", "explanation", "aspect", "annotator", "rating",

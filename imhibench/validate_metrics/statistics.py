@@ -15,8 +15,6 @@ from imhibench.score.metrics.correctness import BOOTSTRAP_RESAMPLES, bootstrap_i
 from imhibench.validate_metrics.ratings import ASPECTS, RATING_MAX, RATING_MIN
 
 POOLED = "pooled"
-
-
 STATISTICS = {"spearman": "Spearman ρ", "pearson": "Pearson r", "kendall": "Kendall τb"}
 
 

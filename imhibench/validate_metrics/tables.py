@@ -12,18 +12,10 @@ from imhibench.validate_metrics.ratings import ASPECTS
 from imhibench.validate_metrics.statistics import STATISTICS
 
 TABLE_PREFIX = "metric_validation"
-
-
 # Parquet files beside the tables: per-row metric scores with mean ratings; the tidy ratings.
 DATA_TABLES = (f"{TABLE_PREFIX}_scores", f"{TABLE_PREFIX}_ratings")
-
-
 PLOT_NAME = TABLE_PREFIX  # results/plots/<PLOT_NAME>.png/.svg: the Spearman heat map
-
-
 ALPHA_LABEL = "annotators: Krippendorff α (ceiling)"
-
-
 REFERENCE_NOTE = (
     "Every metric scores the rated explanation against the Reddit post as its reference text: "
     "the rating files hold no gold explanation to compare with, so these numbers say how well "
