@@ -5,18 +5,17 @@ from pathlib import Path
 # Rules and scripts use the imhibench package that ships with this workflow.
 sys.path.insert(0, workflow.basedir)
 
-from imhibench.aggregate.specs import paired_table_names, table_specs
-from imhibench.config.plan import Plan
-from imhibench.config.paths import checkpoint_dir
-from imhibench.config.validation import stop_on_error, validate_config
-from imhibench.config.paths import RATED_EXPLANATIONS, VALIDATION_JOB
-from imhibench.fetch.scorer_weights import WEIGHTS_PATTERN as BART_SCORE_WEIGHTS
-from imhibench.fetch.scorer_weights import check_pin_against_lock, source_key
-from imhibench.config.fingerprint import check_tables_match_config
-from imhibench.common.execution import answer_model_spec, answer_settings
 import imhibench.validate_metrics.ratings as validation_ratings
 import imhibench.validate_metrics.tables as validation_tables
+from imhibench.aggregate.specs import paired_table_names, table_specs
+from imhibench.common.execution import answer_model_spec, answer_settings
 from imhibench.common.tasks import all_tasks
+from imhibench.config.fingerprint import check_tables_match_config
+from imhibench.config.paths import RATED_EXPLANATIONS, VALIDATION_JOB, checkpoint_dir
+from imhibench.config.plan import Plan
+from imhibench.config.validation import stop_on_error, validate_config
+from imhibench.fetch.scorer_weights import WEIGHTS_PATTERN as BART_SCORE_WEIGHTS
+from imhibench.fetch.scorer_weights import check_pin_against_lock, source_key
 
 # A bad config stops here with its message alone (no traceback).
 stop_on_error(
