@@ -207,3 +207,49 @@ def test_hf_judge_on_tiny_llama(demo_models, one_torch_thread):
     assert all(math.isnan(v) for v in columns["llm_judge_overall"])
     assert provenance["llm_judge"]["judge_answers"] == 6
     assert provenance["llm_judge"]["completion_tokens"] > 0
+
+
+def _rate_by_answer(body: dict) -> tuple[str, dict | None]:
+    """A judge that rates 3 a response holding "NEW answer", else 0."""
+    n = 3 if "NEW answer" in body["messages"][0]["content"] else 0
+    return "\n".join(f"{aspect}: {n}" for aspect in ASPECTS), None
+
+
+def test_a_changed_response_is_asked_again(tmp_path, monkeypatch, caplog):
+    """A row whose response changed (new generation settings, an edited answers file) is rated
+    again: the old answer's rating is never written for the new one, and stays journaled."""
+    fake = FakeOpenAI(chat_reply=_rate_by_answer)
+    monkeypatch.setenv("FAKE_KEY", fake.key)
+    context = MetricContext(["a"], QUERIES[:1], tmp_path / "rows")
+    with serve(fake) as url:
+        settings = _settings(url)
+        old, _ = compute_explanation_metrics(["old answer"], REFS[:1], settings, context=context)
+        new, _ = compute_explanation_metrics(["NEW answer"], REFS[:1], settings, context=context)
+        again, _ = compute_explanation_metrics(["NEW answer"], REFS[:1], settings, context=context)
+    assert old["llm_judge_overall"] == [0.0]
+    assert new["llm_judge_overall"] == [3.0]
+    assert again == new
+    assert len(fake.bodies) == 2  # the new answer once, then reused
+    assert "1 saved answer(s) were for another text of their row" in caplog.text
+    lines = (tmp_path / "rows.llm_judge.journal.jsonl").read_text().splitlines()
+    assert len(lines) == 3  # header, the old answer (kept), the new one
+
+
+def test_a_journal_without_digests_is_not_reused(tmp_path, monkeypatch, caplog):
+    """Answers journaled before each record held what it asked about: asked again, kept."""
+    fake = FakeOpenAI(chat_reply=_rate_by_answer)
+    monkeypatch.setenv("FAKE_KEY", fake.key)
+    context = MetricContext(["a"], QUERIES[:1], tmp_path / "rows")
+    journal = tmp_path / "rows.llm_judge.journal.jsonl"
+    with serve(fake) as url:
+        settings = _settings(url)
+        compute_explanation_metrics(["old answer"], REFS[:1], settings, context=context)
+        header, record = journal.read_text().splitlines()
+        record = json.loads(record)
+        record.pop("asked_sha256", None)
+        journal.write_text(f"{header}\n{json.dumps(record)}\n")
+        new, _ = compute_explanation_metrics(["NEW answer"], REFS[:1], settings, context=context)
+    assert new["llm_judge_overall"] == [3.0]
+    assert len(fake.bodies) == 2
+    assert "do not record what they were asked about" in caplog.text
+    assert len(journal.read_text().splitlines()) == 3

@@ -342,6 +342,8 @@ def llm_judge(
         settings = api_settings("llm_judge", opts["api"], mode="chat")
         request = api_judge_request(max_tokens, top, attempts)
         backend = MetricBackend("llm_judge", settings, request)
+        # The journal's key: what every answer depends on; per row, the query and response
+        # asked about are in each record's asked_sha256 (ask_rows).
         key = {
             **settings.resume_key(),
             "rubric_sha256": rubric_sha256(),
