@@ -174,3 +174,28 @@ def test_bad_options_name_the_key(demo_models):
         compute_explanation_metrics(PREDS, REFS, {"gpt_score": {"backend": "gpu"}})
     with pytest.raises(ImhiBenchError, match="needs a checkpoint"):
         compute_explanation_metrics(PREDS, REFS, {"gpt_score": {"backend": "hf"}})
+
+
+def _char_logprobs(prompt: str) -> tuple[list[str], list[int], list]:
+    """One token per character, each -1 where the text holds "NEW", else -2."""
+    value = -1.0 if "NEW" in prompt else -2.0
+    return list(prompt), list(range(len(prompt))), [None] + [value] * (len(prompt) - 1)
+
+
+def test_api_asks_again_when_the_answer_changed(tmp_path, monkeypatch, caplog):
+    """A row whose response changed is scored again, never with the old text's
+    log-probabilities; the old answer stays in the journal."""
+    fake = FakeOpenAI(prompt_logprobs=_char_logprobs)
+    monkeypatch.setenv("FAKE_KEY", fake.key)
+    context = MetricContext(["a"], None, tmp_path / "rows")
+    with serve(fake) as url:
+        settings = _api_settings(url)
+        old, _ = compute_explanation_metrics(["old answer"], REFS[:1], settings, context=context)
+        new, _ = compute_explanation_metrics(["NEW answer"], REFS[:1], settings, context=context)
+        again, _ = compute_explanation_metrics(["NEW answer"], REFS[:1], settings, context=context)
+    assert old["gpt_score"] == [pytest.approx(-2.0)]
+    assert new["gpt_score"] == [pytest.approx(-1.0)]
+    assert again == new
+    assert len(fake.bodies) == 2
+    assert "another text of their row" in caplog.text
+    assert len((tmp_path / "rows.gpt_score.journal.jsonl").read_text().splitlines()) == 3

@@ -54,6 +54,8 @@ ENTRIES = {
         "imhibench.generate.responses",  # answers made elsewhere (`imhibench evaluate`)
         "imhibench.generate.api",  # the OpenAI-compatible client, reused by API-asked metrics
         "imhibench.generate.journal",  # the resumable row journal of API requests
+        "imhibench.generate.lock",  # one writer per output (model-metric jobs, metric journals)
+        "imhibench.generate.signals",  # a graceful stop on SIGTERM while API requests are in flight
     ],
     "score": [
         "imhibench.score.stage",  # model-metric files and scorer provenance

@@ -20,7 +20,14 @@ from fake_openai import FakeOpenAI, serve
 from imhibench.common.errors import ImhiBenchError
 from imhibench.score.metrics import compute_explanation_metrics
 from imhibench.score.metrics.explanation import MetricContext
-from imhibench.score.metrics.judge import ASPECTS, REMINDER, parse_ratings, weighted_ratings
+from imhibench.score.metrics.judge import (
+    ASPECTS,
+    REMINDER,
+    SCORES,
+    judge_prompt,
+    parse_ratings,
+    weighted_ratings,
+)
 
 QUERIES = [
     f'Consider this post: "post number {n}" Question: Does the poster suffer?' for n in "0123"
@@ -207,3 +214,153 @@ def test_hf_judge_on_tiny_llama(demo_models, one_torch_thread):
     assert all(math.isnan(v) for v in columns["llm_judge_overall"])
     assert provenance["llm_judge"]["judge_answers"] == 6
     assert provenance["llm_judge"]["completion_tokens"] > 0
+
+
+def _rate_by_answer(body: dict) -> tuple[str, dict | None]:
+    """A judge that rates 3 a response holding "NEW answer", else 0."""
+    n = 3 if "NEW answer" in body["messages"][0]["content"] else 0
+    return "\n".join(f"{aspect}: {n}" for aspect in ASPECTS), None
+
+
+def test_a_changed_response_is_asked_again(tmp_path, monkeypatch, caplog):
+    """A row whose response changed (new generation settings, an edited answers file) is rated
+    again: the old answer's rating is never written for the new one, and stays journaled."""
+    fake = FakeOpenAI(chat_reply=_rate_by_answer)
+    monkeypatch.setenv("FAKE_KEY", fake.key)
+    context = MetricContext(["a"], QUERIES[:1], tmp_path / "rows")
+    with serve(fake) as url:
+        settings = _settings(url)
+        old, _ = compute_explanation_metrics(["old answer"], REFS[:1], settings, context=context)
+        new, _ = compute_explanation_metrics(["NEW answer"], REFS[:1], settings, context=context)
+        again, _ = compute_explanation_metrics(["NEW answer"], REFS[:1], settings, context=context)
+    assert old["llm_judge_overall"] == [0.0]
+    assert new["llm_judge_overall"] == [3.0]
+    assert again == new
+    assert len(fake.bodies) == 2  # the new answer once, then reused
+    assert "1 saved answer(s) were for another text of their row" in caplog.text
+    lines = (tmp_path / "rows.llm_judge.journal.jsonl").read_text().splitlines()
+    assert len(lines) == 3  # header, the old answer (kept), the new one
+
+
+def test_a_journal_without_digests_is_not_reused(tmp_path, monkeypatch, caplog):
+    """Answers journaled before each record held what it asked about: asked again, kept."""
+    fake = FakeOpenAI(chat_reply=_rate_by_answer)
+    monkeypatch.setenv("FAKE_KEY", fake.key)
+    context = MetricContext(["a"], QUERIES[:1], tmp_path / "rows")
+    journal = tmp_path / "rows.llm_judge.journal.jsonl"
+    with serve(fake) as url:
+        settings = _settings(url)
+        compute_explanation_metrics(["old answer"], REFS[:1], settings, context=context)
+        header, record = journal.read_text().splitlines()
+        record = json.loads(record)
+        record.pop("asked_sha256", None)
+        journal.write_text(f"{header}\n{json.dumps(record)}\n")
+        new, _ = compute_explanation_metrics(["NEW answer"], REFS[:1], settings, context=context)
+    assert new["llm_judge_overall"] == [3.0]
+    assert len(fake.bodies) == 2
+    assert "do not record what they were asked about" in caplog.text
+    assert len(journal.read_text().splitlines()) == 3
+
+
+def _sentencepiece_tokenizer():
+    """A tiny LLaMA-style tokenizer trained here: Metaspace pre-tokenizer and decoder, digits
+    split one by one, so " 3" is the tokens "▁" and "3" and decoding "▁" alone gives ""."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Metaspace(),
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.Split("\n", "isolated"),
+        ]
+    )
+    tokenizer.decoder = decoders.Metaspace()
+    texts = [GOOD.replace("3", str(n)) for n in range(4)] + [judge_prompt(QUERIES[0], "Yes.")]
+    specials = ["<unk>", "<s>", "</s>"]
+    tokenizer.train_from_iterator(
+        texts, trainers.BpeTrainer(vocab_size=200, special_tokens=specials, show_progress=False)
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    )
+    fast.chat_template = "{% for m in messages %}{{ m['content'] }}\n{% endfor %}"
+    return fast
+
+
+class _ScriptedModel:
+    """Stands in for a causal model's ``generate`` (greedy, ``output_logits=True``,
+    ``return_dict_in_generate=True``: ``sequences`` and one logits row per step): it writes
+    ``target``, each token at logit 5 and, at a digit, the digit ``alternative`` at logit 4."""
+
+    def __init__(self, target: list[int], alternative: dict[int, int], vocab: int) -> None:
+        self.target, self.alternative, self.vocab = target, alternative, vocab
+
+    def generate(self, ids, **kwargs):
+        import types
+
+        import torch
+
+        assert kwargs["output_logits"] and kwargs["return_dict_in_generate"]
+        assert not kwargs["do_sample"] and len(self.target) <= kwargs["max_new_tokens"]
+        logits = []
+        for token in self.target:
+            row = torch.full((1, self.vocab), -30.0)
+            row[0, token] = 5.0
+            if token in self.alternative:
+                row[0, self.alternative[token]] = 4.0
+            logits.append(row)
+        sequences = torch.cat([ids, torch.tensor([self.target])], dim=1)
+        return types.SimpleNamespace(sequences=sequences, logits=tuple(logits))
+
+
+def test_hf_weighted_ratings_with_a_sentencepiece_tokenizer():
+    """The local judge's tokens spell its answer with a Metaspace tokenizer (LLaMA-2, Mistral):
+    each token's text is what it adds to the decoded text, so the weighted ratings are found."""
+    import torch
+
+    from imhibench.score.metrics.judge import HfJudge, judge_conversation
+
+    tokenizer = _sentencepiece_tokenizer()
+    ids = tokenizer(GOOD, add_special_tokens=False)["input_ids"]
+    assert "".join(tokenizer.decode([i]) for i in ids) != GOOD  # the defect's premise
+    digit = {d: tokenizer.convert_tokens_to_ids(d) for d in SCORES}
+    # every rating d (GOOD has no 0) written at logit 5, d - 1 at logit 4
+    alternative = {digit[d]: digit[str(int(d) - 1)] for d in SCORES[1:]}
+    judge = HfJudge.__new__(HfJudge)  # the checkpoint's model is scripted; the rest is real
+    judge.torch, judge.device, judge.max_new_tokens = torch, "cpu", 32
+    judge.tokenizer = tokenizer
+    judge.model = _ScriptedModel([*ids, tokenizer.eos_token_id], alternative, len(tokenizer))
+    payload, _, completion = judge_conversation(
+        lambda messages: judge.ask(messages, 2), QUERIES[0], RESPONSES[0], 1
+    )
+    assert payload["answers"] == [GOOD] and completion == len(ids)
+    high = math.exp(5) / (math.exp(5) + math.exp(4))
+    expected = {aspect: d * high + (d - 1) * (1 - high) for aspect, d in payload["ratings"].items()}
+    assert payload["weighted"] == pytest.approx(expected)
+    assert "tokens_unaligned" not in payload
+
+
+def test_unaligned_tokens_are_counted_and_reported(tmp_path, monkeypatch, caplog):
+    """A judge whose tokens do not spell its answer: no weighted column, and the rows are
+    counted in the provenance and the log instead of vanishing silently."""
+
+    def chat_reply(body: dict) -> tuple[str, dict]:
+        tokens = [t for t in _tokens(GOOD) if t["token"] != " "]  # spaces dropped
+        content = [{**t, "logprob": 0.0, "bytes": None} for t in tokens]
+        return GOOD, {"content": content}
+
+    fake = FakeOpenAI(chat_reply=chat_reply)
+    monkeypatch.setenv("FAKE_KEY", fake.key)
+    provenance: dict = {}
+    with serve(fake) as url:
+        columns, _ = compute_explanation_metrics(
+            RESPONSES, REFS, _settings(url), context=MetricContext(None, QUERIES, None),
+            provenance_out=provenance,
+        )  # fmt: skip
+    assert columns["llm_judge_overall"] == [2.0] * 4
+    assert not any(name.endswith("_weighted") for name in columns)
+    assert provenance["llm_judge"]["weighted_unaligned_rows"] == 4
+    assert "4 of 4 rows: the judge's tokens do not spell its answer" in caplog.text
+    assert "no llm_judge_*_weighted column is written" in caplog.text

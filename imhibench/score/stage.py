@@ -112,49 +112,53 @@ def run_model_metric(
 ) -> pd.DataFrame:
     """The job of one model metric (GPTScore, LLM judge) for one (model, dataset): per-row
     columns, with the summary and the metric's provenance (judge, rubric, tokens, cost) in the
-    file's provenance. An api metric's answers are journaled next to ``out_path``."""
+    file's provenance. An api metric's answers are journaled next to ``out_path``. The job
+    holds the output's lock (``output_lock``) for its whole life: a second job on the same
+    output (the orphan of a killed snakemake and its rerun) stops at once, naming this one."""
     from imhibench.common.devices import resolve_device
     from imhibench.common.io import read_provenance, read_table, write_table
     from imhibench.common.provenance import build_provenance, checkpoint_provenance
+    from imhibench.generate.lock import output_lock
     from imhibench.score.metrics.explanation import MetricContext, compute_explanation_metrics
 
-    responses = read_table(responses_path, ["row_id", "response"])
-    test_set = read_table(test_set_path, ["row_id", "query", "gold_answer"])
-    rows = responses[["row_id", "response"]].merge(
-        test_set[["row_id", "query", "gold_answer"]], on="row_id", validate="one_to_one"
-    )
-    if len(rows) != len(responses):
-        raise ImhiBenchError(
-            f"{responses_path}: {len(responses)} responses but {len(rows)} rows in {test_set_path}"
+    with output_lock(out_path):
+        responses = read_table(responses_path, ["row_id", "response"])
+        test_set = read_table(test_set_path, ["row_id", "query", "gold_answer"])
+        rows = responses[["row_id", "response"]].merge(
+            test_set[["row_id", "query", "gold_answer"]], on="row_id", validate="one_to_one"
         )
-    context = MetricContext(
-        rows["row_id"].tolist(), rows["query"].tolist(), str(out_path).removesuffix(".parquet")
-    )
-    provenance_out: dict = {}
-    columns, summary = compute_explanation_metrics(
-        rows["response"].tolist(),
-        rows["gold_answer"].tolist(),
-        {metric: options},
-        device=resolve_device(device),
-        context=context,
-        provenance_out=provenance_out,
-    )
-    table = pd.DataFrame({"row_id": rows["row_id"], **columns})
-    checkpoint = options.get("checkpoint")
-    provenance = build_provenance(
-        "score_metric",
-        model=model,
-        dataset=dataset,
-        metric=metric,
-        device=device,
-        settings=options,
-        checkpoint=None if checkpoint is None else checkpoint_provenance(checkpoint),
-        metric_summary={k: None if math.isnan(v) else v for k, v in summary.items()},
-        metric_provenance=provenance_out.get(metric, {}),
-        responses=read_provenance(responses_path),
-    )
-    write_table(table, out_path, provenance)
-    return table
+        if len(rows) != len(responses):
+            raise ImhiBenchError(
+                f"{responses_path}: {len(responses)} responses but {len(rows)} rows in "
+                f"{test_set_path}"
+            )
+        prefix = str(out_path).removesuffix(".parquet")
+        context = MetricContext(rows["row_id"].tolist(), rows["query"].tolist(), prefix)
+        provenance_out: dict = {}
+        columns, summary = compute_explanation_metrics(
+            rows["response"].tolist(),
+            rows["gold_answer"].tolist(),
+            {metric: options},
+            device=resolve_device(device),
+            context=context,
+            provenance_out=provenance_out,
+        )
+        table = pd.DataFrame({"row_id": rows["row_id"], **columns})
+        checkpoint = options.get("checkpoint")
+        provenance = build_provenance(
+            "score_metric",
+            model=model,
+            dataset=dataset,
+            metric=metric,
+            device=device,
+            settings=options,
+            checkpoint=None if checkpoint is None else checkpoint_provenance(checkpoint),
+            metric_summary={k: None if math.isnan(v) else v for k, v in summary.items()},
+            metric_provenance=provenance_out.get(metric, {}),
+            responses=read_provenance(responses_path),
+        )
+        write_table(table, out_path, provenance)
+        return table
 
 
 def scorer_provenance(scorers: dict[str, dict]) -> dict:

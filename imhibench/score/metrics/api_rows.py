@@ -3,10 +3,19 @@ client (``imhibench.generate.api.ApiBackend``: concurrency, retries with back-of
 from the environment and redacted from every message) and its journal
 (``imhibench.generate.journal.RowJournal``: every answer fsynced as it arrives, so a killed job
 asks again only the rows it lacks).
+
+Each journal record carries ``asked_sha256``, the digest of what its row asked about (the
+judge: the query and the response; GPTScore: the scored text and its reference): a saved
+answer is reused only while its row asks the same, so a row whose response changed is asked
+again (its old answer stays in the journal). The journal has one writer (``output_lock``), and
+SIGTERM / SIGINT stop the asking as the generate stage does: no new request, the answers in
+flight saved, exit status 128 + signal.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections import Counter
 from collections.abc import Callable
@@ -83,26 +92,64 @@ def reply_fields(reply: Any) -> dict:
     }
 
 
+def asked_sha256(asked: Any) -> str:
+    """The digest of what a row asks about (JSON text of ``asked``), saved with its answer."""
+    text = json.dumps(asked, ensure_ascii=False, sort_keys=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def reusable(label: str, saved: dict[str, dict], digests: dict[str, str]) -> dict[str, dict]:
+    """The saved records whose row still asks the same (``asked_sha256``); logs the others,
+    which stay in the journal and are asked again."""
+    kept = {
+        r: saved[r] for r, d in digests.items() if r in saved and saved[r].get("asked_sha256") == d
+    }
+    changed = sum(r in saved and "asked_sha256" in saved[r] for r in digests if r not in kept)
+    unknown = sum(r in saved and "asked_sha256" not in saved[r] for r in digests)
+    if changed:
+        log.warning(
+            "%s: %d saved answer(s) were for another text of their row (the responses "
+            "changed?): asked again; the old answers stay in the journal", label, changed,
+        )  # fmt: skip
+    if unknown:
+        log.warning(
+            "%s: %d saved answer(s) do not record what they were asked about (a journal "
+            "written before imhi-bench saved it): asked again; they stay in the journal",
+            label, unknown,
+        )  # fmt: skip
+    return kept
+
+
 def ask_rows(
     backend: MetricBackend,
     rows: list[tuple[str, Any]],
     journal_out: str | None,
     key: dict,
+    asked: dict[str, Any] | None = None,
 ) -> tuple[dict[str, dict], dict]:
     """Every row's answer record (row_id -> record) and the run's accounting for provenance.
 
-    With ``journal_out``, rows saved under the same ``key`` are not asked again and each new
-    answer is saved before the next is handed over."""
+    With ``journal_out``, a row saved under the same ``key`` for the same ``asked[row_id]``
+    (what the answer depends on; default: the row's item) is not asked again, and each new
+    answer is saved before the next is handed over; the journal's lock is held meanwhile.
+    SIGTERM / SIGINT end the asking (``GenerationStopped``) once the answers in flight are
+    saved."""
+    from contextlib import nullcontext
+
     from imhibench.generate.api import secret_redacted
     from imhibench.generate.journal import RowJournal
+    from imhibench.generate.lock import output_lock
+    from imhibench.generate.signals import GenerationStopped, StopOnSignal
 
+    asked = {r: item for r, item in rows} if asked is None else asked
+    digests = {r: asked_sha256(asked[r]) for r, _ in rows}
     journal = RowJournal(journal_out) if journal_out is not None else None
     if journal is None:
         log.warning("%s: no journal: answers are kept in memory only", backend.label)
-    records: dict[str, dict] = {}
-    with secret_redacted(backend):
+    lock = output_lock(journal_out) if journal_out is not None else nullcontext()
+    with lock, secret_redacted(backend), StopOnSignal() as stop:
         saved = journal.open(key) if journal is not None else {}
-        records.update({r: saved[r] for r, _ in rows if r in saved})
+        records = reusable(backend.label, saved, digests)
         todo = [(r, item) for r, item in rows if r not in records]
         log.info(
             "%s: %s at %s: %d of %d rows already answered, asking %d",
@@ -111,13 +158,22 @@ def ask_rows(
         )  # fmt: skip
 
         def keep(answer: Answer) -> None:
-            record = answer.to_json()
+            record = {**answer.to_json(), "asked_sha256": digests[answer.row_id]}
             if journal is not None:
                 journal.append(record)
             records[answer.row_id] = record
 
         try:
-            backend.answer(todo, keep)
+            # Signals are held for the whole loop and polled: see ApiBackend.answer.
+            with stop.deferred():
+                backend.answer(todo, keep, stop_requested=stop.requested)
+        except GenerationStopped as err:
+            log.warning(
+                "%s: stopped by %s; %d of %d rows answered%s; run the job again to resume",
+                backend.label, err.signal_name, len(records), len(rows),
+                "" if journal is None else f", saved in {journal.path}",
+            )  # fmt: skip
+            raise
         finally:
             if journal is not None:
                 journal.close()

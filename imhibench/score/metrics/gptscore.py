@@ -261,10 +261,15 @@ def gpt_score_api(
     texts = [scored_text(r, a, sep) for r, a in zip(references, answers, strict=True)]
     settings = api_settings("gpt_score", api, mode="completions")
     backend = MetricBackend("gpt_score", settings, completions_logprobs, client=client)
-    # What a saved answer depends on: the endpoint, the model and the text asked about.
+    # What a saved answer depends on: the endpoint, the model and the request (the journal's
+    # key), and per row the text asked about with its reference (each record's asked_sha256).
     key = {**settings.resume_key(), "request": "echo logprobs=1 max_tokens=1", "separator": sep}
     rows = [(rid, text) for rid, (text, _) in zip(row_ids, texts, strict=True)]
-    records, accounting = ask_rows(backend, rows, journal_out, key)
+    asked = {
+        rid: {"text": text, "reference": ref}
+        for rid, ref, (text, _) in zip(row_ids, references, texts, strict=True)
+    }
+    records, accounting = ask_rows(backend, rows, journal_out, key, asked)
     scores = []
     for rid, ref, (text, start) in zip(row_ids, references, texts, strict=True):
         payload = records[rid]["payload"]

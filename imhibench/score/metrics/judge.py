@@ -19,6 +19,7 @@ journal, see ``api_rows``) and ``hf`` (a local causal checkpoint with its chat t
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import re
 from collections.abc import Sequence
@@ -32,6 +33,8 @@ from imhibench.score.metrics.registry import (
     model_metric_options,
     register_explanation_metric,
 )
+
+log = logging.getLogger(__name__)
 
 ASPECTS = ("fluency", "completeness", "reliability", "overall")
 SCORES = ("0", "1", "2", "3")
@@ -111,6 +114,11 @@ def parse_ratings(text: str) -> tuple[dict[str, int], dict[str, int]] | None:
     return ratings, where
 
 
+def spells(text: str, tokens: list[dict]) -> bool:
+    """Whether the tokens, joined, are the text (else no rating can be found among them)."""
+    return "".join(t["token"] for t in tokens) == text
+
+
 def weighted_ratings(
     text: str, where: dict[str, int], tokens: list[dict] | None
 ) -> dict[str, float | None]:
@@ -119,7 +127,7 @@ def weighted_ratings(
 
     ``tokens``: ``[{"token": str, "top_logprobs": [{"token": str, "logprob": float}]}]``."""
     empty: dict[str, float | None] = dict.fromkeys(ASPECTS)
-    if not tokens or "".join(t["token"] for t in tokens) != text:
+    if not tokens or not spells(text, tokens):
         return empty
     starts, offset = [], 0
     for token in tokens:
@@ -158,6 +166,8 @@ def judge_conversation(
             ratings, where = parsed
             weighted = weighted_ratings(text, where, tokens)
             payload = {"answers": answers, "ratings": ratings, "weighted": weighted}
+            if tokens and not spells(text, tokens):
+                payload["tokens_unaligned"] = True  # counted: no weighted ratings for this row
             return payload, prompt_tokens, completion_tokens
         messages = [
             *messages,
@@ -262,13 +272,25 @@ class HfJudge:
         for step, token_id in enumerate(new):
             log_probs = torch.log_softmax(out.logits[step][0].float(), dim=-1)
             top = torch.topk(log_probs, min(max(top_logprobs, 1), log_probs.shape[-1]))
+            before = new[:step]
             candidates = [
-                {"token": self.tokenizer.decode([int(i)]), "logprob": float(v)}
+                {"token": self._piece(before, int(i)), "logprob": float(v)}
                 for v, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)
             ]
-            tokens.append({"token": self.tokenizer.decode([token_id]), "top_logprobs": candidates})
-        text = self.tokenizer.decode(new, skip_special_tokens=True)
+            tokens.append({"token": self._piece(before, token_id), "top_logprobs": candidates})
+        text = self._decode(new)
         return text, tokens if top_logprobs else None, int(ids.shape[1]), len(new)
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def _piece(self, before: list[int], token_id: int) -> str:
+        """The text ``token_id`` adds after the tokens ``before``: decoding a token alone drops
+        a SentencePiece tokenizer's leading space (LLaMA-2, Mistral), so the tokens would not
+        spell the answer. Where the longer text does not extend the shorter one (a character
+        split across tokens), the token alone (the row is then counted, unaligned)."""
+        start, end = self._decode(before), self._decode([*before, token_id])
+        return end[len(start) :] if end.startswith(start) else self._decode([token_id])
 
 
 def _columns(records: Sequence[dict]) -> tuple[dict[str, list[float]], dict[str, float]]:
@@ -342,6 +364,8 @@ def llm_judge(
         settings = api_settings("llm_judge", opts["api"], mode="chat")
         request = api_judge_request(max_tokens, top, attempts)
         backend = MetricBackend("llm_judge", settings, request)
+        # The journal's key: what every answer depends on; per row, the query and response
+        # asked about are in each record's asked_sha256 (ask_rows).
         key = {
             **settings.resume_key(),
             "rubric_sha256": rubric_sha256(),
@@ -374,5 +398,14 @@ def llm_judge(
         )  # fmt: skip
     columns, summary = _columns(records)
     provenance["unparsed_rows"] = int(summary["llm_judge_unparsed"])
+    unaligned = sum(bool(r.get("tokens_unaligned")) for r in records)
+    provenance["weighted_unaligned_rows"] = unaligned
+    if unaligned:
+        log.warning(
+            "llm_judge: %d of %d rows: the judge's tokens do not spell its answer, so these "
+            "rows have no weighted ratings%s", unaligned, len(records),
+            "" if any(k.endswith("_weighted") for k in columns)
+            else " (no llm_judge_*_weighted column is written)",
+        )  # fmt: skip
     provenance["judge"] = judge_identity(provenance)
     return MetricOutput(columns, summary, provenance)
