@@ -77,3 +77,13 @@ def test_unwritable_or_corrupt_cache_only_costs_a_rehash(checkpoint, tmp_path, c
     count_hashes.clear()
     assert local_checkpoint_sha256(checkpoint, tmp_path / "ok") == expected
     assert len(count_hashes) == 2
+
+
+def test_the_chat_template_file_is_part_of_the_checkpoint_digest(checkpoint, tmp_path):
+    """transformers saves the chat template as chat_template.jinja: editing it changes what
+    `chat_template: true` feeds the model, so it must change the digest (the resume key)."""
+    (checkpoint / "chat_template.jinja").write_text("{{ messages[0]['content'] }}")
+    before = local_checkpoint_sha256(checkpoint, cache_dir=tmp_path / "cache")
+    assert "chat_template.jinja" in before
+    (checkpoint / "chat_template.jinja").write_text("[INST] {{ messages[0]['content'] }}")
+    assert local_checkpoint_sha256(checkpoint, cache_dir=tmp_path / "cache") != before

@@ -19,8 +19,11 @@ from imhibench.common.io import write_json
 
 log = logging.getLogger(__name__)
 
-# Files that decide what a checkpoint computes: weights, tokenizer, configs.
-HASHED_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".model", ".json", ".txt", ".tiktoken")
+# Files that decide what a checkpoint computes: weights, tokenizer, configs, and the chat
+# template (transformers saves it as `chat_template.jinja`; `chat_template: true` reads it).
+HASHED_SUFFIXES = (
+    ".safetensors", ".bin", ".pt", ".pth", ".model", ".json", ".txt", ".tiktoken", ".jinja",
+)  # fmt: skip
 # Written by imhibench.fetch.checkpoints next to the files it describes; not part of the checkpoint.
 SKIPPED_NAMES = frozenset({"imhibench_checkpoint.json"})
 DEFAULT_CACHE_DIR = Path(".snakemake") / "imhibench-sha256"
