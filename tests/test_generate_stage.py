@@ -6,6 +6,7 @@ import logging
 import os
 import shutil
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -150,7 +151,14 @@ def test_restart_keeps_saved_rows(test_set, tmp_path, demo_models, writes, caplo
     assert list(shard_dir(out).glob(".*tmp*")) == [in_progress]
 
 
-def test_broken_shards_are_recomputed(test_set, tmp_path, demo_models, writes, caplog):
+def _stale(out) -> list:
+    """The shards set aside in ``stale-<time>/`` directories."""
+    return sorted(shard_dir(out).glob("stale-*/shard-*.parquet"))
+
+
+def test_broken_shards_are_set_aside_and_recomputed(
+    test_set, tmp_path, demo_models, writes, caplog
+):
     out = tmp_path / "out.parquet"
     first = _generate(test_set, out, demo_models)
     shards = _shards(out)
@@ -163,20 +171,25 @@ def test_broken_shards_are_recomputed(test_set, tmp_path, demo_models, writes, c
     with caplog.at_level(logging.WARNING, logger="imhibench"):
         again = _generate(test_set, out, demo_models)
     assert _rows(writes) == sorted(broken_rows + foreign_rows)
-    assert f"{shards[1].name}: discarding shard (" in caplog.text
-    assert f"{shards[3].name}: discarding shard (written for other inputs)" in caplog.text
+    assert f"set aside {len(foreign_rows)} saved row(s) in 2 shard(s)" in caplog.text
+    assert "1 shard(s) unreadable (" in caplog.text
+    assert "1 shard(s) changed: resume key unknown" in caplog.text
+    assert [p.name for p in _stale(out)] == sorted([shards[1].name, shards[3].name])
     pd.testing.assert_frame_equal(again, first)
 
 
-def _edited_generate_code(tmp_path):
-    """The hash of a copy of imhibench/generate with one line of hf.py changed."""
+def _edited_generate_code(tmp_path, module: str = "hf.py", old: str = "skip_special_tokens=True",
+                          new: str = "skip_special_tokens=False"):  # fmt: skip
+    """The hash of a copy of imhibench/generate with one line of ``module`` changed."""
 
     import imhibench.generate
 
     copy = tmp_path / "generate_copy"
+    shutil.rmtree(copy, ignore_errors=True)
     shutil.copytree(Path(imhibench.generate.__file__).parent, copy)
-    hf = copy / "hf.py"
-    hf.write_text(hf.read_text().replace("skip_special_tokens=True", "skip_special_tokens=False"))
+    source = copy / module
+    assert old in source.read_text()
+    source.write_text(source.read_text().replace(old, new))
     return generate_code_sha256(copy)
 
 
@@ -189,25 +202,53 @@ def _edited_generate_code(tmp_path):
         ),
         ({"seed": 3}, "seed 0 -> 3"),
         ({"edit_code": True}, "generate_code_sha256"),
+        ({"device_name": "cuda:0 NVIDIA H100 80GB HBM3"}, 'device "cpu" -> "cuda:0 NVIDIA H100'),
     ],
 )
-def test_stale_shards_are_discarded(
+def test_stale_shards_are_set_aside_not_deleted(
     test_set, tmp_path, demo_models, writes, caplog, monkeypatch, change, changed
 ):
+    """A SLURM rerun on another GPU model, an edit of an engine, other settings: the saved
+    shards are moved to stale-<time>/ (GPU hours: never deleted) and the output regenerated."""
     out = tmp_path / "out.parquet"
-    _generate(test_set, out, demo_models)
+    first = _generate(test_set, out, demo_models)
+    saved = {p.name: p.read_bytes() for p in _shards(out)}
     if change.pop("edit_code", False):
         edited = _edited_generate_code(tmp_path)
         assert edited != generate_code_sha256()
         monkeypatch.setattr("imhibench.generate.stage.generate_code_sha256", lambda: edited)
+    if name := change.pop("device_name", None):
+        monkeypatch.setattr("imhibench.generate.stage._device_label", lambda device: name)
     writes.clear()
     with caplog.at_level(logging.INFO, logger="imhibench"):
-        _generate(test_set, out, demo_models, **change)
-    assert f"discarding {N_SHARDS} stale shard(s) written for other inputs" in caplog.text
-    assert f"(changed: {changed}" in caplog.text
+        again = _generate(test_set, out, demo_models, **change)
+    assert f"set aside {ROWS} saved row(s) in {N_SHARDS} shard(s) as stale-" in caplog.text
+    assert f"{N_SHARDS} shard(s) changed: {changed}" in caplog.text
     assert "resuming" not in caplog.text
     assert _rows(writes) == [f"T-{i:05d}" for i in range(ROWS)]
     assert len(_shards(out)) == N_SHARDS  # only the new ones
+    assert {p.name: p.read_bytes() for p in _stale(out)} == saved  # every old shard kept
+    assert len(again) == len(first) == ROWS
+
+
+def test_a_lost_manifest_reuses_every_shard(test_set, tmp_path, demo_models, writes, caplog):
+    """Each shard carries its own key digest: a deleted or corrupt manifest drops nothing."""
+    out = tmp_path / "out.parquet"
+    first = _generate(test_set, out, demo_models)
+    out.unlink()
+    for manifest in (None, "{not json"):
+        if manifest is None:
+            (shard_dir(out) / "manifest.json").unlink()
+        else:
+            (shard_dir(out) / "manifest.json").write_text(manifest)
+        writes.clear()
+        with caplog.at_level(logging.INFO, logger="imhibench"):
+            again = _generate(test_set, out, demo_models)
+        assert writes == []
+        assert "set aside" not in caplog.text
+        assert "every row is saved" in caplog.text
+        assert _stale(out) == []
+        pd.testing.assert_frame_equal(again, first)
 
 
 def test_identical_refetch_reuses_every_shard_and_a_changed_query_only_its_row(
@@ -260,6 +301,35 @@ def test_identical_refetch_reuses_every_shard_and_a_changed_query_only_its_row(
 def test_generate_code_hash_follows_the_sources(tmp_path):
     assert _edited_generate_code(tmp_path) != generate_code_sha256()
     assert generate_code_sha256() == generate_code_sha256()
+
+
+@pytest.mark.parametrize(
+    ("module", "old"),
+    [
+        ("api.py", '"""'),
+        ("api_stage.py", '"""'),
+        ("journal.py", '"""'),
+        ("lock.py", '"""'),
+        ("shards.py", '"""'),
+        ("stage.py", '"""'),
+        ("signals.py", '"""'),
+        ("memory.py", '"""'),
+    ],
+)
+def test_an_edit_of_a_module_that_cannot_change_an_answer_keeps_the_key(tmp_path, module, old):
+    """API path, lock, journal, shard bookkeeping, progress: editing them keeps GPU work."""
+    assert _edited_generate_code(tmp_path, module, old, '"""Edited. ') == generate_code_sha256()
+
+
+def test_every_generate_module_is_classified_for_the_code_digest():
+    """A new module of imhibench/generate must be put in ANSWER_MODULES or NOT_ANSWER_MODULES
+    (with the reason), so that none is left out of the resume key unnoticed."""
+    import imhibench.generate
+    from imhibench.generate.stage import ANSWER_MODULES, NOT_ANSWER_MODULES
+
+    present = {p.name for p in Path(imhibench.generate.__file__).parent.glob("*.py")}
+    assert not set(ANSWER_MODULES) & set(NOT_ANSWER_MODULES)
+    assert sorted(ANSWER_MODULES + NOT_ANSWER_MODULES) == sorted(present)
 
 
 @pytest.mark.parametrize(
@@ -389,3 +459,102 @@ def test_a_directory_without_a_model_is_named_by_its_config_key_and_nothing_is_w
     with pytest.raises(ImhiBenchError, match=r"^model_catalog.tiny.path=.*: not a PEFT adapter"):
         run_generate(str(test_set), str(out), "tiny", lora, str(empty), str(empty), None,
                      SETTINGS, rows=None, device="cpu")  # fmt: skip
+
+
+def test_the_resume_key_of_a_vllm_job_leaves_cuda_uninitialised(
+    test_set, tmp_path, demo_models, monkeypatch
+):
+    """vLLM started in a process that has initialised CUDA switches its engine core to
+    `spawn`, which re-runs the Snakemake script (vLLM docs, design/multiprocessing.md). Up to
+    vLLM's boundary (no GPU here): torch's CUDA initialisation is refused, the GPU name comes
+    from a child process (stubbed), and the backend is loaded with CUDA still uninitialised."""
+    import subprocess
+
+    import torch
+
+    from imhibench.generate.base import GenerationResult
+    from imhibench.generate.stage import _ShardedJob
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("CUDA initialised in the job's process before vLLM started")
+
+    monkeypatch.setattr(torch.cuda, "_lazy_init", refuse)
+    monkeypatch.setattr(torch.cuda, "init", refuse)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    children, real_run = [], subprocess.run
+
+    def child(command, **kwargs):
+        if command[:2] != [sys.executable, "-c"]:
+            return real_run(command, **kwargs)  # git, for provenance
+        children.append(command)
+        return subprocess.CompletedProcess(command, 0, stdout="NVIDIA H200\n", stderr="")
+
+    monkeypatch.setattr(subprocess, "run", child)
+
+    class VLLMStandIn:  # what the job sees of VLLMGenerator
+        def prompt_lengths(self, queries):
+            return [len(q) for q in queries]
+
+        def generate(self, queries, on_batch=None):
+            return GenerationResult([f"answer {len(q)}" for q in queries], [2] * len(queries))
+
+    cuda_at_load = []
+
+    def load_backend(self):
+        cuda_at_load.append(torch.cuda.is_initialized())
+        return VLLMStandIn()
+
+    monkeypatch.setattr(_ShardedJob, "_load_backend", load_backend)
+    out = tmp_path / "out.parquet"
+    spec = {"kind": "causal", "split": "instruction"}
+    settings = {**SETTINGS, "engine": "vllm"}
+    table = run_generate(str(test_set), str(out), "tiny", spec, demo_models["causal"], None,
+                         None, settings, rows=None, device="cuda:0")  # fmt: skip
+    assert len(table) == ROWS
+    assert cuda_at_load == [False]
+    assert len(children) == 1  # read once per job
+    assert children[0][-1] == "cuda:0"
+    assert read_provenance(out)["device_name"] == "cuda:0 NVIDIA H200"
+
+
+def test_the_gpu_name_child_reports_its_failure():
+    """The child process really runs (here, without a GPU, torch refuses cuda:0): its error
+    comes back naming the device, not a blank GPU name in the resume key."""
+    from imhibench.generate.stage import _device_label
+
+    assert _device_label("cpu") == "cpu"
+    with pytest.raises(ImhiBenchError, match=r"could not read the name of GPU cuda:0 \(exit"):
+        _device_label("cuda:0")
+
+
+def test_the_generate_script_starts_nothing_when_a_spawned_process_imports_it(monkeypatch):
+    """A process started with `spawn` imports the main script as `__mp_main__`: the script must
+    not reopen the job's log, take the output's lock or run the job again. Snakemake runs it
+    with `python <script>`, as `__main__`: then it runs the job."""
+    import runpy
+    from types import SimpleNamespace
+
+    from support import REPO
+
+    import imhibench.common.execution as execution
+    import imhibench.common.logs as logs
+    import imhibench.generate.stage as stage
+
+    calls = []
+    for module, name in ((logs, "configure_job"), (logs, "announce_job"),
+                         (stage, "run_generate")):  # fmt: skip
+        monkeypatch.setattr(module, name, lambda *a, _name=name, **k: calls.append(_name))
+    monkeypatch.setattr(execution, "get_model_spec", lambda config, model: {})
+    monkeypatch.setattr(execution, "get_generation_settings", lambda config, model, s: s)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    job = SimpleNamespace(
+        scriptdir=str(REPO / "scripts"), log=["job.log"], threads=1, output=["out.parquet"],
+        wildcards=SimpleNamespace(model="m", dataset="d"), config={"device": "cpu"},
+        input=SimpleNamespace(test_set="t.parquet", get=lambda name: None),
+        params=SimpleNamespace(settings={"dtype": "auto"}, rows=None, seed=0),
+    )  # fmt: skip
+    script = str(REPO / "scripts" / "generate.py")
+    runpy.run_path(script, init_globals={"snakemake": job}, run_name="__mp_main__")
+    assert calls == []
+    runpy.run_path(script, init_globals={"snakemake": job}, run_name="__main__")
+    assert calls == ["configure_job", "announce_job", "run_generate"]

@@ -168,6 +168,7 @@ class _ShardedJob:
         except TypeError as err:
             raise ImhiBenchError(f"generation settings {settings}: {err}") from err
         self.device = resolve_device(device)
+        self._label: str | None = None
         _check_upstream_shards(self.generation, self.device, self.shard_rows)
 
     def run(self, subset, out_path, stop: StopOnSignal, interval_s: float):
@@ -220,7 +221,7 @@ class _ShardedJob:
                 for k in _BACKEND_RECORD
             }
         extra = {
-            "device_name": _device_label(self.device),
+            "device_name": self.device_label(),
             "shard_rows": self.shard_rows,
             "resumed_rows": resumed,
             "generated_rows": len(missing),
@@ -228,6 +229,12 @@ class _ShardedJob:
             "generation_seconds": round(sum(p.get("seconds", 0.0) for p in store.provenances), 3),
         }
         return _in_order(saved, row_ids), store, extra
+
+    def device_label(self) -> str:
+        """``_device_label`` of the job's device, read once (before any backend is loaded)."""
+        if self._label is None:
+            self._label = _device_label(self.device)
+        return self._label
 
     def _load_backend(self):
         from imhibench.generate import load_backend
@@ -297,7 +304,10 @@ class _ShardedJob:
         the test set enters row by row (``query_sha256``). Execution settings (shard size,
         batching, a reference engine) are left out: saved rows are reused whatever they are
         (``answer_settings``; the ``upstream`` and ``vllm`` engines stay in, they can change
-        answers). Our own generation code is in, as the sha256 of its sources.
+        answers). Our own generation code is in, as the sha256 of the modules that can change
+        an answer (``ANSWER_MODULES``). The GPU model and package versions are in (answers can
+        differ across GPUs and library versions): a change sets saved rows aside (``shards``),
+        it never deletes them.
         """
         checkpoints = {"model": self.model_dir, "base": self.base_model_dir}
         versions = package_versions()
@@ -308,18 +318,51 @@ class _ShardedJob:
             },
             "settings": answer_settings(self.settings),
             "seed": self.seed,
-            "device": _device_label(self.device),
+            "device": self.device_label(),
             "packages": {name: versions.get(name) for name in _OUTPUT_PACKAGES},
             "generate_code_sha256": generate_code_sha256(),
         }
         return json.loads(json.dumps(key, sort_keys=True, default=str))  # as stored in JSON
 
 
+#: The modules of ``imhibench/generate`` whose code can change a generated answer: their
+#: sha256 is part of the resume key, so an edit of one sets saved rows aside.
+ANSWER_MODULES = (
+    "base.py",  # GenerationSettings defaults, cut_at_eos, resolve_dtype
+    "engines.py",  # which generator runs, the dtype a model is loaded in, device map
+    "causal.py",  # tokenizer loading (pad token, padding side), model loading
+    "seq2seq.py",  # encoder-decoder model loading
+    "lora.py",  # adapter loading and merging
+    "hf.py",  # prompts (chat template), the generate calls, decoding of the answer
+    "rounds.py",  # the static engine's decoding rounds and KV cache
+    "continuous.py",  # the continuous engine
+    "upstream.py",  # the upstream engine (batches of 8, max_length, decoding)
+    "vllm_engine.py",  # the vllm engine (dtype, sampling parameters, prompts, decoding)
+    "decoding.py",  # the generation config: greedy or the checkpoint's
+    "batching.py",  # which rows form a batch, and how an out-of-memory batch is split and
+    # its answers put back in order (a bug here gives a row another row's answer)
+)
+#: Modules that cannot change an answer, left out so that editing them keeps GPU work:
+NOT_ANSWER_MODULES = (
+    "__init__.py",  # re-exports only
+    "memory.py",  # the batch token budget from free GPU memory: the same as batch_tokens,
+    # an execution setting (batching among the reference engines leaves answers unchanged)
+    "stage.py",  # resume bookkeeping, provenance and output writing
+    "shards.py",  # shard files
+    "signals.py",  # stopping on SIGTERM / SIGINT
+    "lock.py",  # the output lock
+    "responses.py",  # kind responses: imported answers, never sharded
+    "api.py",  # kind api: journaled (journal.py), not sharded
+    "api_stage.py",
+    "journal.py",
+)
+
+
 def generate_code_sha256(directory: Path = Path(__file__).parent) -> str:
-    """sha256 over the sources of ``imhibench/generate`` (names and contents)."""
+    """sha256 over the sources of the ``ANSWER_MODULES`` of ``imhibench/generate``."""
     digest = hashlib.sha256()
-    for path in sorted(directory.glob("*.py")):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    for name in ANSWER_MODULES:
+        digest.update(name.encode() + b"\0" + (directory / name).read_bytes() + b"\0")
     return digest.hexdigest()
 
 
@@ -384,13 +427,39 @@ def _check_upstream_batches(shards: list[list[int]], basis: pd.DataFrame) -> Non
                 )
 
 
-def _device_label(device: str) -> str:
-    """``cpu``, or ``cuda:0 NVIDIA H100 80GB HBM3``: kernels (and bf16 rounding) differ by GPU."""
-    import torch
+#: Prints the name of a CUDA device (``sys.argv[1]``) as torch names it.
+_DEVICE_NAME_SCRIPT = (
+    "import sys, torch; print(torch.cuda.get_device_name(torch.device(sys.argv[1])))"
+)
 
-    if device.startswith("cuda"):
-        return f"{device} {torch.cuda.get_device_name(torch.device(device))}"
-    return device
+
+def _device_label(device: str) -> str:
+    """``cpu``, or ``cuda:0 NVIDIA H100 80GB HBM3``: kernels (and bf16 rounding) differ by GPU.
+
+    The name is asked in a child process: ``torch.cuda.get_device_name`` initialises CUDA, and
+    a job whose process has initialised CUDA before vLLM starts makes vLLM start its engine
+    core with ``spawn`` instead of ``fork`` (vLLM docs, design/multiprocessing.md). The child
+    sees the same ``CUDA_VISIBLE_DEVICES`` and device order, so the name is torch's own.
+    """
+    import subprocess
+    import sys
+
+    from imhibench.common.errors import ImhiBenchError
+
+    if not device.startswith("cuda"):
+        return device
+    command = [sys.executable, "-c", _DEVICE_NAME_SCRIPT, device]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise ImhiBenchError(f"could not read the name of GPU {device}: {err}") from err
+    name = done.stdout.strip()
+    if done.returncode != 0 or not name:
+        raise ImhiBenchError(
+            f"could not read the name of GPU {device} (exit status {done.returncode}): "
+            f"{done.stderr.strip()[-2000:]}"
+        )
+    return f"{device} {name}"
 
 
 def _in_order(saved: pd.DataFrame, row_ids: list[str]) -> pd.DataFrame:
