@@ -427,6 +427,8 @@ def test_vllm_lora_in_float32_is_refused(paper):
     """vLLM's LoRA kernels take float16/bfloat16 weights only; the paper config's float32 with
     engine vllm is refused for the LoRA model, naming the engine and dtype keys."""
     paper["generation"]["engine"] = "vllm"
+    for seq2seq in ("MentalBART", "MentalT5"):  # vLLM is for causal models
+        paper["model_catalog"][seq2seq].setdefault("generation", {})["engine"] = "static"
     message = _refusal(paper)
     assert "engine 'vllm' (MentaLLaMA-33B-lora) with generation.dtype 'float32'" in message
     assert "LoRA adapters in float16 or bfloat16 only" in message
@@ -666,3 +668,86 @@ def test_the_80_gb_assumption_is_said_where_resources_are_set_and_the_profile_sh
         profile
     )
     assert "assume 80 GB GPUs" in profile
+
+
+@pytest.mark.parametrize(
+    ("generation", "expected"),
+    [
+        ({"engine": "upstream", "shard_rows": 100},
+         "generation.engine='upstream', generation.shard_rows=100 (demo-llama): generation "
+         "settings: engine 'upstream' needs shard_rows a multiple of 8"),
+        ({"engine": "upstream", "dtype": "bfloat16"},
+         "generation.dtype='bfloat16', generation.engine='upstream' (demo-llama): generation "
+         "settings: engine 'upstream' runs in float32"),
+        ({"engine": "continuous", "decoding": "checkpoint"},
+         "generation.decoding='checkpoint', generation.engine='continuous' (demo-llama): "
+         "generation settings: decoding 'checkpoint' needs engine static or upstream"),
+        ({"engine": "upstream", "chat_template": True},
+         "generation.chat_template=True, generation.engine='upstream' (demo-llama): generation "
+         "settings: engine 'upstream' feeds the raw queries"),
+    ],
+)  # fmt: skip
+def test_generation_settings_a_job_would_refuse_are_refused_at_once(generation, expected):
+    """The generate job's own checks (imhibench.generate.engines.job_settings) run on every
+    selected model's merged settings when the config is read, not on the GPU node."""
+    config = demo_config()
+    config["models"] = ["demo-llama"]
+    config["generation"].update(generation)
+    assert expected in _refusal(config)
+
+
+def test_a_global_engine_seq2seq_models_cannot_run_is_refused_naming_them():
+    config = demo_config()
+    config["generation"]["engine"] = "continuous"
+    message = _refusal(config)
+    for model in ("demo-bart", "demo-t5"):
+        assert (
+            f"generation.engine='continuous' ({model}): generation settings: engine "
+            "'continuous' is for causal and lora models, not kind 'seq2seq'"
+        ) in message
+    assert "(demo-llama)" not in message  # causal models run it
+    for model in ("demo-bart", "demo-t5"):  # set per model, as the message says
+        config["model_catalog"][model]["generation"] = {"engine": "static"}
+    validate_config(config, SCHEMA)
+
+
+def test_a_setting_of_the_model_entry_is_named_by_its_own_key():
+    config = demo_config()
+    config["models"] = ["demo-llama-lora"]
+    config["model_catalog"]["demo-llama-lora"]["generation"] = {"engine": "upstream",
+                                                                 "shard_rows": 12}  # fmt: skip
+    assert (
+        "model_catalog.demo-llama-lora.generation.engine='upstream', "
+        "model_catalog.demo-llama-lora.generation.shard_rows=12 (demo-llama-lora)"
+    ) in _refusal(config)
+
+
+def _judge_api(run_on: str) -> dict:
+    spec = {
+        "backend": "api", "run_on": run_on,
+        "api": {"base_url": "http://localhost:1/v1", "model": "judge",
+                "api_key_env": "IMHI_TEST_JUDGE_KEY"},
+        "resources": {"gpu": 0, "cpus": 1, "mem_mb": 2000, "runtime": 60},
+    }  # fmt: skip
+    if run_on == "cluster":
+        spec["resources"]["slurm_partition"] = "internet"
+    return spec
+
+
+def test_a_local_api_metric_without_its_key_is_refused_before_any_job(monkeypatch):
+    """`backend: api, run_on: local`: the key must be in this host's environment; found now,
+    not after all generation. `run_on: cluster` is not checked (the key may exist there only)."""
+    monkeypatch.delenv("IMHI_TEST_JUDGE_KEY", raising=False)
+    config = demo_config()
+    config["scorers"]["llm_judge"] = _judge_api("local")
+    message = _refusal(config)
+    assert (
+        "scorers.llm_judge.api.api_key_env: environment variable IMHI_TEST_JUDGE_KEY "
+        "(api.api_key_env) is not set"
+    ) in message
+    assert "or remove llm_judge from `scorers`" in message
+    monkeypatch.setenv("IMHI_TEST_JUDGE_KEY", "sk-test")
+    validate_config(config, SCHEMA)
+    monkeypatch.delenv("IMHI_TEST_JUDGE_KEY")
+    config["scorers"]["llm_judge"] = _judge_api("cluster")
+    validate_config(config, SCHEMA)

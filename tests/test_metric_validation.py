@@ -405,10 +405,11 @@ def test_model_metrics_jobs_over_the_rated_explanations_are_merged(
     assert judge["settings"]["checkpoint"] == demo_models["causal"]
 
 
-def test_the_llm_metrics_preset_plans_a_validation_job_per_model_metric(tmp_path):
+def test_the_llm_metrics_preset_plans_a_validation_job_per_model_metric(tmp_path, monkeypatch):
     """`snakemake -n --configfile workflow_config/llm_metrics.yaml`: GPTScore (hf) and the judge
     (api, run_on local) each score the rated explanations in a job of the model-metric rules,
     with the metric's resources; validate_metrics reads those files and no model's answers."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-not-used")  # the judge's key (run_on: local)
     result = subprocess.run(
         [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
          "--directory", str(tmp_path), "--dry-run", "--cores", "4", "--configfile",

@@ -22,7 +22,9 @@ NO = "No, the poster does not suffer from depression. Reasoning: The post asks f
 
 
 @pytest.fixture
-def preset() -> dict:
+def preset(monkeypatch) -> dict:
+    # the judge asks its endpoint from this host (run_on: local): validation wants its key set
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-not-used")
     return merged(load("config.yaml"), load("llm_metrics.yaml"))
 
 

@@ -102,8 +102,9 @@ def test_every_gpu_job_of_the_paper_config_asks_for_one_node(tmp_path):
     print(next(iter(multi.values())))
 
 
-def test_the_gpu_jobs_of_the_model_metrics_preset_ask_for_one_node(tmp_path):
+def test_the_gpu_jobs_of_the_model_metrics_preset_ask_for_one_node(tmp_path, monkeypatch):
     """GPTScore's hf jobs (rule score_metric) go through the profile as well."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-not-used")  # the judge's key (run_on: local)
     preset = REPO / "workflow_config" / "llm_metrics.yaml"
     lines = gpu_submit_lines(tmp_path, "--configfile", str(preset))
     assert any(rule == "score_metric" for rule, _ in lines)

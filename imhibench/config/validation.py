@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -192,4 +193,48 @@ def _engine_problems(config: dict) -> list[str]:
                 f"{engine_key} with {_setting_key(config, model, 'dtype')} {dtype!r}: "
                 f"{lora_dtype_problem(dtype)}"
             )
+    return problems + _job_settings_problems(config) + _api_key_problems(config)
+
+
+def _job_settings_problems(config: dict) -> list[str]:
+    """Selected models that generate locally whose merged generation settings the generate
+    job would refuse: the job's own checks (``job_settings``), run now rather than on the GPU
+    node after the model is fetched. Each problem names the model and the keys involved."""
+    from imhibench.generate.engines import job_settings
+
+    plan, problems = Plan(config), []
+    for model in config["models"]:
+        spec = config["model_catalog"].get(model)
+        if spec is None or spec["kind"] not in ("causal", "seq2seq", "lora"):
+            continue
+        settings = plan.generation_settings(model)
+        try:
+            job_settings(spec["kind"], settings, config["seed"], config["device"])
+        except ImhiBenchError as err:
+            keys = [
+                f"{_setting_key(config, model, name)}={value!r}"
+                for name, value in settings.items()
+                if re.search(rf"\b{name}\b", str(err))
+            ]
+            problems.append(f"{', '.join(keys) or f'generation ({model})'} ({model}): {err}")
+    return problems
+
+
+def _api_key_problems(config: dict) -> list[str]:
+    """Model metrics asking an endpoint from this host (`backend: api`, `run_on: local`) whose
+    key variable is not set here: the metric's job reads it the same way (``read_api_key``),
+    but only after all generation. (With `run_on: cluster` the variable may exist on the
+    cluster only, so it is not checked.)"""
+    from imhibench.generate.api import ApiSettings, read_api_key
+
+    problems = []
+    for metric in Plan(config).model_metrics():
+        spec = config["scorers"][metric]
+        if spec["backend"] != "api" or spec["run_on"] != "local":
+            continue
+        where = f"scorers.{metric}.api.api_key_env"
+        try:
+            read_api_key(ApiSettings(**spec["api"]), where, f"remove {metric} from `scorers`")
+        except ImhiBenchError as err:
+            problems.append(str(err))
     return problems

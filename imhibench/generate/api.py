@@ -135,15 +135,18 @@ class RedactSecret(logging.Filter):
         return True
 
 
-def read_api_key(settings: ApiSettings, model: str) -> str:
-    """The key from ``settings.api_key_env``; ``"none"`` for keyless servers (``null``)."""
+def read_api_key(settings: ApiSettings, model: str, remedy: str | None = None) -> str:
+    """The key from ``settings.api_key_env``; ``"none"`` for keyless servers (``null``).
+    ``remedy``: the other way out named in the error (default: remove ``model`` from
+    ``models``)."""
     if settings.api_key_env is None:
         return "none"
     key = os.environ.get(settings.api_key_env, "")
     if not key.strip():
         raise ImhiBenchError(
             f"{model}: environment variable {settings.api_key_env} (api.api_key_env) is not set; "
-            f"export the API key of {settings.base_url} there, or remove {model} from `models`"
+            f"export the API key of {settings.base_url} there, or "
+            f"{remedy or f'remove {model} from `models`'}"
         )
     return key.strip()
 

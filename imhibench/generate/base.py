@@ -81,6 +81,25 @@ class GenerationSettings:
                 f"generation settings: engine 'upstream' runs in float32 as IMHI.py; dtype "
                 f"{self.dtype!r} contradicts it (use dtype auto or float32)"
             )
+        if self.engine == "upstream" and self.chat_template:
+            raise ImhiBenchError(
+                "generation settings: engine 'upstream' feeds the raw queries as IMHI.py; "
+                "chat_template true contradicts it (set chat_template: false)"
+            )
+
+
+#: Model kinds and the engines they can run: encoder-decoder models have only the static loop.
+KIND_ENGINES = {"seq2seq": ("auto", "static")}
+
+
+def kind_engine_problem(kind: str, engine: str) -> str | None:
+    """Why a model of ``kind`` cannot run ``engine``, or None when it can."""
+    if engine in KIND_ENGINES.get(kind, ENGINES):
+        return None
+    return (
+        f"engine {engine!r} is for causal and lora models, not kind {kind!r}; set it per "
+        "model (model_catalog.<model>.generation.engine)"
+    )
 
 
 def resolve_engine(engine: str, device: str) -> str:

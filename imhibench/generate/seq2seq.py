@@ -6,7 +6,13 @@ Upstream IMHI.py loads these with AutoModel, which has no LM head; we use the se
 from __future__ import annotations
 
 from imhibench.common.errors import ImhiBenchError
-from imhibench.generate.base import GenerationSettings, require_dir, resolve_device, resolve_dtype
+from imhibench.generate.base import (
+    GenerationSettings,
+    kind_engine_problem,
+    require_dir,
+    resolve_device,
+    resolve_dtype,
+)
 from imhibench.generate.hf import HFGenerator
 
 
@@ -23,11 +29,8 @@ def load_seq2seq(
     if base_model_dir is not None:
         raise ImhiBenchError("base_model_dir is only used by kind 'lora', not 'seq2seq'")
     require_dir(model_dir, "seq2seq model", "config.json")
-    if settings.engine not in ("auto", "static"):
-        raise ImhiBenchError(
-            f"seq2seq model {model_dir}: engine {settings.engine!r} is for causal and lora "
-            "models; set it per model (model_catalog.<model>.generation.engine)"
-        )
+    if problem := kind_engine_problem("seq2seq", settings.engine):
+        raise ImhiBenchError(f"seq2seq model {model_dir}: {problem}")
     device = resolve_device(device)
     model = AutoModelForSeq2SeqLM.from_pretrained(
         model_dir, dtype=resolve_dtype(settings.dtype, device), device_map=device

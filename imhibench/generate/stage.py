@@ -36,8 +36,6 @@ log = logging.getLogger(__name__)
 
 # Columns of results/generate/<model>/<dataset>.parquet.
 RESPONSE_COLUMNS = ["row_id", "response", "n_output_tokens"]
-# Rows per shard when the settings give no ``shard_rows``: minutes of GPU work for a 7B model.
-DEFAULT_SHARD_ROWS = 256
 # Package versions that can change generated text; a resumed job must match them.
 _OUTPUT_PACKAGES = ("torch", "transformers", "peft", "tokenizers", "imhibench")
 
@@ -151,25 +149,14 @@ class _ShardedJob:
 
     def __init__(self, model, kind, model_dir, base_model_dir, settings, seed, device):
         from imhibench.common.devices import resolve_device
-        from imhibench.common.errors import ImhiBenchError
-        from imhibench.generate import GenerationSettings
+        from imhibench.generate.engines import job_settings
 
         self.model, self.kind = model, kind
         self.model_dir, self.base_model_dir = model_dir, base_model_dir
         self.settings, self.seed = settings, seed
-        self.shard_rows = settings.get("shard_rows", DEFAULT_SHARD_ROWS)
-        if type(self.shard_rows) is not int or self.shard_rows < 1:
-            raise ImhiBenchError(
-                f"generation settings: shard_rows must be an integer >= 1: {settings}"
-            )
-        fields = {k: v for k, v in settings.items() if k != "shard_rows"}
-        try:
-            self.generation = GenerationSettings(**fields, seed=seed)
-        except TypeError as err:
-            raise ImhiBenchError(f"generation settings {settings}: {err}") from err
         self.device = resolve_device(device)
+        self.generation, self.shard_rows = job_settings(kind, settings, seed, self.device)
         self._label: str | None = None
-        _check_upstream_shards(self.generation, self.device, self.shard_rows)
 
     def run(self, subset, out_path, stop: StopOnSignal, interval_s: float):
         """(responses table in test-set order, the shard store, provenance fields)."""
@@ -375,20 +362,6 @@ _BACKEND_RECORD = {"max_new_tokens_cap": "max_new_tokens_cap", "decoding": "deco
 def _backend_record(backend) -> dict:
     """The ``_BACKEND_RECORD`` fields of a backend, None where it has none."""
     return {field: getattr(backend, name, None) for field, name in _BACKEND_RECORD.items()}
-
-
-def _check_upstream_shards(generation, device: str, shard_rows: int) -> None:
-    """The ``upstream`` engine batches 8 rows in file order: shards must not cut a batch."""
-    from imhibench.common.errors import ImhiBenchError
-    from imhibench.generate.base import resolve_engine
-    from imhibench.generate.upstream import UPSTREAM_BATCH_SIZE
-
-    engine = resolve_engine(generation.engine, device)
-    if engine == "upstream" and shard_rows % UPSTREAM_BATCH_SIZE:
-        raise ImhiBenchError(
-            f"generation settings: engine 'upstream' needs shard_rows a multiple of "
-            f"{UPSTREAM_BATCH_SIZE} (upstream's batches), not {shard_rows}"
-        )
 
 
 def _reusable(saved: pd.DataFrame, basis: pd.DataFrame) -> pd.DataFrame:

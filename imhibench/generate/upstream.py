@@ -91,8 +91,6 @@ class UpstreamGenerator(HFGenerator):
         max_length: int | None = None,
         batch_size: int = UPSTREAM_BATCH_SIZE,
     ):
-        if settings.chat_template:
-            raise ImhiBenchError("engine 'upstream' feeds the raw queries; chat_template: false")
         if tokenizer.unk_token is not None:
             tokenizer.pad_token = tokenizer.unk_token  # IMHI.py: tokenizer.pad_token = unk_token
         super().__init__(model, tokenizer, settings, device)
