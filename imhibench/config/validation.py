@@ -81,6 +81,7 @@ def validate_config(config: dict, schema_path: str | Path) -> None:
             "invalid configuration:\n  models, datasets: no (model, dataset) job to run:\n"
             + "\n".join(f"    {m}" for m in plan.skip_messages())
         )
+    _check_jobs(plan)
     _check_published(plan)
 
 
@@ -193,16 +194,23 @@ def _engine_problems(config: dict) -> list[str]:
                 f"{engine_key} with {_setting_key(config, model, 'dtype')} {dtype!r}: "
                 f"{lora_dtype_problem(dtype)}"
             )
-    return problems + _job_settings_problems(config) + _api_key_problems(config)
+    return problems
 
 
-def _job_settings_problems(config: dict) -> list[str]:
+def _check_jobs(plan: Plan) -> None:
+    """What the jobs of a config whose names are valid would refuse only when they run."""
+    problems = _job_settings_problems(plan) + _api_key_problems(plan)
+    if problems:
+        raise ImhiBenchError("invalid configuration:\n" + "\n".join(f"  {p}" for p in problems))
+
+
+def _job_settings_problems(plan: Plan) -> list[str]:
     """Selected models that generate locally whose merged generation settings the generate
     job would refuse: the job's own checks (``job_settings``), run now rather than on the GPU
     node after the model is fetched. Each problem names the model and the keys involved."""
     from imhibench.generate.engines import job_settings
 
-    plan, problems = Plan(config), []
+    config, problems = plan.config, []
     for model in config["models"]:
         spec = config["model_catalog"].get(model)
         if spec is None or spec["kind"] not in ("causal", "seq2seq", "lora"):
@@ -220,7 +228,7 @@ def _job_settings_problems(config: dict) -> list[str]:
     return problems
 
 
-def _api_key_problems(config: dict) -> list[str]:
+def _api_key_problems(plan: Plan) -> list[str]:
     """Model metrics asking an endpoint from this host (`backend: api`, `run_on: local`) whose
     key variable is not set here: the metric's job reads it the same way (``read_api_key``),
     but only after all generation. (With `run_on: cluster` the variable may exist on the
@@ -228,8 +236,8 @@ def _api_key_problems(config: dict) -> list[str]:
     from imhibench.generate.api import ApiSettings, read_api_key
 
     problems = []
-    for metric in Plan(config).model_metrics():
-        spec = config["scorers"][metric]
+    for metric in plan.model_metrics():
+        spec = plan.config["scorers"][metric]
         if spec["backend"] != "api" or spec["run_on"] != "local":
             continue
         where = f"scorers.{metric}.api.api_key_env"
