@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 
@@ -138,8 +140,11 @@ def run_label(
     device: str = "auto",
     batch_size: int = 64,
     dtype: str = "float32",
+    classifier: MentalBertLabeler | None = None,
 ) -> pd.DataFrame:
-    """Label stage for one (model, dataset): read, label, write with provenance."""
+    """Label stage for one (model, dataset): read, label, write with provenance.
+    ``classifier``: the task's classifier already loaded from ``classifier_dir`` (else it is
+    loaded here)."""
     from imhibench.common.io import read_provenance, read_table, write_table
     from imhibench.common.provenance import build_provenance, checkpoint_provenance
     from imhibench.common.tasks import get_task
@@ -148,12 +153,10 @@ def run_label(
     responses = read_table(responses_path, ["row_id", "response"])
     check_responses(responses, responses_path)
     test_set = read_table(test_set_path, ["row_id", "gold_label"])
-    classifier = None
-    if "mentalbert" in labelers:
-        if not classifier_dir:
-            raise ImhiBenchError(f"labeler mentalbert needs a classifier for task {task_name}")
-        log.info("loading MentalBERT classifier from %s", classifier_dir)
-        classifier = MentalBertLabeler(classifier_dir, task, device, batch_size, dtype)
+    if "mentalbert" not in labelers:
+        classifier = None
+    elif classifier is None:
+        classifier = load_classifier(classifier_dir, task, device, batch_size, dtype)
     table = label_responses(responses, test_set, task, labelers, classifier)
     provenance = build_provenance(
         "label",
@@ -168,3 +171,100 @@ def run_label(
     write_table(table, out_path, provenance)
     log.info("%s: labelled %d rows", out_path, len(table))
     return table
+
+
+def load_classifier(
+    classifier_dir: str | None, task: Task, device: str, batch_size: int, dtype: str
+) -> MentalBertLabeler:
+    """The MentalBERT classifier of ``task`` (labeler mentalbert)."""
+    if not classifier_dir:
+        raise ImhiBenchError(f"labeler mentalbert needs a classifier for task {task.name}")
+    log.info("loading MentalBERT classifier from %s", classifier_dir)
+    return MentalBertLabeler(classifier_dir, task, device, batch_size, dtype)
+
+
+@dataclass(frozen=True)
+class LabelJob:
+    """One dataset of a model's label job: its inputs, task and output file."""
+
+    dataset: str
+    task: str
+    responses: str
+    test_set: str
+    out: str
+    classifier: str | None = None
+
+
+#: The file of a dataset's entry in the label job's reuse store.
+LABEL_FILE = "labels.parquet"
+
+
+def label_code_sha256() -> str:
+    """sha256 of the code that writes a label file: this module and the shared sources
+    (the tasks' keyword rules and classifier label maps among them)."""
+    from imhibench.common.reuse import common_sources, sources_sha256
+
+    return sources_sha256([Path(__file__), *common_sources()])
+
+
+def label_key(
+    job: LabelJob, labelers: Sequence[str], device: str, batch_size: int, dtype: str
+) -> dict:
+    """Everything a dataset's label file depends on: its inputs' content (responses, test
+    set, classifier files), the settings, the packages and the label code."""
+    from imhibench.common.checkpoint_hashes import local_checkpoint_sha256
+    from imhibench.common.hashing import sha256_file
+    from imhibench.common.reuse import stage_versions
+
+    uses_classifier = "mentalbert" in labelers and job.classifier
+    return {
+        "stage": "label",
+        "task": job.task,
+        "labelers": list(labelers),
+        "responses_sha256": sha256_file(job.responses),
+        "test_set_sha256": sha256_file(job.test_set),
+        "classifier_sha256": local_checkpoint_sha256(job.classifier) if uses_classifier else None,
+        "batch_size": batch_size,
+        "dtype": dtype,
+        "device": resolve_device(device).split(":")[0],
+        **stage_versions(label_code_sha256()),
+    }
+
+
+def run_label_model(
+    jobs: Sequence[LabelJob],
+    labelers: Sequence[str],
+    reuse_dir: str | Path,
+    device: str = "auto",
+    batch_size: int = 64,
+    dtype: str = "float32",
+) -> None:
+    """A model's label job: every dataset of ``jobs``, each copied from the reuse store
+    (``reuse_dir``) when its key matches, else labelled and put in the store at once. Datasets
+    sharing a classifier share one load; one classifier is held at a time."""
+    from imhibench.common.reuse import ReuseStore, key_sha256
+    from imhibench.common.tasks import get_task
+
+    store = ReuseStore(reuse_dir)
+    loaded: tuple[tuple[str | None, str], MentalBertLabeler] | None = None
+    for job in sorted(jobs, key=lambda j: (j.classifier or "", j.task)):
+        key = key_sha256(label_key(job, labelers, device, batch_size, dtype))
+        if store.fetch(job.dataset, key, {LABEL_FILE: job.out}):
+            log.info("%s: reused %s (key %s)", job.dataset, job.out, key[:16])
+            continue
+        classifier = None
+        if "mentalbert" in labelers:
+            if loaded is None or loaded[0] != (job.classifier, job.task):
+                loaded = None  # free the previous classifier before loading the next
+                task = get_task(job.task)
+                labeler = load_classifier(job.classifier, task, device, batch_size, dtype)
+                loaded = ((job.classifier, job.task), labeler)
+            classifier = loaded[1]
+
+        def write(folder: Path, job: LabelJob = job, classifier=classifier) -> None:
+            run_label(job.responses, job.test_set, str(folder / LABEL_FILE), job.task, labelers,
+                      job.classifier, device, batch_size, dtype, classifier=classifier)  # fmt: skip
+
+        store.put(job.dataset, key, write, [LABEL_FILE])
+        store.fetch(job.dataset, key, {LABEL_FILE: job.out})
+        log.info("%s: computed %s (key %s)", job.dataset, job.out, key[:16])

@@ -9,6 +9,7 @@ import imhibench.validate_metrics.ratings as validation_ratings
 import imhibench.validate_metrics.tables as validation_tables
 from imhibench.aggregate.specs import paired_table_names, table_specs
 from imhibench.common.execution import answer_model_spec, answer_settings
+from imhibench.common.reuse import REUSE_ROOT
 from imhibench.common.tasks import all_tasks
 from imhibench.config.fingerprint import check_tables_match_config
 from imhibench.config.paths import RATED_EXPLANATIONS, VALIDATION_JOB, checkpoint_dir
@@ -77,8 +78,9 @@ def get_final_outputs():
 
 
 def get_sample_outputs():
-    """One page of answers per (model, dataset), worst-scoring first (in `--report`)."""
-    return [f"results/samples/{m}/{d}.html" for m, d in PLAN.jobs]
+    """One folder of answer pages per model with jobs, a page per dataset, worst-scoring
+    first (in `--report`)."""
+    return [f"results/samples/{m}" for m in PLAN.models_with_jobs()]
 
 
 def get_table_outputs():
@@ -248,14 +250,48 @@ def get_generate_resource(name):
 # ---- label and score ---------------------------------------------------------------------
 
 
+def get_model_datasets(model):
+    """The planned datasets of `model`, in plan order."""
+    return [d for m, d in PLAN.jobs if m == model]
+
+
+def get_label_jobs(wildcards):
+    """One entry per dataset of the model's label job (imhibench.label.LabelJob)."""
+    model = wildcards.model
+    uses_classifier = "mentalbert" in config["labelers"]
+    return [
+        {
+            "dataset": d,
+            "task": PLAN.task_of(d),
+            "responses": f"results/generate/{model}/{d}.parquet",
+            "test_set": PLAN.test_set_path(d, PLAN.split_of(model)),
+            "out": f"results/label/{model}/{d}.parquet",
+            "classifier": (
+                checkpoint_dir(PLAN.classifier(d)) if uses_classifier else None
+            ),
+        }
+        for d in get_model_datasets(model)
+    ]
+
+
 def get_label_input(wildcards):
+    jobs = get_label_jobs(wildcards)
     inputs = {
-        "responses": f"results/generate/{wildcards.model}/{wildcards.dataset}.parquet",
-        "test_set": get_test_set(wildcards),
+        "responses": [job["responses"] for job in jobs],
+        "test_sets": [job["test_set"] for job in jobs],
     }
     if "mentalbert" in config["labelers"]:
-        inputs["classifier"] = checkpoint_dir(PLAN.classifier(wildcards.dataset))
+        inputs["classifiers"] = sorted({job["classifier"] for job in jobs})
     return inputs
+
+
+def get_reuse_dir(stage):
+    """Where a model's `stage` job keeps its finished datasets (imhibench.common.reuse)."""
+
+    def get_dir(wildcards):
+        return f"{REUSE_ROOT}/{stage}/{wildcards.model}"
+
+    return get_dir
 
 
 def get_scorer_inputs():
@@ -267,22 +303,39 @@ def get_scorer_inputs():
     return inputs
 
 
+def get_score_jobs(wildcards):
+    """One entry per dataset of the model's score job (imhibench.score.stage.ScoreJob)."""
+    model = wildcards.model
+    return [
+        {
+            "dataset": d,
+            "task": PLAN.task_of(d),
+            "responses": f"results/generate/{model}/{d}.parquet",
+            "labels": f"results/label/{model}/{d}.parquet",
+            "test_set": PLAN.test_set_path(d, PLAN.split_of(model)),
+            "rows_out": f"results/score/{model}/{d}.parquet",
+            "summary_out": f"results/metrics/{model}/{d}.parquet",
+            "model_metrics": PLAN.model_metric_paths(model, d),
+        }
+        for d in get_model_datasets(model)
+    ]
+
+
 def get_score_input(wildcards):
+    """The model's answers, its label job's directory, the test sets, the scorers and the
+    files of the model metrics' jobs that the score job merges."""
+    jobs = get_score_jobs(wildcards)
     inputs = {
-        "responses": f"results/generate/{wildcards.model}/{wildcards.dataset}.parquet",
-        "labels": f"results/label/{wildcards.model}/{wildcards.dataset}.parquet",
-        "test_set": get_test_set(wildcards),
+        "responses": [job["responses"] for job in jobs],
+        "labels": f"results/label/{wildcards.model}",
+        "test_sets": [job["test_set"] for job in jobs],
+        "model_metrics": [p for job in jobs for p in job["model_metrics"].values()],
     }
-    return inputs | get_scorer_inputs() | get_model_metric_paths(wildcards)
+    return inputs | get_scorer_inputs()
 
 
 def get_scorer_settings(wildcards):
     return PLAN.scorer_settings()
-
-
-def get_model_metric_paths(wildcards):
-    """metric -> file of each model metric's job that the score job merges."""
-    return PLAN.model_metric_paths(wildcards.model, wildcards.dataset)
 
 
 def get_score_metrics(rule_name):
@@ -336,11 +389,22 @@ def get_stage_resource(stage, name):
 # ---- aggregate ---------------------------------------------------------------------------
 
 
-def get_metrics_inputs(wildcards):
+def get_metrics_dirs(wildcards):
+    """The score jobs' summary directories, one per model with jobs."""
+    return [f"results/metrics/{m}" for m in PLAN.models_with_jobs()]
+
+
+def get_metrics_files(wildcards):
+    """The summary of every (model, dataset), in PLAN.jobs order."""
     return [f"results/metrics/{m}/{d}.parquet" for m, d in PLAN.jobs]
 
 
-def get_label_inputs(wildcards):
+def get_label_dirs(wildcards):
+    """The label jobs' directories, one per model with jobs."""
+    return [f"results/label/{m}" for m in PLAN.models_with_jobs()]
+
+
+def get_label_files(wildcards):
     """Per-row labels of every job, in PLAN.jobs order (paired tests, confusion matrices)."""
     return [f"results/label/{m}/{d}.parquet" for m, d in PLAN.jobs]
 
@@ -354,13 +418,30 @@ def get_published_names(wildcards):
     return PLAN.published_names()
 
 
+def get_sample_pages(wildcards):
+    """One answer page per dataset of the model: its inputs and the page's path."""
+    model = wildcards.model
+    return [
+        {
+            "dataset": d,
+            "test_set": PLAN.test_set_path(d, PLAN.split_of(model)),
+            "responses": f"results/generate/{model}/{d}.parquet",
+            "labels": f"results/label/{model}/{d}.parquet",
+            "scores": f"results/score/{model}/{d}.parquet",
+            "out": f"results/samples/{model}/{d}.html",
+        }
+        for d in get_model_datasets(model)
+    ]
+
+
 def get_sample_input(wildcards):
-    job = f"{wildcards.model}/{wildcards.dataset}.parquet"
+    """A model's test sets and answers, and its label and score jobs' directories."""
+    pages = get_sample_pages(wildcards)
     return {
-        "test_set": get_test_set(wildcards),
-        "responses": f"results/generate/{job}",
-        "labels": f"results/label/{job}",
-        "scores": f"results/score/{job}",
+        "test_sets": [page["test_set"] for page in pages],
+        "responses": [page["responses"] for page in pages],
+        "labels": f"results/label/{wildcards.model}",
+        "scores": f"results/score/{wildcards.model}",
     }
 
 
@@ -412,7 +493,9 @@ def get_validate_metrics_input(wildcards):
 
 
 def get_rated_explanations_input(wildcards):
-    return [f"{validation_ratings.RATINGS_DIR}/{name}.csv" for name in PLAN.rating_files()]
+    return [
+        f"{validation_ratings.RATINGS_DIR}/{name}.csv" for name in PLAN.rating_files()
+    ]
 
 
 def get_validation_model_metric_paths(wildcards=None):
@@ -429,7 +512,9 @@ def get_validation_paths():
         for ext in TABLE_FORMATS
     ]
     data = [f"results/tables/{name}.parquet" for name in validation_tables.DATA_TABLES]
-    plots = [f"results/plots/{validation_tables.PLOT_NAME}.{ext}" for ext in ("png", "svg")]
+    plots = [
+        f"results/plots/{validation_tables.PLOT_NAME}.{ext}" for ext in ("png", "svg")
+    ]
     return tables + data + plots
 
 

@@ -1,12 +1,14 @@
+# One job per model over its planned datasets: each dataset's classifier is loaded once, and
+# finished datasets are kept in results/.reuse/label (a rerun copies the unchanged ones).
 rule label:
     input:
         unpack(get_label_input),
     output:
-        "results/label/{model}/{dataset}.parquet",
+        directory("results/label/{model}"),
     log:
-        "logs/label/{model}/{dataset}.log",
+        "logs/label/{model}.log",
     benchmark:
-        "benchmarks/label/{model}/{dataset}.tsv"
+        "benchmarks/label/{model}.tsv"
     conda:
         "../envs/label.yaml"
     threads: get_stage_resource("label", "cpus")
@@ -17,7 +19,8 @@ rule label:
         runtime=get_stage_resource("label", "runtime"),
         cpus_per_task=get_stage_resource("label", "cpus"),
     params:
-        task=get_task_name,
+        jobs=get_label_jobs,
+        reuse=get_reuse_dir("label"),
         labelers=config["labelers"],
         batch_size=config["label_batch_size"],
         dtype=get_label_dtype,

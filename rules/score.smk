@@ -1,13 +1,15 @@
+# One job per model over its planned datasets: the scorers are loaded once, and finished
+# datasets are kept in results/.reuse/score (a rerun copies the unchanged ones).
 rule score:
     input:
         unpack(get_score_input),
     output:
-        rows="results/score/{model}/{dataset}.parquet",
-        summary="results/metrics/{model}/{dataset}.parquet",
+        rows=directory("results/score/{model}"),
+        summary=directory("results/metrics/{model}"),
     log:
-        "logs/score/{model}/{dataset}.log",
+        "logs/score/{model}.log",
     benchmark:
-        "benchmarks/score/{model}/{dataset}.tsv"
+        "benchmarks/score/{model}.tsv"
     conda:
         "../envs/score.yaml"
     threads: get_stage_resource("score", "cpus")
@@ -18,10 +20,10 @@ rule score:
         runtime=get_stage_resource("score", "runtime"),
         cpus_per_task=get_stage_resource("score", "cpus"),
     params:
-        task=get_task_name,
+        jobs=get_score_jobs,
+        reuse=get_reuse_dir("score"),
         labelers=config["labelers"],
         scorers=get_scorer_settings,
-        model_metrics=get_model_metric_paths,
         seed=config["seed"],
     script:
         "../scripts/score.py"

@@ -16,7 +16,7 @@ configure_job(snakemake.log[0])
 datasets = {group: d for group, d in snakemake.params.datasets.items() if d}
 jobs = [tuple(job) for job in snakemake.params.jobs]
 write_tables(
-    summary_paths=list(snakemake.input.summaries),
+    summary_paths=list(snakemake.params.summary_files),
     out_dir=Path(snakemake.output[0]).parent,
     specs=table_specs(snakemake.params.labelers[0], snakemake.params.scorers, list(datasets)),
     models=snakemake.params.models,
@@ -25,7 +25,7 @@ write_tables(
     skipped=snakemake.params.skipped,
     published=snakemake.input.published,
     published_as=snakemake.params.published_as,
-    label_paths=dict(zip(jobs, snakemake.input.labels, strict=True)),
+    label_paths=dict(zip(jobs, snakemake.params.label_files, strict=True)),
     seed=snakemake.params.seed,
     random_weights=snakemake.params.random_weights,
     parabank2_sha256=snakemake.params.parabank2_sha256,

@@ -14,7 +14,7 @@ jobs = [tuple(job) for job in snakemake.params.jobs]
 write_plots(
     table_paths=list(snakemake.input.tables),
     all_metrics_path=snakemake.input.all_metrics,
-    label_paths=dict(zip(jobs, snakemake.input.labels, strict=True)),
+    label_paths=dict(zip(jobs, snakemake.params.label_files, strict=True)),
     labeler=snakemake.params.labeler,
     task_labels=snakemake.params.task_labels,
     out_dir=Path("results/plots"),

@@ -1,30 +1,23 @@
-"""Snakemake script: correctness and explanation-quality scores of one (model, dataset)."""
+"""Snakemake script: correctness and explanation-quality scores of one model's datasets."""
 
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")
 
 from imhibench.common.execution import get_device
-from imhibench.common.logs import announce_job, configure_job
-from imhibench.score.stage import run_score
+from imhibench.common.logs import configure_job, log_job_start
+from imhibench.score.stage import ScoreJob, run_score_model
 
 configure_job(snakemake.log[0], snakemake.threads)
-announce_job(
-    "score", snakemake.wildcards.model, snakemake.wildcards.dataset, snakemake.input.responses,
-    get_device(snakemake.config),
-)  # fmt: skip
-run_score(
-    responses_path=snakemake.input.responses,
-    labels_path=snakemake.input.labels,
-    test_set_path=snakemake.input.test_set,
-    rows_out=snakemake.output.rows,
-    summary_out=snakemake.output.summary,
-    model=snakemake.wildcards.model,
-    dataset=snakemake.wildcards.dataset,
-    task_name=snakemake.params.task,
+jobs = [ScoreJob(**job) for job in snakemake.params.jobs]
+device = get_device(snakemake.config)
+log_job_start("score", model=snakemake.wildcards.model, datasets=len(jobs), device=device)
+run_score_model(
+    snakemake.wildcards.model,
+    jobs,
     labelers=snakemake.params.labelers,
     scorers=snakemake.params.scorers,
-    device=get_device(snakemake.config),
+    reuse_dir=snakemake.params.reuse,
+    device=device,
     seed=snakemake.params.seed,
-    model_metric_paths=snakemake.params.model_metrics,
 )

@@ -5,6 +5,8 @@ cluster resources, the IMHI mirror) reruns nothing."""
 from __future__ import annotations
 
 import re
+import shutil
+from pathlib import Path
 
 import pytest
 from small_demo import finished_small_demo, run, snakemake_command, write_config
@@ -43,10 +45,18 @@ def planned_jobs(demo, tmp_path, change: dict | None = None) -> set[tuple[str, .
 TABLES = {("aggregate",), ("plots",)}
 
 
+# Jobs of one model over all its datasets.
+MODEL_RULES = ("label", "score", "answer_sample")
+
+
+def model_jobs(*models: str, rules=MODEL_RULES) -> set[tuple[str, ...]]:
+    return {(rule, model) for rule in rules for model in models}
+
+
 def stages(*cells: tuple[str, str]) -> set[tuple[str, ...]]:
-    """The per-cell jobs of `cells`: generate, label, score and the answer page."""
-    rules = ("generate", "label", "score", "answer_sample")
-    return {(rule, *cell) for rule in rules for cell in cells}
+    """The jobs of `cells`: generate per (model, dataset); label, score and the answer pages
+    once per model of the cells."""
+    return {("generate", *cell) for cell in cells} | model_jobs(*{m for m, _ in cells})
 
 
 def test_nothing_changed_runs_nothing(demo, tmp_path):
@@ -95,10 +105,28 @@ def test_new_decoding_settings_of_one_model_rerun_only_its_jobs(demo, tmp_path):
 
 
 def test_new_dataset_runs_only_its_jobs(demo, tmp_path):
+    """A new dataset generates only its own answers; each model's label and score job runs
+    again but computes only the new dataset: the others are copied from results/.reuse, byte
+    for byte (a real run on a copy of the finished demo)."""
     change = {"datasets": [*DATASETS, "t-sid"]}
     fetches = {("fetch_test_set", split, "t-sid") for split in ("instruction", "completion")}
     expected = stages(*((m, "t-sid") for m in MODELS)) | fetches | TABLES
     assert planned_jobs(demo, tmp_path, change) == expected
+
+    workdir, config = demo
+    copy = tmp_path / "work"
+    shutil.copytree(workdir, copy, symlinks=True)
+    changed = write_config(tmp_path / "change.yaml", change)
+    result = run(snakemake_command(copy, "--cores", "2", configs=(config, changed)))
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    for stage, folders in (("label", ["label"]), ("score", ["score", "metrics"])):
+        for model in MODELS:
+            log = (copy / "logs" / stage / f"{model}.log").read_text()
+            done = dict(re.findall(r": (\S+): (reused|computed) ", log))
+            assert done == {"DR": "reused", "SAD": "reused", "t-sid": "computed"}, log
+            for folder, dataset in ((f, d) for f in folders for d in DATASETS):
+                path = Path("results", folder, model, f"{dataset}.parquet")
+                assert (copy / path).read_bytes() == (workdir / path).read_bytes(), path
 
 
 # The metric validation scores upstream's rated explanations with the scorers: a scorer change
@@ -108,8 +136,7 @@ VALIDATION = {("validate_metrics",)}
 
 def test_new_scorer_setting_reruns_only_scoring(demo, tmp_path):
     change = {"scorers": {"bert_score": {"num_layers": 5}}}
-    cells = [(m, d) for m in MODELS for d in DATASETS]
-    expected = {(rule, *cell) for rule in ("score", "answer_sample") for cell in cells} | TABLES
+    expected = model_jobs(*MODELS, rules=("score", "answer_sample")) | TABLES
     assert planned_jobs(demo, tmp_path, change) == expected | VALIDATION
 
 
@@ -128,11 +155,11 @@ def test_new_bart_score_weights_file_refetches_it_and_reruns_only_scoring(demo, 
     other = tmp_path / "other-bart-score.pth"
     other.write_bytes(b"another weights file")  # a dry run: the file is never loaded
     change = {"scorers": {"bart_score": {"weights_file": {"local_path": str(other)}}}}
-    expected = {("score", m, d) for m in MODELS for d in DATASETS}
+    expected = model_jobs(*MODELS, rules=("score", "answer_sample"))
     folder = source_key({"local_path": str(other)})  # a folder of its own, beside the demo's
     assert planned_jobs(demo, tmp_path, change) == expected | TABLES | VALIDATION | {
         ("fetch_bart_score_weights", folder),
-    } | {("answer_sample", m, d) for m in MODELS for d in DATASETS}  # fmt: skip
+    }  # fmt: skip
 
 
 def test_new_judge_setting_reruns_its_validation_job_not_the_models(demo, tmp_path):

@@ -132,16 +132,24 @@ def test_a_workflow_job_records_its_inputs_seed_and_slurm_job(tmp_path, monkeypa
 
     data = tmp_path / "in.parquet"
     data.write_bytes(b"abc")
+    checkpoint, labels = tmp_path / "checkpoint", tmp_path / "label"  # a per-model job's output
+    checkpoint.mkdir()
+    (checkpoint / "config.json").write_text("{}")
+    labels.mkdir()
+    (labels / "DR.parquet").write_bytes(b"abc")
     job = SimpleNamespace(
-        rule="label", input=[str(data), str(tmp_path)], wildcards={"model": "m"}, config={"seed": 7}
-    )
+        rule="label", input=[str(data), str(checkpoint), str(labels)], wildcards={"model": "m"},
+        config={"seed": 7},
+    )  # fmt: skip
     monkeypatch.setattr(sys.modules["__main__"], "snakemake", job, raising=False)
     monkeypatch.setenv("SLURM_JOB_ID", "123")
     record = build_provenance("label")
     assert record["seed"] == 7 and record["job"]["slurm_job_id"] == "123"
+    abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     assert record["job"]["inputs_sha256"] == {
-        str(data): "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
-        str(tmp_path): None,
+        str(data): abc,
+        str(checkpoint): None,  # described by its fetch manifest
+        str(labels / "DR.parquet"): abc,  # a directory's Parquet files, each
     }
     assert build_provenance("score", seed=1)["seed"] == 1
 

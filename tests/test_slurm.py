@@ -33,6 +33,11 @@ LOCAL_RULES = {
     "fetch_human_ratings", "rated_explanations", "aggregate", "plots", "answer_sample", "all",
 }  # fmt: skip
 
+# The paper config's models (workflow_config/config.yaml), each with jobs.
+PAPER_MODELS = sorted(
+    yaml.safe_load((REPO / "workflow_config" / "config.yaml").read_text())["models"]
+)
+
 
 class JobResources(dict):
     """A job's resources as the executor plugin reads them (``.get`` and attributes)."""
@@ -97,6 +102,9 @@ def test_every_gpu_job_of_the_paper_config_asks_for_one_node(tmp_path):
     assert {rule for rule, _ in lines} == {"generate", "label", "score", "validate_metrics"}
     # 4 instruction models x 18 sets, 2 completion models x 9 (the API model runs locally)
     assert sum(rule == "generate" for rule, _ in lines) == 4 * 18 + 2 * 9
+    # one label and one score job per model over its datasets (the API model's too)
+    for rule in ("label", "score"):
+        assert sorted(w for r, w in lines if r == rule) == [f"model={m}" for m in PAPER_MODELS]
     multi = {w: line for (rule, w), line in lines.items() if "--gpus=2" in line}
     assert len(multi) == 18 and all("model=MentaLLaMA-33B-lora" in w for w in multi)
     print(next(iter(multi.values())))
@@ -308,8 +316,8 @@ def test_demo_through_slurm_equals_local_run(slurm_cluster, tmp_path_factory, tm
     # the metric validation scores the rated explanations with GPTScore and the judge (hf)
     assert remote == {
         "generate": 4,
-        "label": 4,
-        "score": 4,
+        "label": 2,  # one job per model
+        "score": 2,
         "score_metric": 2,
         "validate_metrics": 1,
     }

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -172,7 +173,12 @@ def test_every_row_id_flows_through_every_stage(demo_run):
 def test_logs_benchmarks_and_provenance(demo_run):
     workdir, _ = demo_run
     assert (workdir / "logs" / "generate" / "demo-llama" / "DR.log").stat().st_size > 0
-    assert (workdir / "benchmarks" / "score" / "demo-bart" / "SAD.tsv").is_file()
+    assert (workdir / "benchmarks" / "score" / "demo-bart.tsv").is_file()
+    # one label and one score job per model, one line per dataset
+    datasets = DEMO["model_catalog"]["demo-llama"]["datasets"]
+    for stage in ("label", "score"):
+        log = (workdir / "logs" / stage / "demo-llama.log").read_text()
+        assert sorted(re.findall(r": (\S+): computed ", log)) == sorted(datasets), log
     generation = read_provenance(
         workdir / "results" / "generate" / "demo-llama-lora" / "DR.parquet"
     )

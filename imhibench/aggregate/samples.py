@@ -143,3 +143,13 @@ def write_sample(
     tmp.write_text(to_html(rows, model, dataset, labelers, total), encoding="utf-8")
     tmp.replace(path)
     return rows
+
+
+def write_samples(pages: Sequence[dict], model: str, labelers: Sequence[str]) -> None:
+    """The answer page of each of a model's datasets (``pages``: dataset, test_set,
+    responses, labels, scores, out)."""
+    for page in pages:
+        write_sample(
+            page["test_set"], page["responses"], page["labels"], page["scores"], page["out"],
+            model, page["dataset"], labelers,
+        )  # fmt: skip

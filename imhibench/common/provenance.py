@@ -69,8 +69,10 @@ def checkpoint_provenance(directory: str | Path) -> dict:
 
 def snakemake_job() -> dict | None:
     """The Snakemake job running this process, when called from a workflow script: its rule,
-    wildcards, the workflow's seed, the sha256 of every input file (directories are checkpoints,
-    described by their fetch manifest), and the SLURM job id under `--executor slurm`."""
+    wildcards, the workflow's seed, the sha256 of every input file (a directory's Parquet
+    files each, as the per-model label and score jobs write them; other directories are
+    checkpoints, described by their fetch manifest), and the SLURM job id under
+    `--executor slurm`."""
     job = getattr(sys.modules.get("__main__"), "snakemake", None)
     if job is None or not hasattr(job, "rule") or not hasattr(job, "input"):
         return None
@@ -78,14 +80,25 @@ def snakemake_job() -> dict | None:
         "rule": job.rule,
         "wildcards": {k: str(v) for k, v in job.wildcards.items()},
         "seed": job.config.get("seed"),
-        "inputs_sha256": {
-            str(path): sha256_file(path) if Path(path).is_file() else None for path in job.input
-        },
+        "inputs_sha256": _inputs_sha256(job.input),
         "threads": getattr(job, "threads", None),
         "resources": _job_resources(job),
         "host": platform.node(),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
     }
+
+
+def _inputs_sha256(paths) -> dict[str, str | None]:
+    """path -> sha256 of each input file; a directory's Parquet files are listed each, a
+    directory without any (a checkpoint) is listed as None."""
+    digests: dict[str, str | None] = {}
+    for path in map(str, paths):
+        tables = sorted(Path(path).glob("*.parquet")) if Path(path).is_dir() else []
+        if tables:
+            digests.update({str(table): sha256_file(table) for table in tables})
+        else:
+            digests[path] = sha256_file(path) if Path(path).is_file() else None
+    return digests
 
 
 def _job_resources(job) -> dict:

@@ -27,6 +27,7 @@ from imhibench.common.provenance import (
     git_state,
     package_versions,
 )
+from imhibench.common.reuse import sources_sha256
 from imhibench.generate.base import answer_settings, check_model_directories
 from imhibench.generate.lock import output_lock
 from imhibench.generate.shards import KEY_FIELD, SHARD_COLUMNS, ShardStore, query_sha256
@@ -347,10 +348,7 @@ NOT_ANSWER_MODULES = (
 
 def generate_code_sha256(directory: Path = Path(__file__).parent) -> str:
     """sha256 over the sources of the ``ANSWER_MODULES`` of ``imhibench/generate``."""
-    digest = hashlib.sha256()
-    for name in ANSWER_MODULES:
-        digest.update(name.encode() + b"\0" + (directory / name).read_bytes() + b"\0")
-    return digest.hexdigest()
+    return sources_sha256([directory / name for name in ANSWER_MODULES])
 
 
 #: What a backend reports for provenance (field -> backend attribute: the length cap of seq2seq

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import pandas as pd
 
@@ -239,3 +241,120 @@ def run_score(
     write_table(summary, summary_out, provenance)
     log.info("%s: %s", summary_out, summary.to_dict("records"))
     return summary
+
+
+@dataclass(frozen=True)
+class ScoreJob:
+    """One dataset of a model's score job: its inputs, task, output files and the files of
+    the model metrics merged in (metric -> file)."""
+
+    dataset: str
+    task: str
+    responses: str
+    labels: str
+    test_set: str
+    rows_out: str
+    summary_out: str
+    model_metrics: dict[str, str] = field(default_factory=dict)
+
+
+#: The files of a dataset's entry in the score job's reuse store.
+ROWS_FILE, SUMMARY_FILE = "scores.parquet", "metrics.parquet"
+
+
+def score_code_sha256() -> str:
+    """sha256 of the code that writes a score file: the score stage's sources (this folder
+    and metrics/) and the shared sources."""
+    from imhibench.common.reuse import common_sources, sources_sha256
+
+    return sources_sha256([*sorted(Path(__file__).parent.rglob("*.py")), *common_sources()])
+
+
+def scorer_files_sha256(scorers: dict[str, dict]) -> dict:
+    """The content of what the scorers load: each checkpoint's files and the BARTScore
+    weights file, by scorer."""
+    from imhibench.common.checkpoint_hashes import local_checkpoint_sha256
+    from imhibench.common.hashing import sha256_file
+    from imhibench.config.scorers import SCORER_CHECKPOINT_OPTION
+
+    digests: dict = {}
+    for name, option in SCORER_CHECKPOINT_OPTION.items():
+        if name in scorers and Path(scorers[name][option]).is_dir():
+            digests[name] = local_checkpoint_sha256(scorers[name][option])
+    weights = scorers.get("bart_score", {}).get("weights_file")
+    if weights is not None:
+        digests["bart_score_weights"] = sha256_file(weights)
+    return digests
+
+
+def score_key(
+    model: str,
+    job: ScoreJob,
+    labelers: Sequence[str],
+    scorers: dict[str, dict],
+    scorer_files: dict,
+    device: str,
+    seed: int,
+) -> dict:
+    """Everything a dataset's score files depend on: its inputs' content (responses, labels,
+    test set, the model metrics' files), the scorers' settings and files, the packages and the
+    score code."""
+    from imhibench.common.devices import resolve_device
+    from imhibench.common.hashing import sha256_file
+    from imhibench.common.reuse import stage_versions
+
+    return {
+        "stage": "score",
+        "model": model,
+        "dataset": job.dataset,
+        "task": job.task,
+        "labelers": list(labelers),
+        "responses_sha256": sha256_file(job.responses),
+        "labels_sha256": sha256_file(job.labels),
+        "test_set_sha256": sha256_file(job.test_set),
+        "model_metrics_sha256": {m: sha256_file(p) for m, p in sorted(job.model_metrics.items())},
+        "scorers": scorers,
+        "scorer_files_sha256": scorer_files,
+        "seed": seed,
+        "device": resolve_device(device).split(":")[0],
+        **stage_versions(score_code_sha256()),
+    }
+
+
+def run_score_model(
+    model: str,
+    jobs: Sequence[ScoreJob],
+    labelers: Sequence[str],
+    scorers: dict[str, dict],
+    reuse_dir: str | Path,
+    device: str = "auto",
+    seed: int = 0,
+) -> None:
+    """A model's score job: every dataset of ``jobs``, each copied from the reuse store
+    (``reuse_dir``) when its key matches, else scored and put in the store at once. The
+    model-based scorers are built once (``explanation._bert_scorer``, ``_bart_scorer``) and
+    reused for every dataset."""
+    import logging
+
+    from imhibench.common.reuse import ReuseStore, key_sha256
+
+    log = logging.getLogger(__name__)
+    store = ReuseStore(reuse_dir)
+    scorer_files = scorer_files_sha256(scorers)
+    for job in jobs:
+        key = key_sha256(score_key(model, job, labelers, scorers, scorer_files, device, seed))
+        outputs = {ROWS_FILE: job.rows_out, SUMMARY_FILE: job.summary_out}
+        if store.fetch(job.dataset, key, outputs):
+            log.info("%s: reused %s (key %s)", job.dataset, job.summary_out, key[:16])
+            continue
+
+        def write(folder: Path, job: ScoreJob = job) -> None:
+            run_score(
+                job.responses, job.labels, job.test_set, str(folder / ROWS_FILE),
+                str(folder / SUMMARY_FILE), model, job.dataset, job.task, labelers, scorers,
+                device, seed, job.model_metrics,
+            )  # fmt: skip
+
+        store.put(job.dataset, key, write, outputs)
+        store.fetch(job.dataset, key, outputs)
+        log.info("%s: computed %s (key %s)", job.dataset, job.summary_out, key[:16])
