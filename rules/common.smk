@@ -386,6 +386,17 @@ def get_stage_resource(stage, name):
     return get_resource
 
 
+def get_model_job_runtime(stage):
+    """Minutes of a model's label or score job: the configured minutes per test set times its
+    test sets (one job runs them all)."""
+
+    def get_runtime(wildcards):
+        per_set = config["stage_resources"][stage]["runtime"]
+        return per_set * len(get_model_datasets(wildcards.model))
+
+    return get_runtime
+
+
 # ---- aggregate ---------------------------------------------------------------------------
 
 

@@ -16,7 +16,7 @@ rule label:
         nodes=JOB_NODES,
         gpu=get_stage_resource("label", "gpu"),
         mem_mb=get_stage_resource("label", "mem_mb"),
-        runtime=get_stage_resource("label", "runtime"),
+        runtime=get_model_job_runtime("label"),
         cpus_per_task=get_stage_resource("label", "cpus"),
     params:
         jobs=get_label_jobs,

@@ -17,7 +17,7 @@ rule score:
         nodes=JOB_NODES,
         gpu=get_stage_resource("score", "gpu"),
         mem_mb=get_stage_resource("score", "mem_mb"),
-        runtime=get_stage_resource("score", "runtime"),
+        runtime=get_model_job_runtime("score"),
         cpus_per_task=get_stage_resource("score", "cpus"),
     params:
         jobs=get_score_jobs,

@@ -107,6 +107,11 @@ def test_every_gpu_job_of_the_paper_config_asks_for_one_node(tmp_path):
         assert sorted(w for r, w in lines if r == rule) == [f"model={m}" for m in PAPER_MODELS]
     multi = {w: line for (rule, w), line in lines.items() if "--gpus=2" in line}
     assert len(multi) == 18 and all("model=MentaLLaMA-33B-lora" in w for w in multi)
+    # a model's label and score job asks for the minutes per test set times its test sets
+    # (stage_resources: label 10, score 30): 18 for an instruction model, 9 for a completion one
+    for rule, per_set in (("label", 10), ("score", 30)):
+        for model, sets in (("MentaLLaMA-chat-7B", 18), ("MentalT5", 9)):
+            assert f" -t {per_set * sets} " in lines[(rule, f"model={model}")]
     print(next(iter(multi.values())))
 
 
