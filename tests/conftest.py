@@ -1,4 +1,7 @@
-"""Shared pytest fixtures."""
+"""Shared pytest fixtures. The end-to-end runs are session fixtures, each run at most once per
+session and only when a selected test asks for it: `demo_run` (workflow_config/demo.yaml) and
+`small_demo` (tests/small_demo.py). Tests only read them (dry runs and reports are fine); a test
+that reruns jobs works on a copy (`support.copy_run`)."""
 
 from __future__ import annotations
 
@@ -48,3 +51,31 @@ def served_demo_llama(tmp_path_factory):
     log = tmp_path_factory.mktemp("served_log") / "transformers-serve.log"
     with served(Path(models["causal"]), log) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """(workdir, completed process) of the whole demo (workflow_config/demo.yaml) on the real IMHI
+    rows, served by a loopback HTTP server (the same download and checksum code as the real
+    GitHub URL); run once per session, read-only."""
+    from small_demo import COMMIT, run, snakemake_command
+    from support import require_mirror, serve_directory
+
+    mirror = require_mirror()
+    workdir = tmp_path_factory.mktemp("demo")
+    with serve_directory(mirror) as url:
+        source = f"imhi={{commit: {COMMIT}, source: '{url}'}}"
+        # 23 jobs per stage: on a CPU shared with other work this takes well over 15 minutes
+        done = run(snakemake_command(workdir, "--cores", "2", "--config", source), timeout=2400)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return workdir, done
+
+
+@pytest.fixture(scope="session")
+def small_demo(tmp_path_factory) -> tuple[Path, Path]:
+    """(workdir, config) of the small demo (tests/small_demo.py), run once per session; tests
+    must not change the workdir."""
+    from small_demo import run_small_demo
+
+    workdir = tmp_path_factory.mktemp("small_demo")
+    return workdir, run_small_demo(workdir, tmp_path_factory.mktemp("small_config"))

@@ -1,6 +1,9 @@
-"""A small demo run (2 models x 2 test sets x 2 rows, about a minute on 2 cores), run once per
-session and shared by the tests that need a finished workdir: test_incremental, test_report and
-the local reference of test_slurm. Tests must not change that workdir (dry runs and reports only).
+"""A small demo run (2 models x 2 test sets x 2 rows, about a minute on 2 cores): its config and
+the `snakemake` command line shared by the end-to-end tests. conftest.py's session fixture
+`small_demo` runs it once per session for the tests that need a finished workdir
+(test_incremental, test_report, test_refetch_workflow and the local reference of test_slurm);
+those tests must not change that workdir (dry runs and reports only; a test that reruns jobs
+works on a copy, `support.copy_run`).
 """
 
 from __future__ import annotations
@@ -22,7 +25,6 @@ SMALL = {
     "rows_per_dataset": 2,
     "model_catalog": {"demo-llama": {"resources": {"gpu": 1}}},
 }
-_finished: dict[str, Path] = {}
 
 
 def write_config(path: Path, config: dict) -> Path:
@@ -51,12 +53,10 @@ def small_config(directory: Path) -> Path:
     return write_config(directory / "small.yaml", {**SMALL, **imhi})
 
 
-def finished_small_demo(tmp_path_factory) -> tuple[Path, Path]:
-    """(workdir, config) of the small demo, run to completion once per session."""
-    if "workdir" not in _finished:
-        workdir = tmp_path_factory.mktemp("small_demo")
-        config = small_config(tmp_path_factory.mktemp("small_config"))
-        result = run(snakemake_command(workdir, "--cores", "2", configs=(config,)))
-        assert result.returncode == 0, result.stderr[-4000:]
-        _finished.update(workdir=workdir, config=config)
-    return _finished["workdir"], _finished["config"]
+def run_small_demo(workdir: Path, config_dir: Path) -> Path:
+    """Run the small demo to completion in `workdir` (its config written to `config_dir`); the
+    config file."""
+    config = small_config(config_dir)
+    result = run(snakemake_command(workdir, "--cores", "2", configs=(config,)))
+    assert result.returncode == 0, result.stderr[-4000:]
+    return config

@@ -7,6 +7,7 @@ import functools
 import http.server
 import json
 import os
+import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,6 +58,15 @@ def serve_directory(directory: Path) -> Iterator[str]:
     """Serve `directory` on 127.0.0.1 (a free port) and yield its base URL."""
     with serve_handler(functools.partial(_QuietHandler, directory=str(directory))) as url:
         yield url
+
+
+def copy_run(workdir: Path, destination: Path) -> Path:
+    """A copy of a finished run's `workdir` at `destination`, for a test that reruns jobs while
+    the shared run stays as it is. Everything is copied: file times (Snakemake compares them),
+    symlinks as links and `.snakemake/` (the metadata behind Snakemake's rerun reasons), so that
+    Snakemake plans the same jobs in the copy as in the original."""
+    shutil.copytree(workdir, destination, symlinks=True)
+    return destination
 
 
 def journaled_rows(path: Path) -> list[str]:

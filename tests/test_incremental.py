@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from small_demo import finished_small_demo, run, snakemake_command, write_config
+from small_demo import run, snakemake_command, write_config
 
 from imhibench.fetch.scorer_weights import source_key
 
@@ -18,8 +18,8 @@ MODELS, DATASETS = ("demo-llama", "demo-bart"), ("DR", "SAD")
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    return finished_small_demo(tmp_path_factory)
+def demo(small_demo):
+    return small_demo  # conftest.py: one run per session, read-only here (dry runs)
 
 
 def planned_jobs(demo, tmp_path, change: dict | None = None) -> set[tuple[str, ...]]:

@@ -4,19 +4,17 @@ them rebuild their outputs from the saved answers without generating (issue 18 i
 
 from __future__ import annotations
 
-import shutil
-
 import pandas as pd
 import pytest
-from small_demo import SMALL, finished_small_demo, run, snakemake_command
+from small_demo import SMALL, run, snakemake_command
+from support import copy_run
 
 pytestmark = pytest.mark.slow
 
 
-def test_identical_refetch_after_a_finished_run_generates_nothing(tmp_path_factory, tmp_path):
-    finished, config = finished_small_demo(tmp_path_factory)
-    workdir = tmp_path / "copy"
-    shutil.copytree(finished, workdir, symlinks=True)  # the shared run stays untouched
+def test_identical_refetch_after_a_finished_run_generates_nothing(small_demo, tmp_path):
+    finished, config = small_demo
+    workdir = copy_run(finished, tmp_path / "copy")  # the shared run stays untouched
     test_sets = sorted((workdir / "resources" / "imhi").rglob("*.parquet"))
     before = {p.relative_to(workdir): p.read_bytes() for p in test_sets}
     outputs = sorted((workdir / "results" / "generate").glob("*/*.parquet"))

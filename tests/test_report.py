@@ -8,7 +8,7 @@ import re
 
 import pandas as pd
 import pytest
-from small_demo import COMMIT, finished_small_demo, run, snakemake_command
+from small_demo import COMMIT, run, snakemake_command
 
 from imhibench.aggregate.notes import cell_provenance
 from imhibench.common.io import read_provenance
@@ -18,8 +18,8 @@ DATA_URI = re.compile(r'"data:([\w/+.-]+);charset=[\w-]+;filename=([^;"]+);base6
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    return finished_small_demo(tmp_path_factory)
+def demo(small_demo):
+    return small_demo  # conftest.py: one run per session, read-only here (reports)
 
 
 def test_html_table_escapes_names_title_and_notes():

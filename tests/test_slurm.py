@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from small_demo import REPO, finished_small_demo, run, snakemake_command, write_config
+from small_demo import REPO, run, snakemake_command, write_config
 
 SLURM_ETC = Path("/etc/slurm")  # the jobstep plugin's inner srun needs the default location
 MARKER = "# written by imhi-bench tests/test_slurm.py"
@@ -299,8 +299,10 @@ def scontrol_job(job_id: str) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_demo_through_slurm_equals_local_run(slurm_cluster, tmp_path_factory, tmp_path):
-    local, config = finished_small_demo(tmp_path_factory)
+def test_demo_through_slurm_equals_local_run(slurm_cluster, request, tmp_path):
+    # the local run (conftest.py, shared with other tests), asked for once the cluster runs: a
+    # session fixture in the signature would run before the module's cluster could skip
+    local, config = request.getfixturevalue("small_demo")
     workdir = tmp_path / "work"
     profile = local_cluster_profile(tmp_path)
     command = snakemake_command(

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from support import REPO, require_mirror, serve_directory
+from support import REPO, copy_run, require_mirror
 
 from imhibench.common.io import read_provenance
 
@@ -33,18 +33,6 @@ def snakemake(
     ]  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", **(env or {})}
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
-
-
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
-    mirror = require_mirror()
-    workdir = tmp_path_factory.mktemp("demo")
-    with serve_directory(mirror) as url:
-        source = f"imhi={{commit: {COMMIT}, source: '{url}'}}"
-        # 23 jobs per stage: on a CPU shared with other work this takes well over 15 minutes
-        run = snakemake(workdir, "--config", source, timeout=2400)
-    assert run.returncode == 0, run.stderr[-4000:]
-    return workdir, run
 
 
 def test_every_table_exists_with_models_as_rows_and_test_sets_as_columns(demo_run):
@@ -206,7 +194,7 @@ def test_rerun_with_nothing_changed_runs_nothing(demo_run):
 
 
 def test_replacing_the_published_numbers_reruns_aggregate(demo_run, tmp_path):
-    workdir, _ = demo_run
+    workdir = copy_run(demo_run[0], tmp_path / "demo")  # the shared run stays as it is
     published = tmp_path / "published.csv"
     published.write_text("model,DR\nMentaLLaMA-chat-7B,83.95\n")
     table = workdir / "results" / "tables" / "weighted_f1.md"
