@@ -5,11 +5,11 @@ cluster resources, the IMHI mirror) reruns nothing."""
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 from small_demo import run, snakemake_command, write_config
+from support import copy_run
 
 from imhibench.fetch.scorer_weights import source_key
 
@@ -114,8 +114,7 @@ def test_new_dataset_runs_only_its_jobs(demo, tmp_path):
     assert planned_jobs(demo, tmp_path, change) == expected
 
     workdir, config = demo
-    copy = tmp_path / "work"
-    shutil.copytree(workdir, copy, symlinks=True)
+    copy = copy_run(workdir, tmp_path / "work")  # the shared run stays as it is
     changed = write_config(tmp_path / "change.yaml", change)
     result = run(snakemake_command(copy, "--cores", "2", configs=(config, changed)))
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
