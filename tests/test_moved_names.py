@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import subprocess
 import sys
+import warnings
 
 import pytest
 
@@ -44,7 +45,9 @@ def test_a_module_that_became_a_package_forwards_its_old_names(package, name, ho
     code = f"import warnings\nwarnings.simplefilter('error')\nfrom {package} import {name}\n"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert f"{package}.{name} moved to {home}.{name}" in result.stderr
-    found = getattr(importlib.import_module(package), name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        found = getattr(importlib.import_module(package), name)
     assert found is getattr(importlib.import_module(home), name)
 
 
