@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
 from imhibench.common.errors import ImhiBenchError
 from imhibench.generate.base import BatchCallback, GenerationResult, GenerationSettings
@@ -403,3 +404,29 @@ def secret_redacted(backend):
     finally:
         for handler in handlers:
             handler.removeFilter(redactor)
+
+
+def answer_until_stopped(
+    backend: ApiBackend,
+    todo: list,
+    keep: Callable,
+    stop,
+    answered: Callable[[], int],
+    total: int,
+    saved_in: Path | str | None,
+) -> None:
+    """``backend.answer`` with SIGTERM/SIGINT held for the whole loop and polled (see
+    ``ApiBackend.answer``): on a stop, the answers in flight are kept first, then one line says
+    how many rows are saved and where, and ``GenerationStopped`` goes on to the caller."""
+    from imhibench.generate.signals import GenerationStopped
+
+    try:
+        with stop.deferred():
+            backend.answer(todo, keep, stop_requested=stop.requested)
+    except GenerationStopped as err:
+        where = "kept in memory only" if saved_in is None else f"saved in {saved_in}"
+        log.warning(
+            "%s: stopped by %s; %d of %d rows %s; run the job again to resume",
+            backend.label, err.signal_name, answered(), total, where,
+        )  # fmt: skip
+        raise

@@ -14,10 +14,10 @@ from collections import Counter
 
 import pandas as pd
 
-from imhibench.generate.api import secret_redacted
+from imhibench.generate.api import answer_until_stopped, secret_redacted
 from imhibench.generate.journal import RowJournal
 from imhibench.generate.shards import query_sha256
-from imhibench.generate.signals import GenerationStopped, StopOnSignal
+from imhibench.generate.signals import StopOnSignal
 
 log = logging.getLogger(__name__)
 
@@ -82,15 +82,9 @@ def run_api_job(
             progress.batch(1, answer.completion_tokens or 0)
 
         try:
-            # Signals are held for the whole loop and polled: see ApiBackend.answer.
-            with stop.deferred():
-                backend.answer(todo, keep, stop_requested=stop.requested)
-        except GenerationStopped as err:
-            log.warning(
-                "%s: stopped by %s; %d of %d rows saved in %s; run the job again to resume",
-                model, err.signal_name, len(answers), len(row_ids), journal.path,
-            )  # fmt: skip
-            raise
+            answer_until_stopped(
+                backend, todo, keep, stop, lambda: len(answers), len(row_ids), journal.path
+            )
         finally:
             journal.close()
         progress.log("done; ")

@@ -136,10 +136,10 @@ def ask_rows(
     saved."""
     from contextlib import nullcontext
 
-    from imhibench.generate.api import secret_redacted
+    from imhibench.generate.api import answer_until_stopped, secret_redacted
     from imhibench.generate.journal import RowJournal
     from imhibench.generate.lock import output_lock
-    from imhibench.generate.signals import GenerationStopped, StopOnSignal
+    from imhibench.generate.signals import StopOnSignal
 
     asked = {r: item for r, item in rows} if asked is None else asked
     digests = {r: asked_sha256(asked[r]) for r, _ in rows}
@@ -164,16 +164,10 @@ def ask_rows(
             records[answer.row_id] = record
 
         try:
-            # Signals are held for the whole loop and polled: see ApiBackend.answer.
-            with stop.deferred():
-                backend.answer(todo, keep, stop_requested=stop.requested)
-        except GenerationStopped as err:
-            log.warning(
-                "%s: stopped by %s; %d of %d rows answered%s; run the job again to resume",
-                backend.label, err.signal_name, len(records), len(rows),
-                "" if journal is None else f", saved in {journal.path}",
+            answer_until_stopped(
+                backend, todo, keep, stop, lambda: len(records), len(rows),
+                None if journal is None else journal.path,
             )  # fmt: skip
-            raise
         finally:
             if journal is not None:
                 journal.close()
