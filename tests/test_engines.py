@@ -8,7 +8,6 @@ import logging
 import shutil
 import sys
 import types
-from collections import Counter
 from pathlib import Path
 
 import pandas as pd
@@ -40,22 +39,79 @@ def _imhi_queries(n: int) -> list[str]:
     return sorted(picks, key=order.__getitem__)  # file order, lengths mixed
 
 
-def _with_frequent_eos(models: dict, kind: str, tmp_path: Path, queries: list[str]) -> dict:
-    """``models`` with the checkpoint copied so that its EOS is a token its greedy answers emit
-    at varying steps (for ``lora``: the base, picked from the adapter's answers).
+# Where the answers to `queries` stop: the length of each answer (its EOS is the next token; 24:
+# none within 24 tokens). The batching tests depend on this shape: the widest prompt (query 2)
+# stops early so that its padding can be cut, answers stop at different steps, some run to the
+# cap. The static engine looks for finished rows every `EVICT_EVERY` (3, in these tests) steps,
+# so an answer may end anywhere within its block of 3 (lengths 0-2, 3-5, ...): same shapes.
+# The first shape that a machine's answers allow is taken; each passes every test here.
+STOPS = {
+    "causal": [[9, 24, 4, 24, 7, 24, 24, 13, 10, 8], [24, 9, 4, 13, 10, 24, 24, 24, 8, 7]],
+    "lora": [[9, 5, 4, 24, 24, 24, 9, 24, 24, 24], [5, 9, 4, 9, 24, 24, 24, 24, 24, 24]],
+}
+BLOCK = 3
 
-    The tiny random models never emit their real EOS; this makes answers stop at different
-    steps without touching the decoding code.
+
+def eos_for_stops(answers: list[list[int]], stops: list[int]) -> list[int]:
+    """EOS token ids that end each greedy answer (made with no EOS) within the block of 3 of its
+    length in ``stops`` (``len(answer)``: never).
+
+    Greedy answers differ between CPUs (the tiny random models' logits are close), so one
+    frequent token, as picked before, gave each machine another shape, and some none that the
+    batching tests need. Here a row's EOS is one of its own tokens in its block that occurs in
+    no answer before that answer's block: every machine gets the same shape.
     """
-    answers = _load(models, kind, max_new_tokens=16).generate_token_ids(queries)
-    eos = Counter(t for a in answers for t in set(a[2:12])).most_common(1)[0][0]
+    starts = [
+        BLOCK * (s // BLOCK) if s < len(a) else len(a) for a, s in zip(answers, stops, strict=True)
+    ]
+
+    def ends_nothing_early(token: int) -> bool:
+        return all(
+            token not in answer[:start] for answer, start in zip(answers, starts, strict=True)
+        )
+
+    eos = []
+    for answer, start in zip(answers, starts, strict=True):
+        block = answer[start : start + BLOCK]  # empty: never ends
+        token = next((t for t in block if ends_nothing_early(t)), None)
+        if token is None and block:
+            raise ValueError(f"each of {block} ends an answer early")
+        eos += [token] if block else []
+    got = [next((j for j, t in enumerate(a) if t in eos), len(a)) for a in answers]
+    assert [g // BLOCK for g in got] == [s // BLOCK for s in stops], (got, stops)
+    return eos
+
+
+def _with_eos(models: dict, kind: str, directory: Path, eos: int | list[int]) -> dict:
+    """``models`` with the checkpoint of ``kind`` (for ``lora``: its base) copied into
+    ``directory`` with EOS ids ``eos``."""
     name = "lora-base" if kind == "lora" else "causal"
-    copy = shutil.copytree(models[name], tmp_path / f"{name}-eos{eos}")
+    copy = shutil.copytree(models[name], directory)
     for file in ("config.json", "generation_config.json"):
         data = json.loads((copy / file).read_text())
         data["eos_token_id"] = eos
         (copy / file).write_text(json.dumps(data))
     return {**models, name: str(copy)}
+
+
+def _with_frequent_eos(models: dict, kind: str, tmp_path: Path, queries: list[str]) -> dict:
+    """``models`` with EOS ids that end the greedy answers at ``STOPS[kind]`` (for ``lora``: set
+    in the base, picked from the adapter's answers).
+
+    The answers are first made with an EOS id past the vocabulary (no answer stops early: the
+    real EOS of a tiny random model may come up on one CPU and not on another), then cut by
+    tokens of their own, without touching the decoding code.
+    """
+    vocab = json.loads((Path(models["causal"]) / "config.json").read_text())["vocab_size"]
+    endless = _with_eos(models, kind, tmp_path / f"{kind}-endless", vocab)
+    answers = _load(endless, kind, max_new_tokens=24).generate_token_ids(queries)
+    for stops in STOPS[kind]:
+        try:
+            eos = eos_for_stops(answers, stops)
+        except ValueError:
+            continue
+        return _with_eos(models, kind, tmp_path / f"{kind}-eos", eos)
+    raise AssertionError(f"no shape of STOPS[{kind!r}] fits these greedy answers: {answers}")
 
 
 @pytest.fixture(scope="module")
