@@ -367,6 +367,16 @@ def test_weights_file_null_unsets_the_inherited_source_from_a_yaml_file(paper):
     assert Plan(config).bart_score_weights()["url"] == "http://x"
 
 
+def test_a_rating_file_set_to_null_is_left_out_of_the_metric_validation(paper):
+    override = {"metric_validation": {"ratings": {"chatgpt_data": None, "gpt3_data": None}}}
+    config = merged(paper, override)
+    validate_config(config, SCHEMA)
+    assert list(Plan(config).rating_files()) == ["chatgpt_false_data"]
+    config["metric_validation"]["ratings"]["gpt3_data"] = {"path": "x.csv"}  # no sha256 key
+    with pytest.raises(ImhiBenchError, match="metric_validation.ratings.gpt3_data"):
+        validate_config(config, SCHEMA)
+
+
 def test_integral_floats_become_integers_and_others_are_refused(paper):
     paper.update(seed=42.0, rows_per_dataset="8.0")
     paper["generation"]["batch_tokens"] = 4096.0

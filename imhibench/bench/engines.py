@@ -98,9 +98,12 @@ def run_continuous(args, model_dir, queries, plan, device) -> Side:
     with (
         Timer(engine.model, device) as timer,
         engine.model.continuous_batching_context_manager(
-            generation_config=engine.generation_config, block=True, timeout=5
+            generation_config=engine.generation_config, block=True, timeout=5,
+            # the pipeline's scheduling and cache sizing: on CPU transformers' own default
+            # sizes for a GPU (filling those tensors took 30 s of a 6-query CPU run)
+            continuous_batching_config=engine.scheduler_config(prompts),
         ) as manager,
-    ):
+    ):  # fmt: skip
         for k, (ids, cap) in enumerate(zip(prompts, caps, strict=True)):
             manager.add_request(ids, request_id=f"q{k}", max_new_tokens=cap)
         results: dict = {}

@@ -37,8 +37,9 @@ class SourcesPlan:
 
     def rating_files(self) -> dict[str, dict]:
         """Upstream's human-rating files the metric validation reads (name -> path, sha256);
-        empty when the stage is off."""
-        return dict(self.config["metric_validation"]["ratings"])
+        empty when the stage is off. A file set to null (by a config file on top) is left out."""
+        ratings = self.config["metric_validation"]["ratings"]
+        return {name: spec for name, spec in ratings.items() if spec is not None}
 
     def rating_file_source(self, name: str) -> str:
         """URL of one human-rating file (metric_validation.ratings.<name>)."""

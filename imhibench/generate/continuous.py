@@ -77,7 +77,7 @@ class ContinuousGenerator(HFGenerator):
             on_batch(len(results), sum(len(x) for x in results))
         return results
 
-    def _scheduler_config(self, prompts: list[list[int]]):
+    def scheduler_config(self, prompts: list[list[int]]):
         """At most ``max_batch_size`` requests per step, attention as loaded (SDPA: no switch
         to FlashAttention, which has no float32 and would break the equality with the static
         engine). On GPU transformers sizes the paged KV cache from ``memory_share`` of the free
@@ -103,7 +103,7 @@ class ContinuousGenerator(HFGenerator):
         # No inference_mode here: transformers' generation thread updates tensors in place.
         outputs = self.model.generate_batch(
             prompts, generation_config=self.generation_config, progress_bar=False,
-            continuous_batching_config=self._scheduler_config(prompts),
+            continuous_batching_config=self.scheduler_config(prompts),
         )  # fmt: skip
         outputs = list(outputs.values())  # transformers returns them in input order
         errors = [o.error for o in outputs if o.error is not None]
