@@ -57,8 +57,9 @@ def served_demo_llama(tmp_path_factory):
 def demo_run(tmp_path_factory):
     """(workdir, completed process) of the whole demo (workflow_config/demo.yaml) on the real IMHI
     rows, served by a loopback HTTP server (the same download and checksum code as the real
-    GitHub URL); run once per session, read-only."""
-    from small_demo import COMMIT, run, snakemake_command
+    GitHub URL); run once per session, read-only. Its metric validation reads two of the three
+    rating files (tests/demo_ratings.yaml, on top of the demo config)."""
+    from small_demo import COMMIT, DEMO_RATINGS, run, snakemake_command
     from support import require_mirror, serve_directory
 
     mirror = require_mirror()
@@ -66,7 +67,10 @@ def demo_run(tmp_path_factory):
     with serve_directory(mirror) as url:
         source = f"imhi={{commit: {COMMIT}, source: '{url}'}}"
         # 23 jobs per stage: on a CPU shared with other work this takes well over 15 minutes
-        done = run(snakemake_command(workdir, "--cores", "2", "--config", source), timeout=2400)
+        command = snakemake_command(
+            workdir, "--cores", "2", "--config", source, configs=(DEMO_RATINGS,)
+        )
+        done = run(command, timeout=2400)
     assert done.returncode == 0, done.stderr[-4000:]
     return workdir, done
 

@@ -17,6 +17,8 @@ import yaml
 from support import REPO, require_mirror
 
 COMMIT = "42cd29dfb91092843daae53ec162c75605d753ff"
+# On top of the demo config in the tests' runs of the whole demo: two of the three rating files.
+DEMO_RATINGS = Path(__file__).with_name("demo_ratings.yaml")
 # One causal model (instruction split) and one seq2seq model (completion split); demo-llama asks
 # for one GPU so that the SLURM test sees a GPU request (locally `gpu` limits nothing).
 SMALL = {

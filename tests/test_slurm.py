@@ -273,7 +273,8 @@ def slurm_cluster(tmp_path_factory):
 
 def local_cluster_profile(directory: Path) -> Path:
     """profiles/slurm with this cluster's differences: no slurmdbd, so squeue for job status
-    and no account to validate; a short first status check."""
+    and no account to validate; short waits before and between status checks (a local
+    squeue is cheap; at the default 10 s each finished job waited up to 10 s to be seen)."""
     profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
     assert profile["executor"] == "slurm"
     profile["default-resources"].pop("slurm_account")
@@ -282,6 +283,7 @@ def local_cluster_profile(directory: Path) -> Path:
             "slurm-status-command": "squeue",
             "slurm-no-account": True,
             "slurm-init-seconds-before-status-checks": 1,
+            "seconds-between-status-checks": 2,
             "slurm-keep-successful-logs": True,
             "latency-wait": 10,
         }

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from small_demo import DEMO_RATINGS
 from support import REPO, copy_run, require_mirror
 
 from imhibench.common.io import read_provenance
@@ -29,7 +30,7 @@ def snakemake(
     command = [
         sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
         "--directory", str(workdir), "--cores", "2",
-        "--configfile", str(REPO / "workflow_config" / "demo.yaml"), *args,
+        "--configfile", str(REPO / "workflow_config" / "demo.yaml"), str(DEMO_RATINGS), *args,
     ]  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", **(env or {})}
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
