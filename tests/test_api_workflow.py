@@ -125,9 +125,10 @@ def test_api_model_end_to_end_through_snakemake(tmp_path):
             "imhi": {"source": str(mirror)},
             "model_catalog": {"demo-api": api_model(url, "local")},
         }
-        # the metric validation (rated explanations, no model of the config) is left out: the
-        # demo runs check it (test_workflow, test_report, test_slurm)
-        run = snakemake(tmp_path, overlay, "--omit-from", "rated_explanations")
+        # the metric validation (rated explanations, no model of the config) and the plots are
+        # left out: the demo runs check them (test_workflow, test_report, test_slurm)
+        omit = ("--omit-from", "rated_explanations", "plots")
+        run = snakemake(tmp_path, overlay, *omit)
         assert run.returncode == 0, run.stderr[-5000:]
         asked = sum(fake.counts().values())
         # forcing the generate jobs again pays for nothing: every row is in the journal

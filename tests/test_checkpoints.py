@@ -28,7 +28,12 @@ SHA_BIN = make_sha("bin-only")
 SHA_GATED = make_sha("gated")
 TOKEN = "hf_fake_secret_token"
 README = b"# tiny model card\n"
-DEFAULT_FILES = ["config.json", "model.safetensors", "vocab.txt"]
+# chat templates as files of their own (transformers >= 4.43 saves them so)
+TEMPLATES = {
+    "chat_template.jinja": b"{% for m in messages %}{{ m['content'] }}{% endfor %}",
+    "additional_chat_templates/tool_use.jinja": b"{{ messages[0]['content'] }}",
+}
+DEFAULT_FILES = ["config.json", "model.safetensors", "vocab.txt", *TEMPLATES]
 
 
 def _tiny_bert(tmp: Path, layers: int, safetensors: bool = True) -> dict[str, bytes]:
@@ -65,6 +70,7 @@ def repos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]
     vocab = "\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "hello"]).encode()
     new_files = {
         **new,
+        **TEMPLATES,
         "vocab.txt": vocab,
         "README.md": README,
         "pytorch_model.bin": b"\x80pickle" * 1000,  # must not be fetched: safetensors exist
@@ -74,7 +80,7 @@ def repos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]
     return {
         "org/tiny-bert": {
             "refs": {"main": SHA_NEW, "v1.0": SHA_OLD},
-            SHA_OLD: {**old, "vocab.txt": vocab},
+            SHA_OLD: {**old, "vocab.txt": vocab, **TEMPLATES},
             SHA_NEW: new_files,
         },
         "org/bin-only": {
@@ -254,7 +260,7 @@ def test_allow_patterns_and_extra_files(hub: FakeHub, repos: dict, tmp_path: Pat
         extra_files=["bart_score.pth", "README.md"],
     )
     assert manifest["files"] == _expected_files(
-        files, ["README.md", "bart_score.pth", "config.json", "model.safetensors", "vocab.txt"]
+        files, ["README.md", "bart_score.pth", *DEFAULT_FILES]
     )
     narrow = fetch_checkpoint(
         "org/tiny-bert",

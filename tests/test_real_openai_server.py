@@ -84,9 +84,9 @@ def test_served_models_through_the_pipeline(served_demo_llama, tmp_path):
     configs.mkdir()
     config = write_config(configs / "served.yaml", overlay(server))
     before = {p: server.requests(p) for p in ("/v1/completions", "/v1/chat/completions")}
-    # the metric validation (rated explanations, no model of the config) is left out: the demo
-    # runs check it (test_workflow, test_report, test_slurm)
-    omit = ("--omit-from", "rated_explanations")
+    # the metric validation (rated explanations, no model of the config) and the plots are left
+    # out: the demo runs check them (test_workflow, test_report, test_slurm)
+    omit = ("--omit-from", "rated_explanations", "plots")
     done = run(snakemake_command(workdir, "--cores", "2", *omit, configs=(config,)))
     assert done.returncode == 0, done.stderr[-5000:]
 

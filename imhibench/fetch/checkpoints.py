@@ -37,8 +37,13 @@ HF_LOCAL_DIR_METADATA = ".cache"  # huggingface_hub's bookkeeping inside a `loca
 
 #: Files fetched by default: configs (model, generation, PEFT adapter, tokenizer, special tokens,
 #: safetensors shard index), safetensors weights (incl. ``adapter_model.safetensors``),
-#: sentencepiece models and text vocab/merges files.
-DEFAULT_ALLOW_PATTERNS: tuple[str, ...] = ("*.json", "*.safetensors", "*.model", "*.txt")
+#: sentencepiece models, text vocab/merges files, chat templates saved as files of their own
+#: (``chat_template.jinja``, ``additional_chat_templates/*.jinja``: transformers writes them so
+#: since 4.43, and a chat model or LLM judge without its template cannot answer) and tiktoken
+#: vocabularies.
+DEFAULT_ALLOW_PATTERNS: tuple[str, ...] = (
+    "*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken",
+)  # fmt: skip
 BIN_PATTERNS: tuple[str, ...] = ("*.bin",)
 PICKLE_SUFFIXES: tuple[str, ...] = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 WEIGHTS_CHOICES: tuple[str, ...] = ("safetensors", "bin")
