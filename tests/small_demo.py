@@ -27,7 +27,8 @@ SMALL = {
     "rows_per_dataset": 2,
     "model_catalog": {"demo-llama": {"resources": {"gpu": 1}}},
     # The metric validation on one rating file (43 explanations, not 285): its jobs were most
-    # of this run's time; the whole demo (test_workflow) validates on all three.
+    # of this run's time; the whole demo's test run (test_workflow) validates on two
+    # (tests/demo_ratings.yaml), tests/test_metric_validation.py on all three.
     "metric_validation": {"ratings": {"chatgpt_data": None, "gpt3_data": None}},
 }
 

@@ -16,7 +16,12 @@ from support import require_mirror
 
 from imhibench.common.errors import ImhiBenchError
 from imhibench.generate import GenerationSettings, load_backend
-from imhibench.generate.base import EXECUTION_SETTINGS, answer_settings, resolve_engine
+from imhibench.generate.base import (
+    EXECUTION_SETTINGS,
+    answer_settings,
+    cut_at_eos,
+    resolve_engine,
+)
 from imhibench.generate.batching import OOMBackoff
 from imhibench.generate.continuous import ContinuousGenerator
 from imhibench.generate.engines import device_map
@@ -77,7 +82,7 @@ def eos_for_stops(answers: list[list[int]], stops: list[int]) -> list[int]:
         if token is None and block:
             raise ValueError(f"each of {block} ends an answer early")
         eos += [token] if block else []
-    got = [next((j for j, t in enumerate(a) if t in eos), len(a)) for a in answers]
+    got = [len(cut_at_eos(a, set(eos))) for a in answers]
     assert [g // BLOCK for g in got] == [s // BLOCK for s in stops], (got, stops)
     return eos
 
@@ -94,7 +99,7 @@ def _with_eos(models: dict, kind: str, directory: Path, eos: int | list[int]) ->
     return {**models, name: str(copy)}
 
 
-def _with_frequent_eos(models: dict, kind: str, tmp_path: Path, queries: list[str]) -> dict:
+def _with_eos_at_stops(models: dict, kind: str, tmp_path: Path, queries: list[str]) -> dict:
     """``models`` with EOS ids that end the greedy answers at ``STOPS[kind]`` (for ``lora``: set
     in the base, picked from the adapter's answers).
 
@@ -122,8 +127,8 @@ def queries() -> list[str]:
 @pytest.fixture(scope="module")
 def eos_models(demo_models, queries, tmp_path_factory) -> dict[str, str]:
     tmp = tmp_path_factory.mktemp("eos")
-    models = _with_frequent_eos(demo_models, "causal", tmp, queries)
-    return _with_frequent_eos(models, "lora", tmp, queries)
+    models = _with_eos_at_stops(demo_models, "causal", tmp, queries)
+    return _with_eos_at_stops(models, "lora", tmp, queries)
 
 
 def _load(models, kind: str, **settings):
@@ -903,7 +908,6 @@ def test_merged_parked_rows_get_the_budget_the_parked_caches_leave(
     eos_models, queries, monkeypatch
 ):
     from imhibench.generate import rounds
-    from imhibench.generate.base import cut_at_eos
 
     monkeypatch.setattr(rounds, "EVICT_EVERY", 3)
     static = _load(eos_models, "causal", max_new_tokens=23)

@@ -100,7 +100,7 @@ def run_continuous(args, model_dir, queries, plan, device) -> Side:
         engine.model.continuous_batching_context_manager(
             generation_config=engine.generation_config, block=True, timeout=5,
             # the pipeline's scheduling and cache sizing: on CPU transformers' own default
-            # sizes for a GPU (filling those tensors took 30 s of a 6-query CPU run)
+            # sizes for a GPU (filling those tensors took 32 s of a 6-query CPU run)
             continuous_batching_config=engine.scheduler_config(prompts),
         ) as manager,
     ):  # fmt: skip
