@@ -9,6 +9,50 @@ from pathlib import Path
 
 import pytest
 
+# Under pytest-xdist (pyproject's `-n 2`) each worker is a session: a session run (`demo_run`,
+# `small_demo`) is made once per worker that asks for it. So the modules reading one are sent
+# to one worker, as one unit; any other module is a unit of its own (its module fixtures built
+# once). The shared runs' units go first: they are the longest, one on each worker.
+SHARED_RUN_OF_MODULE = {
+    "test_demo_run.py": "demo_run",
+    "test_incremental.py": "small_demo",
+    "test_refetch_workflow.py": "small_demo",
+    "test_report.py": "small_demo",
+    "test_slurm.py": "small_demo",  # asks for it inside the test, after the cluster check
+}
+
+
+def scheduling_unit(nodeid: str) -> str:
+    """The shared run a test's module reads, else the module."""
+    module = nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
+    return SHARED_RUN_OF_MODULE.get(module, module)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedRunScheduling(LoadScopeScheduling):
+        """Units in collection order (pytest_collection_modifyitems), each on one worker."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            return scheduling_unit(nodeid)
+
+    config.option.loadscopereorder = False  # keep the order below, not the test counts'
+    return SharedRunScheduling(config, log)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        for fixture in ("demo_run", "small_demo"):
+            if fixture in item.fixturenames and scheduling_unit(item.nodeid) != fixture:
+                raise pytest.UsageError(
+                    f"{item.nodeid} reads `{fixture}`: add its module to "
+                    "SHARED_RUN_OF_MODULE in tests/conftest.py (or each worker makes the run)"
+                )
+    # shared runs first, the rest in their order (a stable sort)
+    items.sort(key=lambda item: scheduling_unit(item.nodeid) not in SHARED_RUN_OF_MODULE.values())
+
 
 @pytest.fixture(scope="session")
 def demo_models(tmp_path_factory) -> dict[str, str]:
@@ -57,9 +101,8 @@ def served_demo_llama(tmp_path_factory):
 def demo_run(tmp_path_factory):
     """(workdir, completed process) of the whole demo (workflow_config/demo.yaml) on the real IMHI
     rows, served by a loopback HTTP server (the same download and checksum code as the real
-    GitHub URL); run once per session, read-only. Its metric validation reads two of the three
-    rating files (tests/demo_ratings.yaml, on top of the demo config)."""
-    from small_demo import COMMIT, DEMO_RATINGS, run, snakemake_command
+    GitHub URL); run once per session, read-only."""
+    from small_demo import COMMIT, run, snakemake_command
     from support import require_mirror, serve_directory
 
     mirror = require_mirror()
@@ -67,9 +110,7 @@ def demo_run(tmp_path_factory):
     with serve_directory(mirror) as url:
         source = f"imhi={{commit: {COMMIT}, source: '{url}'}}"
         # 23 jobs per stage: on a CPU shared with other work this takes well over 15 minutes
-        command = snakemake_command(
-            workdir, "--cores", "2", "--config", source, configs=(DEMO_RATINGS,)
-        )
+        command = snakemake_command(workdir, "--cores", "2", "--config", source)
         done = run(command, timeout=2400)
     assert done.returncode == 0, done.stderr[-4000:]
     return workdir, done

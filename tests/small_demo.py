@@ -17,8 +17,6 @@ import yaml
 from support import REPO, require_mirror
 
 COMMIT = "42cd29dfb91092843daae53ec162c75605d753ff"
-# On top of the demo config in the tests' runs of the whole demo: two of the three rating files.
-DEMO_RATINGS = Path(__file__).with_name("demo_ratings.yaml")
 # One causal model (instruction split) and one seq2seq model (completion split); demo-llama asks
 # for one GPU so that the SLURM test sees a GPU request (locally `gpu` limits nothing).
 SMALL = {
@@ -26,10 +24,6 @@ SMALL = {
     "datasets": ["DR", "SAD"],
     "rows_per_dataset": 2,
     "model_catalog": {"demo-llama": {"resources": {"gpu": 1}}},
-    # The metric validation on one rating file (43 explanations, not 285): its jobs were most
-    # of this run's time; the whole demo's test run (test_workflow) validates on two
-    # (tests/demo_ratings.yaml), tests/test_metric_validation.py on all three.
-    "metric_validation": {"ratings": {"chatgpt_data": None, "gpt3_data": None}},
 }
 
 
@@ -48,9 +42,18 @@ def snakemake_command(workdir: Path, *args: str, configs: tuple[Path, ...] = ())
     ]  # fmt: skip
 
 
-def run(command: list[str], timeout: int = 900) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
+def run(
+    command: list[str], timeout: int = 900, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", **(env or {})}
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def demo_snakemake(
+    workdir: Path, *args: str, timeout: int = 900, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    """`snakemake --cores 2` on the demo config."""
+    return run(snakemake_command(workdir, "--cores", "2", *args), timeout, env)
 
 
 def small_config(directory: Path) -> Path:

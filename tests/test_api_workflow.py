@@ -126,7 +126,7 @@ def test_api_model_end_to_end_through_snakemake(tmp_path):
             "model_catalog": {"demo-api": api_model(url, "local")},
         }
         # the metric validation (rated explanations, no model of the config) and the plots are
-        # left out: the demo runs check them (test_workflow, test_report, test_slurm)
+        # left out: the demo runs check them (test_demo_run, test_report, test_slurm)
         omit = ("--omit-from", "rated_explanations", "plots")
         run = snakemake(tmp_path, overlay, *omit)
         assert run.returncode == 0, run.stderr[-5000:]

@@ -342,6 +342,35 @@ def test_hf_weighted_ratings_with_a_sentencepiece_tokenizer():
     assert "tokens_unaligned" not in payload
 
 
+def test_hf_judge_builds_the_tokens_of_parsed_answers_only():
+    """The weighted ratings need each answer token's candidates; building them decodes every
+    candidate (most of a local judge's time on CPU), so it is done for an answer that parses
+    only: two unparsed answers build none, a parsed one builds its own once."""
+    import torch
+
+    from imhibench.score.metrics.judge import HfJudge, judge_conversation
+
+    tokenizer = _sentencepiece_tokenizer()
+    judge = HfJudge.__new__(HfJudge)
+    judge.torch, judge.device, judge.max_new_tokens = torch, "cpu", 32
+    judge.tokenizer = tokenizer
+    built: list[int] = []
+    real = judge._tokens
+    judge._tokens = lambda new, logits, top: built.append(len(new)) or real(new, logits, top)
+    unparsed = tokenizer("Yes.", add_special_tokens=False)["input_ids"]
+    judge.model = _ScriptedModel([*unparsed, tokenizer.eos_token_id], {}, len(tokenizer))
+    payload, _, _ = judge_conversation(
+        lambda messages: judge.ask(messages, 2), QUERIES[0], RESPONSES[0], 2
+    )
+    assert payload["ratings"] is None and len(payload["answers"]) == 2 and built == []
+    good = tokenizer(GOOD, add_special_tokens=False)["input_ids"]
+    judge.model = _ScriptedModel([*good, tokenizer.eos_token_id], {}, len(tokenizer))
+    payload, _, _ = judge_conversation(
+        lambda messages: judge.ask(messages, 2), QUERIES[0], RESPONSES[0], 2
+    )
+    assert payload["ratings"] is not None and built == [len(good)]
+
+
 def test_unaligned_tokens_are_counted_and_reported(tmp_path, monkeypatch, caplog):
     """A judge whose tokens do not spell its answer: no weighted column, and the rows are
     counted in the provenance and the log instead of vanishing silently."""

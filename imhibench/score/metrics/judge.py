@@ -22,7 +22,7 @@ import hashlib
 import logging
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from imhibench.common.errors import ImhiBenchError
@@ -152,7 +152,9 @@ def judge_conversation(
     ask: Any, query: str, response: str, parse_attempts: int
 ) -> tuple[dict, int, int]:
     """Ask ``ask(messages) -> (text, tokens, prompt_tokens, completion_tokens)`` until the
-    answer parses, at most ``parse_attempts`` times; returns (payload, prompt, completion)."""
+    answer parses, at most ``parse_attempts`` times; returns (payload, prompt, completion).
+    ``tokens`` (for the weighted ratings) may be a function returning them: it is called only
+    for an answer that parses."""
     messages = [{"role": "user", "content": judge_prompt(query, response)}]
     answers: list[str] = []
     prompt_tokens = completion_tokens = 0
@@ -164,6 +166,8 @@ def judge_conversation(
         parsed = parse_ratings(text)
         if parsed is not None:
             ratings, where = parsed
+            if callable(tokens):
+                tokens = tokens()
             weighted = weighted_ratings(text, where, tokens)
             payload = {"answers": answers, "ratings": ratings, "weighted": weighted}
             if tokens and not spells(text, tokens):
@@ -252,8 +256,13 @@ class HfJudge:
         model = AutoModelForCausalLM.from_pretrained(checkpoint)
         self.model = model.to(device=device, dtype=resolve_dtype(dtype, "llm_judge")).eval()
 
-    def ask(self, messages: list[dict], top_logprobs: int) -> tuple[str, list[dict], int, int]:
-        """Greedy answer, its tokens with the top candidates (raw logits), token counts."""
+    def ask(
+        self, messages: list[dict], top_logprobs: int
+    ) -> tuple[str, Callable[[], list[dict]] | None, int, int]:
+        """Greedy answer, a function returning its tokens with the top candidates (from the raw
+        logits; judge_conversation builds them only for an answer that parses: most of a
+        judge's time on CPU was decoding the candidates of answers that did not), token
+        counts."""
         torch = self.torch
         ids = self.tokenizer.apply_chat_template(
             messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
@@ -268,28 +277,41 @@ class HfJudge:
         new = out.sequences[0, ids.shape[1] :].tolist()
         if new and new[-1] == eos:
             new = new[:-1]
+        text = self._decode(new)
+
+        def tokens() -> list[dict]:
+            return self._tokens(new, out.logits, top_logprobs)
+
+        return text, tokens if top_logprobs else None, int(ids.shape[1]), len(new)
+
+    def _tokens(self, new: list[int], logits: Sequence[Any], top_logprobs: int) -> list[dict]:
+        """Each answer token's text and its top candidates with their log-probabilities."""
+        torch = self.torch
         tokens = []
         for step, token_id in enumerate(new):
-            log_probs = torch.log_softmax(out.logits[step][0].float(), dim=-1)
-            top = torch.topk(log_probs, min(max(top_logprobs, 1), log_probs.shape[-1]))
+            log_probs = torch.log_softmax(logits[step][0].float(), dim=-1)
+            top = torch.topk(log_probs, min(top_logprobs, log_probs.shape[-1]))
             before = new[:step]
+            start = self._decode(before)
             candidates = [
-                {"token": self._piece(before, int(i)), "logprob": float(v)}
+                {"token": self._piece(before, start, int(i)), "logprob": float(v)}
                 for v, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)
             ]
-            tokens.append({"token": self._piece(before, token_id), "top_logprobs": candidates})
-        text = self._decode(new)
-        return text, tokens if top_logprobs else None, int(ids.shape[1]), len(new)
+            tokens.append(
+                {"token": self._piece(before, start, token_id), "top_logprobs": candidates}
+            )
+        return tokens
 
     def _decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
-    def _piece(self, before: list[int], token_id: int) -> str:
-        """The text ``token_id`` adds after the tokens ``before``: decoding a token alone drops
-        a SentencePiece tokenizer's leading space (LLaMA-2, Mistral), so the tokens would not
-        spell the answer. Where the longer text does not extend the shorter one (a character
-        split across tokens), the token alone (the row is then counted, unaligned)."""
-        start, end = self._decode(before), self._decode([*before, token_id])
+    def _piece(self, before: list[int], start: str, token_id: int) -> str:
+        """The text ``token_id`` adds after the tokens ``before`` (decoded: ``start``):
+        decoding a token alone drops a SentencePiece tokenizer's leading space (LLaMA-2,
+        Mistral), so the tokens would not spell the answer. Where the longer text does not
+        extend the shorter one (a character split across tokens), the token alone (the row is
+        then counted, unaligned)."""
+        end = self._decode([*before, token_id])
         return end[len(start) :] if end.startswith(start) else self._decode([token_id])
 
 
