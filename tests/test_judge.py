@@ -344,8 +344,8 @@ def test_hf_weighted_ratings_with_a_sentencepiece_tokenizer():
 
 def test_hf_judge_builds_the_tokens_of_parsed_answers_only():
     """The weighted ratings need each answer token's candidates; building them decodes every
-    candidate (most of a local judge's time on CPU), so it is done for an answer that parses
-    only: two unparsed answers build none, a parsed one builds its own once."""
+    candidate, so it is done for an answer that parses only: two unparsed answers build none,
+    a parsed one builds its own once."""
     import torch
 
     from imhibench.score.metrics.judge import HfJudge, judge_conversation

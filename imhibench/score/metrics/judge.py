@@ -260,8 +260,8 @@ class HfJudge:
         self, messages: list[dict], top_logprobs: int
     ) -> tuple[str, Callable[[], list[dict]] | None, int, int]:
         """Greedy answer, a function returning its tokens with the top candidates (from the raw
-        logits; judge_conversation builds them only for an answer that parses: most of a
-        judge's time on CPU was decoding the candidates of answers that did not), token
+        logits; judge_conversation builds them only for an answer that parses: decoding the
+        candidates of every answer was about a tenth of a tiny judge's time on CPU), token
         counts."""
         torch = self.torch
         ids = self.tokenizer.apply_chat_template(
