@@ -47,6 +47,19 @@ def slow_write(table, path, provenance=None):
     write_table(table, path, provenance)
 stage.write_table = slow_write
 """
+# The same job, its final output write held (and its lock with it) until a file releases it:
+# on a loaded machine the job could otherwise finish before a second process is started.
+HELD_FINAL_WRITE = """
+import pathlib, time
+import imhibench.generate.stage as stage
+write_table = stage.write_table
+def held_write(table, path, provenance=None):
+    deadline = time.monotonic() + 300
+    while not pathlib.Path(f"{path}.release").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    write_table(table, path, provenance)
+stage.write_table = held_write
+"""
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -196,7 +209,7 @@ def test_a_second_job_on_the_same_output_stops_at_once(test_set, demo_models, re
     """Issue 18 item 5: two real processes on one output (an orphan of a killed snakemake and
     its rerun): the second stops within seconds naming the first, which finishes undisturbed."""
     args = _args(test_set, tmp_path / "T.parquet", demo_models["causal"])
-    first = _worker(args, tmp_path / "run1.log")
+    first = _worker(args, tmp_path / "run1.log", patch=HELD_FINAL_WRITE)
     try:
         deadline = time.monotonic() + 120
         while not list(shard_dir(args["out_path"]).glob("shard-*.parquet")):
@@ -208,6 +221,7 @@ def test_a_second_job_on_the_same_output_stops_at_once(test_set, demo_models, re
         assert second.wait(timeout=60) == 1
         seconds = time.monotonic() - started
         assert first.poll() is None  # still running: the second stopped before it ended
+        Path(f"{args['out_path']}.release").touch()  # the first may write its output now
         assert first.wait(timeout=300) == 0, (tmp_path / "run1.log").read_text()
     finally:
         first.kill()
