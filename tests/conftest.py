@@ -104,7 +104,7 @@ def demo_run(tmp_path_factory):
     """(workdir, completed process) of the whole demo (workflow_config/demo.yaml) on the real IMHI
     rows, served by a loopback HTTP server (the same download and checksum code as the real
     GitHub URL); run once per session, read-only."""
-    from small_demo import COMMIT, run, snakemake_command
+    from small_demo import COMMIT, demo_snakemake
     from support import require_mirror, serve_directory
 
     mirror = require_mirror()
@@ -112,8 +112,7 @@ def demo_run(tmp_path_factory):
     with serve_directory(mirror) as url:
         source = f"imhi={{commit: {COMMIT}, source: '{url}'}}"
         # 23 jobs per stage: on a CPU shared with other work this takes well over 15 minutes
-        command = snakemake_command(workdir, "--cores", "2", "--config", source)
-        done = run(command, timeout=2400)
+        done = demo_snakemake(workdir, "--config", source, timeout=2400)
     assert done.returncode == 0, done.stderr[-4000:]
     return workdir, done
 
