@@ -51,6 +51,26 @@ def test_paper_config_has_them_off_and_the_preset_on(preset):
     assert [s.name for s in specs][-2:] == ["gpt_score", "llm_judge"]
 
 
+def test_models_limit_which_answers_a_metric_scores(preset):
+    """`models` (like `datasets`) limits a metric's jobs; a group none of whose jobs it scores
+    gets no table of it."""
+    config = merged(preset, {"scorers": {"gpt_score": {"models": ["MentalBART"]},
+                                         "llm_judge": {"models": ["MentaLLaMA-chat-7B"],
+                                                       "datasets": ["DR-expert"]}}})  # fmt: skip
+    validate_config(config, SCHEMA)
+    plan = Plan(config)
+    assert list(plan.model_metric_paths("MentalBART", "DR")) == ["gpt_score"]
+    assert plan.model_metric_paths("MentaLLaMA-chat-7B", "DR") == {}
+    assert list(plan.model_metric_paths("MentaLLaMA-chat-7B", "DR-expert")) == ["llm_judge"]
+    assert "gpt_score" in plan.scorers_of_group("main")
+    assert "llm_judge" not in plan.scorers_of_group("main")
+    assert "llm_judge" in plan.scorers_of_group("expert")
+    # MentalBART answers no expert set (completion split): no GPTScore table there
+    assert "gpt_score" not in plan.scorers_of_group("expert")
+    # which models it scores is no option of the metric (no rerun of the jobs it keeps)
+    assert "models" not in plan.model_metric_settings("gpt_score")
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -59,6 +79,7 @@ def test_paper_config_has_them_off_and_the_preset_on(preset):
         ({"gpt_score": {"api": {"base_url": "http://x/v1", "model": "m"}}}, "api"),
         ({"llm_judge": {"path": "somewhere"}}, "path"),
         ({"gpt_score": {"datasets": ["nope"]}}, "nope"),
+        ({"gpt_score": {"models": ["nobody"]}}, "scorers.gpt_score.models: 'nobody'"),
         ({"gpt_score": {"backend": "gpu"}}, "backend"),
     ],
 )
@@ -147,6 +168,24 @@ def test_metric_job_then_score_job_merges_it(tmp_path, demo_models, one_torch_th
     # the tables: a GPTScore table whose caption names the scorer
     markdown = _table_markdown(tmp_path, "gpt_score")
     assert "GPTScore" in markdown and "causal (hf, clean arithmetic)" in markdown
+
+
+def test_a_metric_table_has_rows_for_the_models_it_scored_only(tmp_path):
+    """Both models answered DR; GPTScore scored one: its table has that row only, the
+    weighted-F1 table both."""
+    summaries = pd.DataFrame(
+        {"model": ["a", "b", "a", "b", "a"], "dataset": "DR", "task": "DR", "split": "x",
+         "metric": ["weighted_f1", "weighted_f1", "n", "n", "gpt_score"],
+         "labeler": ["rule", "rule", None, None, None], "value": [50.0, 60.0, 3, 3, -2.5]}
+    )  # fmt: skip
+    write_table(summaries, tmp_path / "summary.parquet", {"stage": "score"})
+    specs = table_specs("rule", ["gpt_score"], ["main"])
+    write_tables([tmp_path / "summary.parquet"], tmp_path / "tables", specs, ["a", "b"],
+                 {"main": ["DR"]})  # fmt: skip
+    f1 = pd.read_parquet(tmp_path / "tables" / "weighted_f1.parquet")
+    gpt = pd.read_parquet(tmp_path / "tables" / "gpt_score.parquet")
+    assert f1["model"].tolist() == ["a", "b"] and gpt["model"].tolist() == ["a"]
+    assert gpt["DR"].tolist() == [-2.5]
 
 
 def test_judge_job_names_judge_and_rubric_in_table(tmp_path, demo_models, one_torch_thread):

@@ -100,14 +100,19 @@ def write_tables(
     }
     written = []
 
-    def answered(group_datasets: Sequence[str]) -> list[TableRow]:
-        """Rows of a group's tables: models with a summary there, and published-only rows."""
-        found = set(summaries.loc[summaries["dataset"].isin(group_datasets), "model"])
-        return [r for r in rows if r.model is None or r.model in found]
+    def answered(group_datasets: Sequence[str], metric: str | None = None) -> list[TableRow]:
+        """Rows of a group's tables: models with a summary there (of `metric`, for a model
+        metric's table: one that scores some models only has no row for the others), and
+        published-only rows."""
+        found = summaries["dataset"].isin(group_datasets)
+        if metric in scored_by:
+            found &= summaries["metric"] == metric
+        models = set(summaries.loc[found, "model"])
+        return [r for r in rows if r.model is None or r.model in models]
 
     for spec in specs:
         datasets = paper_dataset_order(datasets_by_group[spec.group], task_of, paper_tasks)
-        group_rows = answered(datasets)
+        group_rows = answered(datasets, spec.metric)
         with_published = spec.metric == "weighted_f1" and spec.group == "main"
         metadata = {
             "units": UNITS.get(spec.metric, spec.metric),

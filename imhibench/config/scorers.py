@@ -21,7 +21,7 @@ SCORER_CHECKPOINT_OPTION = {"bart_score": "checkpoint", "bert_score": "model"}
 # run_on local or cluster, as kind-api generation). Their own keys, not passed to the metric:
 MODEL_METRICS = ("gpt_score", "llm_judge")
 
-MODEL_METRIC_JOB_KEYS = ("run_on", "resources", "datasets")
+MODEL_METRIC_JOB_KEYS = ("run_on", "resources", "datasets", "models")
 
 
 class ScorersPlan:
@@ -46,15 +46,21 @@ class ScorersPlan:
     def model_metrics_of_rule(self, rule: str) -> list[str]:
         return [m for m in self.model_metrics() if self.model_metric_rule(m) == rule]
 
+    def model_metric_scores(self, metric: str, model: str, dataset: str) -> bool:
+        """Whether a model metric scores (model, dataset): its `datasets` and `models` (each
+        all when absent) include them."""
+        spec = self.config["scorers"][metric]
+        return all(spec.get(key) is None or name in spec[key]
+                   for key, name in (("datasets", dataset), ("models", model)))  # fmt: skip
+
     def model_metric_paths(self, model: str, dataset: str) -> dict[str, str]:
         """metric -> per-row output of that metric's job for (model, dataset), for the metrics
-        whose `datasets` (all when absent) include `dataset`."""
-        found = {}
-        for metric in self.model_metrics():
-            datasets = self.config["scorers"][metric].get("datasets")
-            if datasets is None or dataset in datasets:
-                found[metric] = f"{MODEL_METRIC_ROOT}/{metric}/{model}/{dataset}.parquet"
-        return found
+        that score it (`model_metric_scores`)."""
+        return {
+            metric: f"{MODEL_METRIC_ROOT}/{metric}/{model}/{dataset}.parquet"
+            for metric in self.model_metrics()
+            if self.model_metric_scores(metric, model, dataset)
+        }
 
     def validation_model_metric_paths(self) -> dict[str, str]:
         """metric -> per-row output of each model metric's job over the rated explanations
@@ -115,12 +121,13 @@ class ScorersPlan:
         return weights_path(spec) if spec else None
 
     def scorers_of_group(self, group: str) -> list[str]:
-        """The scorers with a value in a table group: all but model metrics whose `datasets`
-        miss every test set of the group."""
+        """The scorers with a value in a table group: all but model metrics that score no job
+        (model, dataset) of the group."""
         datasets = set(self.table_datasets(group))
+        jobs = [(m, d) for m, d in self.jobs if d in datasets]
         return [
             name
-            for name, spec in self.config["scorers"].items()
-            if name not in MODEL_METRICS or spec.get("datasets") is None
-            or datasets & set(spec["datasets"])
-        ]  # fmt: skip
+            for name in self.config["scorers"]
+            if name not in MODEL_METRICS
+            or any(self.model_metric_scores(name, m, d) for m, d in jobs)
+        ]

@@ -157,6 +157,9 @@ def _check_names(config: dict) -> None:
         for dataset in config["scorers"].get(metric, {}).get("datasets") or []:
             if dataset not in config["dataset_catalog"]:
                 problems.append(f"scorers.{metric}.datasets: {dataset!r} is not in dataset_catalog")
+        for model in config["scorers"].get(metric, {}).get("models") or []:
+            if model not in config["model_catalog"]:
+                problems.append(f"scorers.{metric}.models: {model!r} is not in model_catalog")
     if problems:
         raise ImhiBenchError("invalid configuration:\n" + "\n".join(f"  {p}" for p in problems))
 
