@@ -18,7 +18,7 @@ SHARED_RUN_OF_MODULE = {
     "test_incremental.py": "small_demo",
     "test_refetch_workflow.py": "small_demo",
     "test_report.py": "small_demo",
-    "test_slurm.py": "small_demo",  # asks for it inside the test, after the cluster check
+    "test_slurm.py": "demo_run",  # asks for it inside the test, after the cluster check
 }
 
 
@@ -111,7 +111,7 @@ def demo_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("demo")
     with serve_directory(mirror) as url:
         source = f"imhi={{commit: {COMMIT}, source: '{url}'}}"
-        # 23 jobs per stage: on a CPU shared with other work this takes well over 15 minutes
+        # 56 jobs: on a CPU shared with other work this can take over 10 minutes
         done = demo_snakemake(workdir, "--config", source, timeout=2400)
     assert done.returncode == 0, done.stderr[-4000:]
     return workdir, done

@@ -1,9 +1,9 @@
 """A small demo run (2 models x 2 test sets x 2 rows, about a minute on 2 cores): its config and
 the `snakemake` command line shared by the end-to-end tests. conftest.py's session fixture
 `small_demo` runs it once per session for the tests that need a finished workdir
-(test_incremental, test_report, test_refetch_workflow and the local reference of test_slurm);
-those tests must not change that workdir (dry runs and reports only; a test that reruns jobs
-works on a copy, `support.copy_run`).
+(test_incremental, test_report, test_refetch_workflow); those tests must not change that
+workdir (dry runs and reports only; a test that reruns jobs works on a copy,
+`support.copy_run`).
 """
 
 from __future__ import annotations
@@ -17,14 +17,8 @@ import yaml
 from support import REPO, require_mirror
 
 COMMIT = "42cd29dfb91092843daae53ec162c75605d753ff"
-# One causal model (instruction split) and one seq2seq model (completion split); demo-llama asks
-# for one GPU so that the SLURM test sees a GPU request (locally `gpu` limits nothing).
-SMALL = {
-    "models": ["demo-llama", "demo-bart"],
-    "datasets": ["DR", "SAD"],
-    "rows_per_dataset": 2,
-    "model_catalog": {"demo-llama": {"resources": {"gpu": 1}}},
-}
+# One causal model (instruction split) and one seq2seq model (completion split).
+SMALL = {"models": ["demo-llama", "demo-bart"], "datasets": ["DR", "SAD"], "rows_per_dataset": 2}
 
 
 def write_config(path: Path, config: dict) -> Path:

@@ -2,9 +2,10 @@
 profiles/slurm` on a real single-node SLURM cluster on localhost.
 
 Starts munged, slurmctld and slurmd from Debian's packages (slurmctld, slurmd, slurm-client,
-munge; .ci/run installs them) with a `gpu` GRES backed by /dev/null, runs the small demo through
-the shipped SLURM profile (with the changes of `local_cluster_profile`), checks that every
-non-local job went through sbatch, and that the tables equal those of a local run. See
+munge; .ci/run installs them) with a `gpu` GRES backed by /dev/null, runs a slice of the demo
+(one model, two test sets, the metric validation) through the shipped SLURM profile (with the
+changes of `local_cluster_profile`), checks that every non-local job went through sbatch, and
+that its outputs equal those of the local demo run (conftest.py's `demo_run`). See
 docs/cluster.md; the settings follow the local-cluster notes verified on this machine kind.
 """
 
@@ -24,6 +25,7 @@ import pandas as pd
 import pytest
 import yaml
 from small_demo import REPO, run, snakemake_command, write_config
+from support import require_mirror
 
 SLURM_ETC = Path("/etc/slurm")  # the jobstep plugin's inner srun needs the default location
 MARKER = "# written by imhi-bench tests/test_slurm.py"
@@ -300,13 +302,27 @@ def scontrol_job(job_id: str) -> dict[str, str]:
     return dict(re.findall(r"(\w+)=(\S*)", shown))
 
 
+# The slice of the demo run through SLURM: demo-llama on DR and SAD, asking for one GPU
+# (locally `gpu` limits nothing), and the metric validation; the rest as in the demo.
+SLICE = {"models": ["demo-llama"], "datasets": ["DR", "SAD"],
+         "model_catalog": {"demo-llama": {"resources": {"gpu": 1}}}}  # fmt: skip
+SLICE_CELLS = [("demo-llama", "DR"), ("demo-llama", "SAD")]
+
+
+def same_frames(one: Path, other: Path) -> None:
+    pd.testing.assert_frame_equal(pd.read_parquet(one), pd.read_parquet(other), check_exact=True)
+
+
 @pytest.mark.slow
 def test_demo_through_slurm_equals_local_run(slurm_cluster, request, tmp_path):
-    # the local run (conftest.py, shared with other tests), asked for once the cluster runs: a
-    # session fixture in the signature would run before the module's cluster could skip
-    local, config = request.getfixturevalue("small_demo")
+    # the local run (conftest.py, shared with test_demo_run.py), asked for once the cluster
+    # runs: a session fixture in the signature would run before the module's cluster could skip
+    local, _ = request.getfixturevalue("demo_run")
     workdir = tmp_path / "work"
     profile = local_cluster_profile(tmp_path)
+    config = write_config(
+        tmp_path / "slice.yaml", {**SLICE, "imhi": {"source": str(require_mirror())}}
+    )
     command = snakemake_command(
         workdir, "--profile", str(profile), "--local-cores", "2", configs=(config,)
     )
@@ -324,9 +340,9 @@ def test_demo_through_slurm_equals_local_run(slurm_cluster, request, tmp_path):
     remote = {rule: int(n) for rule, n in stats.items() if rule not in LOCAL_RULES | {"total"}}
     # the metric validation scores the rated explanations with GPTScore and the judge (hf)
     assert remote == {
-        "generate": 4,
-        "label": 2,  # one job per model
-        "score": 2,
+        "generate": 2,
+        "label": 1,  # one job per model
+        "score": 1,
         "score_metric": 2,
         "validate_metrics": 1,
     }
@@ -341,22 +357,28 @@ def test_demo_through_slurm_equals_local_run(slurm_cluster, request, tmp_path):
         assert rule and rule[1] in remote, job
         if "gres/gpu=1" in job.get("TRES", "") or "gpu" in job.get("TresPerJob", ""):
             gpus.append(job["Comment"])
-    # demo-llama asks for one GPU (small_demo.SMALL): its generate jobs got the gpu GRES
+    # demo-llama asks for one GPU (SLICE): its generate jobs got the gpu GRES
     assert sorted(gpus) == [f"rule_generate_wildcards_demo-llama_{d}" for d in ("DR", "SAD")], gpus
 
-    # the same tables as the local run, cell for cell
-    tables = sorted(p.name for p in (local / "results" / "tables").glob("*.parquet"))
-    assert tables == sorted(p.name for p in (workdir / "results" / "tables").glob("*.parquet"))
-    for name in tables:
-        # exactly: BERTScore no longer depends on the process's string hashing (it did: the
-        # metric validation's tables differed in the 8th digit between SLURM and local runs)
-        pd.testing.assert_frame_equal(
-            pd.read_parquet(workdir / "results" / "tables" / name),
-            pd.read_parquet(local / "results" / "tables" / name),
-            check_exact=True,
-        )
+    # the same numbers as the local demo run, exactly: every per-row file of the slice, its
+    # rows of all_metrics, and the metric validation's tables (BERTScore no longer depends on
+    # the process's string hashing: these differed in the 8th digit between SLURM and local)
+    for model, dataset in SLICE_CELLS:
+        for stage in ("generate", "label", "score", "metrics"):
+            path = Path("results", stage, model, f"{dataset}.parquet")
+            same_frames(workdir / path, local / path)
+    metrics = [pd.read_parquet(w / "results/tables/all_metrics.parquet") for w in (workdir, local)]
+    cells = [m[m["model"].eq("demo-llama") & m["dataset"].isin(SLICE["datasets"])] for m in metrics]
+    assert len(cells[0]) > 0 and len(cells[0]) == len(metrics[0])
+    pd.testing.assert_frame_equal(*(c.reset_index(drop=True) for c in cells), check_exact=True)
+    validation = sorted(
+        p.name for p in (local / "results/tables").glob("metric_validation_*.parquet")
+    )
+    assert validation
+    for name in validation:
+        same_frames(workdir / "results/tables" / name, local / "results/tables" / name)
     # and the files say which SLURM job made them
     from imhibench.common.io import read_provenance
 
-    record = read_provenance(workdir / "results" / "score" / "demo-bart" / "SAD.parquet")
+    record = read_provenance(workdir / "results" / "score" / "demo-llama" / "SAD.parquet")
     assert record["job"]["slurm_job_id"] in {slurm_id for _, slurm_id in submitted}
