@@ -27,7 +27,7 @@ def test_the_demo_plans_the_real_answers_on_all_rows_of_the_expert_sets_only(dem
     plan = Plan(demo)
     assert [d for m, d in plan.jobs if m == "MentaLLaMA-examples"] == EXAMPLES
     skipped = {s.dataset: s.reason for s in plan.skipped if s.model == "MentaLLaMA-examples"}
-    assert set(skipped) == {"DR", "SAD", "t-sid", "CAMS"}
+    assert set(skipped) == {"DR", "SAD"}
     assert "model_catalog.MentaLLaMA-examples.datasets" in skipped["DR"]
     assert plan.rows_of("MentaLLaMA-examples") is None and plan.rows_of("demo-llama") == 4
     assert demo["labelers"][0] == "rule"  # the demo's classifiers are random

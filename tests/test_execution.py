@@ -39,3 +39,13 @@ def test_api_request_and_cost_settings_are_not_answer_settings():
     # The endpoint's model does change answers.
     other = {**spec, "api": {**spec["api"], "model": "gpt-4o"}}
     assert answer_model_spec(other) != answer
+
+
+def test_the_test_sets_a_model_answers_are_not_an_answer_setting():
+    """Adding a test set to a model's `datasets` must not rerun (and so regenerate) the answers
+    it already has: the list is not in the generate rule's param."""
+    from imhibench.common.execution import answer_model_spec
+
+    spec = load("config.yaml")["model_catalog"]["MentaLLaMA-chat-7B"]
+    one = answer_model_spec({**spec, "datasets": ["DR"]})
+    assert one == answer_model_spec({**spec, "datasets": ["DR", "SAD"]}) == answer_model_spec(spec)

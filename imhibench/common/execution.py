@@ -40,11 +40,14 @@ API_EXECUTION_KEYS = frozenset(
 #: `generation` (its answer-affecting part is the rule's `settings` param) and `random_weights`
 #: (a mark in the tables).
 _SPEC_EXECUTION_KEYS = ("resources", "generation", "run_on", "random_weights")
+# Which test sets a model answers changes which jobs exist, never an answer.
+_SPEC_PLAN_KEYS = ("datasets",)
 
 
 def answer_model_spec(spec: dict) -> dict:
-    """The part of a model entry that can change its answers (the generate rule's param)."""
-    answer = {k: v for k, v in spec.items() if k not in _SPEC_EXECUTION_KEYS}
+    """The part of a model entry that can change its answers (the generate rule's param): a
+    test set added to its `datasets` reruns none of the jobs it already has."""
+    answer = {k: v for k, v in spec.items() if k not in _SPEC_EXECUTION_KEYS + _SPEC_PLAN_KEYS}
     if "api" in answer:
         answer["api"] = {k: v for k, v in answer["api"].items() if k not in API_EXECUTION_KEYS}
     return answer
