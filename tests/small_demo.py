@@ -44,22 +44,32 @@ def run(
 
 
 def demo_snakemake(
-    workdir: Path, *args: str, timeout: int = 900, env: dict | None = None
+    workdir: Path,
+    *args: str,
+    configs: tuple[Path, ...] = (),
+    timeout: int = 900,
+    env: dict | None = None,
 ) -> subprocess.CompletedProcess:
-    """`snakemake --cores 2` on the demo config."""
-    return run(snakemake_command(workdir, "--cores", "2", *args), timeout, env)
+    """`snakemake --cores 2` on the demo config + `configs`."""
+    return run(snakemake_command(workdir, "--cores", "2", *args, configs=configs), timeout, env)
+
+
+def mirror_config(path: Path, overlay: dict) -> Path:
+    """`overlay` on top of the demo config, its IMHI rows from the local mirror, written to
+    `path`."""
+    imhi = {"imhi": {"commit": COMMIT, "source": str(require_mirror())}}
+    return write_config(path, {**overlay, **imhi})
 
 
 def small_config(directory: Path) -> Path:
-    """The small demo's config file (the IMHI rows come from the local mirror)."""
-    imhi = {"imhi": {"commit": COMMIT, "source": str(require_mirror())}}
-    return write_config(directory / "small.yaml", {**SMALL, **imhi})
+    """The small demo's config file."""
+    return mirror_config(directory / "small.yaml", SMALL)
 
 
 def run_small_demo(workdir: Path, config_dir: Path) -> Path:
     """Run the small demo to completion in `workdir` (its config written to `config_dir`); the
     config file."""
     config = small_config(config_dir)
-    result = run(snakemake_command(workdir, "--cores", "2", configs=(config,)))
+    result = demo_snakemake(workdir, configs=(config,))
     assert result.returncode == 0, result.stderr[-4000:]
     return config

@@ -24,8 +24,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from small_demo import REPO, run, snakemake_command, write_config
-from support import require_mirror
+from small_demo import REPO, mirror_config, run, snakemake_command, write_config
 
 SLURM_ETC = Path("/etc/slurm")  # the jobstep plugin's inner srun needs the default location
 MARKER = "# written by imhi-bench tests/test_slurm.py"
@@ -325,9 +324,7 @@ def test_demo_through_slurm_equals_local_run(slurm_cluster, request, tmp_path):
     local, _ = request.getfixturevalue("demo_run")
     workdir = tmp_path / "work"
     profile = local_cluster_profile(tmp_path)
-    config = write_config(
-        tmp_path / "slice.yaml", {**SLICE, "imhi": {"source": str(require_mirror())}}
-    )
+    config = mirror_config(tmp_path / "slice.yaml", SLICE)
     command = snakemake_command(
         workdir, "--profile", str(profile), "--local-cores", "2", configs=(config,)
     )
