@@ -8,7 +8,7 @@ sys.path.insert(0, workflow.basedir)
 import imhibench.validate_metrics.ratings as validation_ratings
 import imhibench.validate_metrics.tables as validation_tables
 from imhibench.aggregate.specs import paired_table_names, table_specs
-from imhibench.common.execution import answer_model_spec, answer_settings
+from imhibench.common.execution import answer_model_spec, model_answer_settings
 from imhibench.common.reuse import REUSE_ROOT
 from imhibench.common.tasks import all_tasks
 from imhibench.config.fingerprint import check_tables_match_config
@@ -235,9 +235,10 @@ def get_example_responses_sha256(wildcards):
 
 
 def get_generation_settings(wildcards):
-    """Answer-affecting settings only: execution settings (batching, shards) and the device
-    are read by the script from the config, so changing them reruns nothing."""
-    return answer_settings(PLAN.generation_settings(wildcards.model))
+    """Answer-affecting settings only (none for imported answers): execution settings
+    (batching, shards) and the device are read by the script from the config, so changing them
+    reruns nothing."""
+    return model_answer_settings(PLAN, wildcards.model)
 
 
 def get_generate_resource(name):

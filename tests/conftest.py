@@ -1,31 +1,38 @@
-"""Shared pytest fixtures. The end-to-end runs are session fixtures, each run at most once per
-session and only when a selected test asks for it: `demo_run` (workflow_config/demo.yaml) and
-`small_demo` (tests/small_demo.py). Tests only read them (dry runs and reports are fine); a test
-that reruns jobs works on a copy (`support.copy_run`)."""
+"""Shared pytest fixtures. `demo_run`, the whole demo (workflow_config/demo.yaml) run to the end,
+is made once per pytest run, whatever the number of workers, and only when a selected test asks
+for it. Tests only read it (dry runs and reports are fine); a test that reruns jobs works on a
+copy (`support.copy_run`)."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
-# Under pytest-xdist (pyproject's `-n 2`) each worker is a session: a session run (`demo_run`,
-# `small_demo`) is made once per worker that asks for it. So the modules reading one are sent
-# to one worker, as one unit; any other module is a unit of its own (its module fixtures built
-# once). The shared runs' units go first: they are the longest, one on each worker.
-SHARED_RUN_OF_MODULE = {
-    "test_demo_run.py": "demo_run",
-    "test_incremental.py": "small_demo",
-    "test_refetch_workflow.py": "small_demo",
-    "test_report.py": "small_demo",
-    "test_slurm.py": "demo_run",  # asks for it inside the test, after the cluster check
+# Under pytest-xdist (pyproject's `-n 2`) each worker is a session of its own: the first to ask
+# for `demo_run` makes it while a worker asking later waits for it (a file lock, see
+# `shared_run`). So the module that makes it goes first, and the modules that only read it go
+# last: the other worker runs the rest of the suite meanwhile instead of waiting.
+MAKES_DEMO_RUN = "test_demo_run.py"
+READS_DEMO_RUN = {
+    "test_incremental.py",
+    "test_refetch_workflow.py",
+    "test_report.py",
+    "test_slurm.py",  # asks for it inside the test, after the cluster check
 }
 
 
-def scheduling_unit(nodeid: str) -> str:
-    """The shared run a test's module reads, else the module."""
-    module = nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
-    return SHARED_RUN_OF_MODULE.get(module, module)
+def module_of(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
+
+
+def schedule_rank(nodeid: str) -> int:
+    """0: the module making the demo run, 2: the modules reading it, 1: the others."""
+    module = module_of(nodeid)
+    return 0 if module == MAKES_DEMO_RUN else 2 if module in READS_DEMO_RUN else 1
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -34,26 +41,43 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
         return None
     from xdist.scheduler import LoadScopeScheduling
 
-    class SharedRunScheduling(LoadScopeScheduling):
-        """Units in collection order (pytest_collection_modifyitems), each on one worker."""
+    class ModuleScheduling(LoadScopeScheduling):
+        """Modules in collection order (pytest_collection_modifyitems), each on one worker (its
+        module fixtures built once)."""
 
         def _split_scope(self, nodeid: str) -> str:
-            return scheduling_unit(nodeid)
+            return module_of(nodeid)
 
     config.option.loadscopereorder = False  # keep the order below, not the test counts'
-    return SharedRunScheduling(config, log)
+    return ModuleScheduling(config, log)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        for fixture in ("demo_run", "small_demo"):
-            if fixture in item.fixturenames and scheduling_unit(item.nodeid) != fixture:
-                raise pytest.UsageError(
-                    f"{item.nodeid} reads `{fixture}`: add its module to "
-                    "SHARED_RUN_OF_MODULE in tests/conftest.py (or each worker makes the run)"
-                )
-    # shared runs first, the rest in their order (a stable sort)
-    items.sort(key=lambda item: scheduling_unit(item.nodeid) not in SHARED_RUN_OF_MODULE.values())
+        if "demo_run" in item.fixturenames and schedule_rank(item.nodeid) == 1:
+            raise pytest.UsageError(
+                f"{item.nodeid} reads `demo_run`: add its module to READS_DEMO_RUN in "
+                "tests/conftest.py (so that it runs after the run is made, not waiting for it)"
+            )
+    items.sort(key=lambda item: schedule_rank(item.nodeid))  # stable: collection order within
+
+
+def shared_run(tmp_path_factory, name: str, make) -> Path:
+    """The directory `make(directory)` filled, made once per pytest run: under xdist the
+    workers share the run's base temporary directory, and the first to take the lock makes it
+    while the others wait. `make` returns a JSON-able record (kept beside the directory) that
+    tests check, so that a failed run is reported by every worker without being made again."""
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # <basetemp>/popen-gwN -> <basetemp>, shared by the workers
+    directory, record = root / name, root / f"{name}.json"
+    with FileLock(f"{record}.lock"):
+        if not record.exists():
+            directory.mkdir()
+            record.write_text(json.dumps(make(directory)))
+    return directory, json.loads(record.read_text())
 
 
 @pytest.fixture(scope="session")
@@ -100,28 +124,23 @@ def served_demo_llama(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def demo_run(tmp_path_factory):
+def demo_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     """(workdir, completed process) of the whole demo (workflow_config/demo.yaml) on the real IMHI
     rows, served by a loopback HTTP server (the same download and checksum code as the real
-    GitHub URL); run once per session, read-only."""
-    from small_demo import COMMIT, demo_snakemake
+    GitHub URL); made once per pytest run (`shared_run`), read-only."""
+    from demo_commands import COMMIT, demo_snakemake
     from support import require_mirror, serve_directory
 
     mirror = require_mirror()
-    workdir = tmp_path_factory.mktemp("demo")
-    with serve_directory(mirror) as url:
-        source = f"imhi={{commit: {COMMIT}, source: '{url}'}}"
-        # 56 jobs: 6 min 18 s on 2 cores beside the other test worker (a whole-suite run)
-        done = demo_snakemake(workdir, "--config", source, timeout=2400)
+
+    def make(workdir: Path) -> dict:
+        with serve_directory(mirror) as url:
+            source = f"imhi={{commit: {COMMIT}, source: '{url}'}}"
+            # 56 jobs: 6 min 18 s on 2 cores beside the other test worker (a whole-suite run)
+            done = demo_snakemake(workdir, "--config", source, timeout=2400)
+        return {key: getattr(done, key) for key in ("args", "returncode", "stdout", "stderr")}
+
+    workdir, record = shared_run(tmp_path_factory, "demo", make)
+    done = subprocess.CompletedProcess(**record)
     assert done.returncode == 0, done.stderr[-4000:]
     return workdir, done
-
-
-@pytest.fixture(scope="session")
-def small_demo(tmp_path_factory) -> tuple[Path, Path]:
-    """(workdir, config) of the small demo (tests/small_demo.py), run once per session; tests
-    must not change the workdir."""
-    from small_demo import run_small_demo
-
-    workdir = tmp_path_factory.mktemp("small_demo")
-    return workdir, run_small_demo(workdir, tmp_path_factory.mktemp("small_config"))

@@ -315,6 +315,28 @@ def test_bart_score_table_names_its_variant(summaries, tmp_path):
     assert sidecar["bart_score_variant"] == PARABANK
 
 
+def test_writing_the_tables_loads_no_model_library(summaries, tmp_path):
+    """The aggregate job names the BART-score variant from provenance: it imports neither
+    torch nor transformers (seconds in every job; issue 22) nor scikit-learn."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from imhibench.aggregate.specs import table_specs\n"
+        "from imhibench.aggregate.write import write_tables\n"
+        f"write_tables({[str(p) for p in summaries]!r}, {str(tmp_path / 'tables')!r}, "
+        "table_specs('mentalbert', ['bart_score'], ['main']), ['m1', 'm2'], "
+        f"{{'main': ['DR', 'SAD']}}, provenance={{}}, parabank2_sha256={WEIGHTS_SHA!r})\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'torch', 'transformers', 'sklearn'}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
+    assert PARABANK in (tmp_path / "tables" / "bart_score.md").read_text()
+
+
 def test_run_without_weights_says_so_in_the_note(tmp_path):
     path = tmp_path / "m1-DR.parquet"
     plain = "bart-large-cnn, no ParaBank2 weights"

@@ -29,7 +29,8 @@ from imhibench.fetch.scorer_weights import (
     weights_record,
 )
 from imhibench.score.metrics import compute_explanation_metrics
-from imhibench.score.metrics.bartscore import BARTScorer, variant_name
+from imhibench.score.metrics.bart_variant import variant_name
+from imhibench.score.metrics.bartscore import BARTScorer
 from imhibench.score.stage import bart_score_provenance
 
 SRCS = ["Yes, the poster suffers from depression.", "No stress here, a game.", "hopeless"]

@@ -13,8 +13,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from small_demo import COMMIT
-from small_demo import demo_snakemake as snakemake
+from demo_commands import COMMIT
+from demo_commands import demo_snakemake as snakemake
 from support import REPO, copy_run
 
 from imhibench.common.io import read_provenance

@@ -544,7 +544,7 @@ def test_the_generate_script_starts_nothing_when_a_spawned_process_imports_it(mo
     for module, name in ((logs, "configure_job"), (logs, "announce_job"),
                          (stage, "run_generate")):  # fmt: skip
         monkeypatch.setattr(module, name, lambda *a, _name=name, **k: calls.append(_name))
-    monkeypatch.setattr(execution, "get_model_spec", lambda config, model: {})
+    monkeypatch.setattr(execution, "get_model_spec", lambda config, model: {"kind": "causal"})
     monkeypatch.setattr(execution, "get_generation_settings", lambda config, model, s: s)
     monkeypatch.setattr(sys, "path", list(sys.path))
     job = SimpleNamespace(

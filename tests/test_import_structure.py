@@ -62,7 +62,8 @@ ENTRIES = {
         "imhibench.score.metrics",  # the metric registry and explanation metrics
         "imhibench.score.metrics.correctness",
         "imhibench.score.metrics.paired",
-        "imhibench.score.metrics.bartscore",  # variant_name (tables name the BART-score weights)
+        "imhibench.score.metrics.bartscore",  # resolve_dtype (the label stage's classifier)
+        "imhibench.score.metrics.bart_variant",  # variant_name (tables name the BART-score weights)
         "imhibench.score.metrics.judge",  # judge_identity (tables name the judge)
     ],
     "aggregate": [

@@ -1,6 +1,7 @@
 """Incremental reruns: after a finished run, a config change reruns exactly the jobs it affects
 (read from `snakemake --dry-run`'s job list), and a change that cannot alter a number (the
-cluster resources, the IMHI mirror) reruns nothing."""
+cluster resources, the IMHI mirror) reruns nothing. The finished run is the session's demo run
+(conftest.py `demo_run`), read-only here: dry runs, and one real run on a copy."""
 
 from __future__ import annotations
 
@@ -8,18 +9,36 @@ import re
 from pathlib import Path
 
 import pytest
-from small_demo import run, snakemake_command, write_config
-from support import copy_run
+import yaml
+from demo_commands import mirror_config, run, snakemake_command, write_config
+from support import REPO, copy_run
 
 from imhibench.fetch.scorer_weights import source_key
 
 pytestmark = pytest.mark.slow
-MODELS, DATASETS = ("demo-llama", "demo-bart"), ("DR", "SAD")
+# The demo's models whose answers are generated (the tiny models), and the imported answers.
+GENERATED = ("demo-llama", "demo-llama-lora", "demo-bart", "demo-t5")
+IMPORTED = "MentaLLaMA-examples"
+MODELS = (*GENERATED, IMPORTED)
+DEMO_CONFIG = yaml.safe_load((REPO / "workflow_config" / "demo.yaml").read_text())
 
 
 @pytest.fixture(scope="module")
-def demo(small_demo):
-    return small_demo  # conftest.py: one run per session, read-only here (dry runs)
+def demo(demo_run, tmp_path_factory) -> tuple[Path, Path]:
+    """(the demo run's workdir, a config on top of demo.yaml naming the mirror as IMHI source):
+    the run read its rows from a loopback server gone since, and another source of the same
+    checksummed files changes nothing (test_changes_that_cannot_alter_a_number_run_nothing)."""
+    config = mirror_config(tmp_path_factory.mktemp("incremental") / "mirror.yaml", {})
+    return demo_run[0], config
+
+
+def answered(demo, model: str) -> list[str]:
+    """The test sets `model` answered in the demo run."""
+    return sorted(p.stem for p in (demo[0] / "results" / "generate" / model).glob("*.parquet"))
+
+
+def cells(demo, *models: str) -> list[tuple[str, str]]:
+    return [(model, dataset) for model in models for dataset in answered(demo, model)]
 
 
 def planned_jobs(demo, tmp_path, change: dict | None = None) -> set[tuple[str, ...]]:
@@ -86,21 +105,22 @@ def test_changes_that_cannot_alter_a_number_run_nothing(demo, tmp_path, change):
     assert planned_jobs(demo, tmp_path, change) == set()
 
 
-def test_new_max_new_tokens_reruns_generation(demo, tmp_path):
+def test_new_max_new_tokens_reruns_generation_not_the_imported_answers(demo, tmp_path):
+    """No decoding setting applies to imported answers: their jobs (and the GPTScore and judge
+    jobs scoring them, paid when asked through an API) stay."""
     change = {"generation": {"max_new_tokens": 8}}
-    cells = [(m, d) for m in MODELS for d in DATASETS]
-    assert planned_jobs(demo, tmp_path, change) == stages(*cells) | TABLES
+    assert planned_jobs(demo, tmp_path, change) == stages(*cells(demo, *GENERATED)) | TABLES
 
 
 def test_new_revision_of_one_model_reruns_only_its_jobs(demo, tmp_path):
     change = {"model_catalog": {"demo-llama": {"revision": "v2"}}}
-    expected = stages(*(("demo-llama", d) for d in DATASETS)) | TABLES
+    expected = stages(*cells(demo, "demo-llama")) | TABLES
     assert planned_jobs(demo, tmp_path, change) == expected
 
 
 def test_new_decoding_settings_of_one_model_rerun_only_its_jobs(demo, tmp_path):
     change = {"model_catalog": {"demo-bart": {"generation": {"max_new_tokens": 8}}}}
-    expected = stages(*(("demo-bart", d) for d in DATASETS)) | TABLES
+    expected = stages(*cells(demo, "demo-bart")) | TABLES
     assert planned_jobs(demo, tmp_path, change) == expected
 
 
@@ -108,12 +128,15 @@ def test_new_dataset_runs_only_its_jobs(demo, tmp_path):
     """A new dataset generates only its own answers; each model's label and score job runs
     again but computes only the new dataset: the others are copied from results/.reuse, byte
     for byte (a real run on a copy of the finished demo). demo-llama lists the test sets it
-    answers (demo.yaml): t-sid is added there too, which reruns none of its other jobs."""
-    answered = [*DATASETS, "DR-expert", "t-sid"]
-    change = {"datasets": [*DATASETS, "t-sid"],
-              "model_catalog": {"demo-llama": {"datasets": answered}}}  # fmt: skip
+    answers (demo.yaml): t-sid is added there too, which reruns none of its other jobs; demo-t5
+    gets a list without it (two models answer t-sid here, enough to show it)."""
+    models = ("demo-llama", "demo-bart")
+    llama = [*DEMO_CONFIG["model_catalog"]["demo-llama"]["datasets"], "t-sid"]
+    change = {"datasets": [*DEMO_CONFIG["datasets"], "t-sid"],
+              "model_catalog": {"demo-llama": {"datasets": llama},
+                                "demo-t5": {"datasets": answered(demo, "demo-t5")}}}  # fmt: skip
     fetches = {("fetch_test_set", split, "t-sid") for split in ("instruction", "completion")}
-    expected = stages(*((m, "t-sid") for m in MODELS)) | fetches | TABLES
+    expected = stages(*((m, "t-sid") for m in models)) | fetches | TABLES
     assert planned_jobs(demo, tmp_path, change) == expected
 
     workdir, config = demo
@@ -124,11 +147,12 @@ def test_new_dataset_runs_only_its_jobs(demo, tmp_path):
     result = run(snakemake_command(copy, "--cores", "2", *until, configs=(config, changed)))
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     for stage, folders in (("label", ["label"]), ("score", ["score", "metrics"])):
-        for model in MODELS:
+        for model in models:
             log = (copy / "logs" / stage / f"{model}.log").read_text()
             done = dict(re.findall(r": (\S+): (reused|computed) ", log))
-            assert done == {"DR": "reused", "SAD": "reused", "t-sid": "computed"}, log
-            for folder, dataset in ((f, d) for f in folders for d in DATASETS):
+            before = answered(demo, model)
+            assert done == {**dict.fromkeys(before, "reused"), "t-sid": "computed"}, log
+            for folder, dataset in ((f, d) for f in folders for d in before):
                 path = Path("results", folder, model, f"{dataset}.parquet")
                 assert (copy / path).read_bytes() == (workdir / path).read_bytes(), path
 
@@ -166,10 +190,14 @@ def test_new_bart_score_weights_file_refetches_it_and_reruns_only_scoring(demo, 
     }  # fmt: skip
 
 
-def test_new_judge_setting_reruns_its_validation_job_not_the_models(demo, tmp_path):
-    """A model metric's option change reruns its job over the rated explanations and the
-    validation's merge; no model's job (the judge scores only DR-expert in the demo)."""
+def test_new_judge_setting_reruns_only_its_jobs(demo, tmp_path):
+    """A model metric's option change reruns its jobs: over the answers it scores (the real
+    answers on DR-expert in the demo), then that model's summary, and over the rated
+    explanations, then the validation's merge; no other model's job."""
     change = {"scorers": {"llm_judge": {"max_new_tokens": 16}}}
-    judged = ("score_metric", "llm_judge", "_human_ratings", "rated_explanations")
-    planned = planned_jobs(demo, tmp_path, change)
-    assert planned - TABLES == {judged} | VALIDATION
+    judged = {
+        ("score_metric", "llm_judge", IMPORTED, "DR-expert"),
+        ("score_metric", "llm_judge", "_human_ratings", "rated_explanations"),
+    }
+    expected = judged | model_jobs(IMPORTED, rules=("score", "answer_sample"))
+    assert planned_jobs(demo, tmp_path, change) == expected | TABLES | VALIDATION

@@ -86,3 +86,28 @@ def test_progress_without_tokens():
     progress = Progress("BARTScore", 40, clock=clock, count_tokens=False)
     progress.batch(20, 0)
     assert progress.line() == "BARTScore: 20/40 rows (50.0%), 2.00 rows/s, about 0:00:10 left"
+
+
+@pytest.mark.parametrize("torch_first", [False, True], ids=["torch-later", "torch-imported"])
+def test_the_job_thread_limit_reaches_torch_without_importing_it(torch_first):
+    """A job that never uses torch does not pay its import (seconds) for the thread limit.
+    One thread: torch takes OMP_NUM_THREADS up to the core count only."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        + ("import torch\n" if torch_first else "")
+        + "from imhibench.common.logs import configure_job\n"
+        "configure_job(None, 1)\n"
+        "print('torch' in sys.modules)\n"
+        "import torch\n"
+        "print(torch.get_num_threads())\n"
+    )
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one core: torch's default is already one thread")
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(torch_first), "1"]

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from small_demo import run, snakemake_command, write_config
+from demo_commands import run, snakemake_command, write_config
 from support import journaled_rows, require_mirror
 
 from imhibench.common.io import read_provenance

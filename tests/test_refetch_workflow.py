@@ -6,27 +6,32 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from small_demo import SMALL, run, snakemake_command
+from demo_commands import mirror_config, run, snakemake_command
 from support import copy_run
 
 pytestmark = pytest.mark.slow
+# A causal model (instruction split) and a seq2seq model (completion split) on two test sets.
+CELLS = [(model, dataset) for model in ("demo-llama", "demo-bart") for dataset in ("DR", "SAD")]
 
 
-def test_identical_refetch_after_a_finished_run_generates_nothing(small_demo, tmp_path):
-    finished, config = small_demo
-    workdir = copy_run(finished, tmp_path / "copy")  # the shared run stays untouched
+def test_identical_refetch_after_a_finished_run_generates_nothing(demo_run, tmp_path):
+    workdir = copy_run(demo_run[0], tmp_path / "copy")  # the shared run stays untouched
+    config = mirror_config(tmp_path / "mirror.yaml", {})  # the run's loopback server is gone
     test_sets = sorted((workdir / "resources" / "imhi").rglob("*.parquet"))
     before = {p.relative_to(workdir): p.read_bytes() for p in test_sets}
-    outputs = sorted((workdir / "results" / "generate").glob("*/*.parquet"))
+    targets = [f"results/generate/{model}/{dataset}.parquet" for model, dataset in CELLS]
+    outputs = [workdir / target for target in targets]
     answers = {p: pd.read_parquet(p) for p in outputs}
-    assert len(outputs) == len(SMALL["models"]) * len(SMALL["datasets"])
 
-    # up to the generate jobs: the stages after them read their outputs as any rerun does
-    command = snakemake_command(workdir, "--cores", "2", "--forcerun", "fetch_test_set",
-                                "--until", "generate", configs=(config,))  # fmt: skip
+    # the generate jobs of CELLS and the test files they read: the stages after them read their
+    # outputs as any rerun does
+    command = snakemake_command(workdir, "--cores", "2", *targets, "--forcerun", "fetch_test_set",
+                                configs=(config,))  # fmt: skip
     result = run(command)
     assert result.returncode == 0, result.stderr[-4000:]
-    assert "rule generate:" in result.stdout + result.stderr  # Snakemake did rerun them
+    output = result.stdout + result.stderr
+    assert output.count("localrule generate:") == len(CELLS), output[-4000:]  # Snakemake reran them
+    assert "rule fetch_test_set:" in output
     assert {p.relative_to(workdir): p.read_bytes() for p in test_sets} == before
     for path in outputs:
         log = workdir / "logs" / "generate" / path.parent.name / f"{path.stem}.log"

@@ -8,7 +8,7 @@ import re
 
 import pandas as pd
 import pytest
-from small_demo import COMMIT, run, snakemake_command
+from demo_commands import COMMIT, mirror_config, run, snakemake_command
 
 from imhibench.aggregate.notes import cell_provenance
 from imhibench.common.io import read_provenance
@@ -18,8 +18,11 @@ DATA_URI = re.compile(r'"data:([\w/+.-]+);charset=[\w-]+;filename=([^;"]+);base6
 
 
 @pytest.fixture(scope="module")
-def demo(small_demo):
-    return small_demo  # conftest.py: one run per session, read-only here (reports)
+def demo(demo_run, tmp_path_factory):
+    """(the session's demo run, read-only here: reports; a config naming the mirror as IMHI
+    source, as the run's loopback server is gone: another source of the same files changes
+    nothing)."""
+    return demo_run[0], mirror_config(tmp_path_factory.mktemp("report") / "mirror.yaml", {})
 
 
 def test_html_table_escapes_names_title_and_notes():
@@ -29,6 +32,23 @@ def test_html_table_escapes_names_title_and_notes():
     assert "<td>12.35</td>" in page and "<td>-</td>" in page
     assert "m2 &lt;b&gt;" in page and "F1 &amp; co" in page and "note &lt;i&gt;" in page
     assert '<tr class="published-only">' in page
+
+
+def test_every_table_has_a_report_caption():
+    """`snakemake --report` stops at a table without its caption file (rules/common.smk
+    `get_report_outputs`: report/<table>.rst, the expert_ twin sharing it)."""
+    from support import REPO
+
+    from imhibench.aggregate.specs import MODEL_METRIC_TABLES, paired_table_names, table_specs
+
+    scorers = ["bart_score", *MODEL_METRIC_TABLES]
+    specs = table_specs("mentalbert", scorers, ["main", "expert"])
+    names = {spec.name for spec in specs} | set(paired_table_names(["main", "expert"]))
+    assert {"gpt_score", "expert_llm_judge", "weighted_f1_paired"} <= names
+    missing = [
+        n for n in names if not (REPO / "report" / f"{n.removeprefix('expert_')}.rst").is_file()
+    ]
+    assert not missing
 
 
 @pytest.mark.slow
@@ -50,16 +70,22 @@ def test_report_html_contains_every_table_plot_and_answer_page(demo, tmp_path):
             row = row._asdict()
             shown = row["model"] + (" (random weights)" if row.get("random_weights") else "")
             for dataset in ("DR", "SAD"):
+                if pd.isna(row[dataset]):  # a model not answering the test set: "-"
+                    continue
                 assert re.search(f"<td>{re.escape(shown)}</td>.*<td>{row[dataset]:.2f}[ <]",
                                  pages[name]), (name, row)  # fmt: skip
-    # one answer page per job (each model's DR.html and SAD.html), worst rows first
-    answer_pages = [p for n, p in pages.items() if n in ("DR.html", "SAD.html")]
-    assert len([n for _, n, _ in embedded if n in ("DR.html", "SAD.html")]) == 4
-    assert all("worst first" in p for p in answer_pages)
+    # one answer page per job, worst rows first
+    samples = {p.name for p in (workdir / "results" / "samples").glob("*/*.html")}
+    answer_pages = [p for n, p in pages.items() if n in samples]
+    jobs = len(list((workdir / "results" / "generate").glob("*/*.parquet")))
+    assert len([n for _, n, _ in embedded if n in samples]) == jobs
+    assert answer_pages and all("worst first" in p for p in answer_pages)
+    # every figure: a chart per table, the labeler chart, a confusion matrix per job and the
+    # metric validation's heat map
     pngs = [data for mime, _, data in embedded if mime == "image/png"]
-    # one chart per table, the labeler chart, one confusion matrix per job and the metric
-    # validation's heat map
-    assert len(pngs) == 2 + 1 + 4 + 1 and all(p.startswith(b"\x89PNG") for p in pngs)
+    drawn = list((workdir / "results" / "plots").rglob("*.png"))
+    assert len(pngs) == len(drawn) and all(p.startswith(b"\x89PNG") for p in pngs)
+    assert len(list((workdir / "results" / "plots" / "confusion").glob("*/*.png"))) == jobs
     validation = {f"metric_validation_{s}.html" for s in ("spearman", "pearson", "kendall")}
     assert validation <= set(pages)
     assert "reference = the post" in pages["metric_validation_spearman.html"]
@@ -82,7 +108,7 @@ def test_sidecar_names_every_input_of_a_cell(demo):
     assert COMMIT not in cell["test_set"]["source"]  # a mirror, recorded as such
     # decoding settings, seed, classifier, scorers and their checkpoints, the code
     assert cell["generation_settings"]["max_new_tokens"] == 16 and cell["seed"] == 42
-    assert cell["rows"] == 2 and cell["labelers"] == ["rule", "mentalbert"]
+    assert cell["rows"] == 4 and cell["labelers"] == ["rule", "mentalbert"]
     assert cell["classifier"]["local_path"].endswith("classifiers/SAD")
     assert cell["scorers"]["bert_score"]["num_layers"] == 6
     assert set(cell["scorer_checkpoints"]) == {"bart_score", "bert_score"}
@@ -95,11 +121,11 @@ def test_sidecar_names_every_input_of_a_cell(demo):
         digests = record["job"]["inputs_sha256"]
         assert digests["results/generate/demo-llama/SAD.parquet"]
         assert digests["resources/imhi/instruction/SAD.parquet"]
-    # 4 summaries, 4 label files (paired tests) and the published file
-    assert len(sidecar["aggregate"]["job"]["inputs_sha256"]) == 4 + 4 + 1
-    assert set(sidecar["inputs"]) == {f"results/metrics/{c}.parquet" for c in (
-        "demo-llama/DR", "demo-llama/SAD", "demo-bart/DR", "demo-bart/SAD"
-    )}  # fmt: skip
+    # a summary and a label file (paired tests) per job, and the published file
+    jobs = [p.relative_to(workdir / "results" / "generate").with_suffix("").as_posix()
+            for p in (workdir / "results" / "generate").glob("*/*.parquet")]  # fmt: skip
+    assert len(sidecar["aggregate"]["job"]["inputs_sha256"]) == 2 * len(jobs) + 1
+    assert set(sidecar["inputs"]) == {f"results/metrics/{job}.parquet" for job in jobs}
 
 
 def test_cell_provenance_of_a_hub_model():
@@ -156,9 +182,10 @@ def test_a_workflow_job_records_its_inputs_seed_and_slurm_job(tmp_path, monkeypa
 
 @pytest.mark.slow
 def test_report_with_another_config_fails_and_says_why(demo, tmp_path):
-    workdir, _ = demo  # made with demo.yaml + the small config; here demo.yaml alone
+    workdir, _ = demo
+    other = mirror_config(tmp_path / "other.yaml", {"generation": {"max_new_tokens": 8}})
     report = tmp_path / "report.html"
-    result = run(snakemake_command(workdir, "--report", str(report)))
+    result = run(snakemake_command(workdir, "--report", str(report), configs=(other,)))
     assert result.returncode != 0
     assert "do not belong to this config" in result.stderr, result.stderr[-3000:]
     assert not report.exists()

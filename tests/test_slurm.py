@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from small_demo import REPO, mirror_config, run, snakemake_command, write_config
+from demo_commands import REPO, mirror_config, run, snakemake_command, write_config
 
 SLURM_ETC = Path("/etc/slurm")  # the jobstep plugin's inner srun needs the default location
 MARKER = "# written by imhi-bench tests/test_slurm.py"

@@ -119,7 +119,7 @@ def bart_score_variant(records: dict[str, dict], parabank2_sha256: str | None = 
     (``bart_score_weights``), "ParaBank2 weights" only when that digest is `parabank2_sha256`
     (the config's ``scorers.bart_score.parabank2_sha256``). Raises when summaries were scored
     with different variants or do not say what they loaded."""
-    from imhibench.score.metrics.bartscore import variant_name
+    from imhibench.score.metrics.bart_variant import variant_name
 
     by_variant: dict[str | None, list[str]] = {}
     for path, record in records.items():

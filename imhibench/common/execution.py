@@ -9,7 +9,20 @@ from __future__ import annotations
 from imhibench.config.plan import Plan
 from imhibench.generate.base import EXECUTION_SETTINGS, answer_settings
 
-__all__ = ["answer_settings"]  # re-exported: the rules import it from here
+
+def model_answer_settings(plan: Plan, model: str) -> dict:
+    """The generate rule's `settings` param: the answer-affecting generation settings of
+    `model`; none for imported answers (kind `responses`), which no decoding setting changes
+    (so a new `max_new_tokens` reruns neither their jobs nor the paid metrics scoring them)."""
+    if is_imported(plan.model(model)):
+        return {}
+    return answer_settings(plan.generation_settings(model))
+
+
+def is_imported(spec: dict) -> bool:
+    """A model whose answers were made elsewhere and are imported (kind `responses`): no
+    device, dtype or decoding setting applies to them."""
+    return spec["kind"] == "responses"
 
 
 def get_execution_settings(config: dict, model: str) -> dict:

@@ -53,19 +53,22 @@ def announce_job(
     model: str,
     dataset: str,
     rows_of: str | Path,
-    device: str,
-    dtype: str = "auto",
+    device: str | None,
+    dtype: str | None = "auto",
     row_limit: int | None = None,
 ) -> None:
     """`log_job_start` with the rows of the Parquet file `rows_of` (at most `row_limit`), the
-    device `device` resolves to here, and `dtype` (auto = bfloat16 on CUDA, float32 on CPU)."""
+    device `device` resolves to here, and `dtype` (auto = bfloat16 on CUDA, float32 on CPU);
+    device None (a job that runs no model, e.g. imported answers): neither is said."""
     import pyarrow.parquet as pq
 
     from imhibench.common.devices import resolve_device
 
     rows = pq.read_metadata(rows_of).num_rows
-    resolved = resolve_device(device)
-    if dtype == "auto":
+    resolved = resolve_device(device) if device else None  # torch: only for a model's job
+    if resolved is None:
+        dtype = None
+    elif dtype == "auto":
         dtype = "bfloat16" if resolved.startswith("cuda") else "float32"
     log_job_start(
         stage,
@@ -92,8 +95,16 @@ def configure_job(log_file: str | Path | None, threads: int | None = None) -> No
     sys.excepthook = _log_uncaught
     quiet_libraries()
     if threads:
-        import torch
+        limit_torch_threads(threads)
 
+
+def limit_torch_threads(threads: int) -> None:
+    """torch's intra-op threads to `threads`, without importing torch (seconds) in a job that
+    never uses it: torch reads OMP_NUM_THREADS when first imported."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+    else:
         torch.set_num_threads(threads)
 
 

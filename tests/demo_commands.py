@@ -1,9 +1,6 @@
-"""A small demo run (2 models x 2 test sets x 2 rows, about a minute on 2 cores): its config and
-the `snakemake` command line shared by the end-to-end tests. conftest.py's session fixture
-`small_demo` runs it once per session for the tests that need a finished workdir
-(test_incremental, test_report, test_refetch_workflow); those tests must not change that
-workdir (dry runs and reports only; a test that reruns jobs works on a copy,
-`support.copy_run`).
+"""The `snakemake` command lines of the end-to-end tests: the demo config
+(workflow_config/demo.yaml) plus overlays, in a test's working directory. conftest.py's
+`demo_run` runs the whole demo once per pytest run for the tests that read a finished workdir.
 """
 
 from __future__ import annotations
@@ -17,8 +14,6 @@ import yaml
 from support import REPO, require_mirror
 
 COMMIT = "42cd29dfb91092843daae53ec162c75605d753ff"
-# One causal model (instruction split) and one seq2seq model (completion split).
-SMALL = {"models": ["demo-llama", "demo-bart"], "datasets": ["DR", "SAD"], "rows_per_dataset": 2}
 
 
 def write_config(path: Path, config: dict) -> Path:
@@ -59,17 +54,3 @@ def mirror_config(path: Path, overlay: dict) -> Path:
     `path`."""
     imhi = {"imhi": {"commit": COMMIT, "source": str(require_mirror())}}
     return write_config(path, {**overlay, **imhi})
-
-
-def small_config(directory: Path) -> Path:
-    """The small demo's config file."""
-    return mirror_config(directory / "small.yaml", SMALL)
-
-
-def run_small_demo(workdir: Path, config_dir: Path) -> Path:
-    """Run the small demo to completion in `workdir` (its config written to `config_dir`); the
-    config file."""
-    config = small_config(config_dir)
-    result = demo_snakemake(workdir, configs=(config,))
-    assert result.returncode == 0, result.stderr[-4000:]
-    return config
