@@ -62,8 +62,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=lambda item: schedule_rank(item.nodeid))  # stable: collection order within
 
 
-def shared_run(tmp_path_factory, name: str, make) -> Path:
-    """The directory `make(directory)` filled, made once per pytest run: under xdist the
+def shared_run(tmp_path_factory, name: str, make) -> tuple[Path, dict]:
+    """(directory, record) of a run made once per pytest run by `make(directory)`: under xdist the
     workers share the run's base temporary directory, and the first to take the lock makes it
     while the others wait. `make` returns a JSON-able record (kept beside the directory) that
     tests check, so that a failed run is reported by every worker without being made again."""
@@ -75,7 +75,7 @@ def shared_run(tmp_path_factory, name: str, make) -> Path:
     directory, record = root / name, root / f"{name}.json"
     with FileLock(f"{record}.lock"):
         if not record.exists():
-            directory.mkdir()
+            directory.mkdir(exist_ok=True)  # a worker's failed attempt left it: go on there
             record.write_text(json.dumps(make(directory)))
     return directory, json.loads(record.read_text())
 
