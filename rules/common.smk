@@ -8,7 +8,11 @@ sys.path.insert(0, workflow.basedir)
 import imhibench.validate_metrics.ratings as validation_ratings
 import imhibench.validate_metrics.tables as validation_tables
 from imhibench.aggregate.specs import paired_table_names, table_specs
-from imhibench.common.execution import answer_model_spec, model_answer_settings
+from imhibench.common.execution import (
+    answer_model_spec,
+    is_imported,
+    model_answer_settings,
+)
 from imhibench.common.reuse import REUSE_ROOT
 from imhibench.common.tasks import all_tasks
 from imhibench.config.fingerprint import check_tables_match_config
@@ -208,7 +212,7 @@ def get_test_set(wildcards):
 def get_generate_input(wildcards):
     inputs = {"test_set": get_test_set(wildcards)}
     spec = PLAN.model(wildcards.model)
-    if spec["kind"] == "responses":
+    if is_imported(spec):
         inputs["responses"] = spec["responses"].format(dataset=wildcards.dataset)
     for role, checkpoint in PLAN.model_checkpoints(wildcards.model).items():
         inputs[role] = checkpoint_dir(checkpoint)

@@ -144,3 +144,15 @@ def demo_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     done = subprocess.CompletedProcess(**record)
     assert done.returncode == 0, done.stderr[-4000:]
     return workdir, done
+
+
+@pytest.fixture(scope="module")
+def finished_demo(demo_run, tmp_path_factory) -> tuple[Path, Path]:
+    """(the demo run's workdir, a config on top of demo.yaml naming the local mirror as IMHI
+    source) for the tests that run `snakemake` on the finished demo: the run read its rows from
+    a loopback server gone since, and another source of the same checksummed files changes
+    nothing (test_incremental's `imhi-mirror` case)."""
+    from demo_commands import mirror_config
+
+    config = mirror_config(tmp_path_factory.mktemp("finished_demo") / "mirror.yaml", {})
+    return demo_run[0], config

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from demo_commands import mirror_config, run, snakemake_command, write_config
+from demo_commands import run, snakemake_command, write_config
 from support import REPO, copy_run
 
 from imhibench.fetch.scorer_weights import source_key
@@ -24,12 +24,8 @@ DEMO_CONFIG = yaml.safe_load((REPO / "workflow_config" / "demo.yaml").read_text(
 
 
 @pytest.fixture(scope="module")
-def demo(demo_run, tmp_path_factory) -> tuple[Path, Path]:
-    """(the demo run's workdir, a config on top of demo.yaml naming the mirror as IMHI source):
-    the run read its rows from a loopback server gone since, and another source of the same
-    checksummed files changes nothing (test_changes_that_cannot_alter_a_number_run_nothing)."""
-    config = mirror_config(tmp_path_factory.mktemp("incremental") / "mirror.yaml", {})
-    return demo_run[0], config
+def demo(finished_demo):
+    return finished_demo  # conftest.py: the session's demo run, read-only here (dry runs)
 
 
 def answered(demo, model: str) -> list[str]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from demo_commands import mirror_config, run, snakemake_command
+from demo_commands import run, snakemake_command
 from support import copy_run
 
 from imhibench.common.io import read_provenance
@@ -27,9 +27,9 @@ def fetched(path: Path) -> tuple[pd.DataFrame, dict]:
     return pd.read_parquet(path), record
 
 
-def test_identical_refetch_after_a_finished_run_generates_nothing(demo_run, tmp_path):
-    workdir = copy_run(demo_run[0], tmp_path / "copy")  # the shared run stays untouched
-    config = mirror_config(tmp_path / "mirror.yaml", {})  # the run's loopback server is gone
+def test_identical_refetch_after_a_finished_run_generates_nothing(finished_demo, tmp_path):
+    finished, config = finished_demo
+    workdir = copy_run(finished, tmp_path / "copy")  # the shared run stays untouched
     test_sets = sorted((workdir / "resources" / "imhi").rglob("*.parquet"))
     before = {path: fetched(path) for path in test_sets}
     targets = [f"results/generate/{model}/{dataset}.parquet" for model, dataset in CELLS]

@@ -18,11 +18,8 @@ DATA_URI = re.compile(r'"data:([\w/+.-]+);charset=[\w-]+;filename=([^;"]+);base6
 
 
 @pytest.fixture(scope="module")
-def demo(demo_run, tmp_path_factory):
-    """(the session's demo run, read-only here: reports; a config naming the mirror as IMHI
-    source, as the run's loopback server is gone: another source of the same files changes
-    nothing)."""
-    return demo_run[0], mirror_config(tmp_path_factory.mktemp("report") / "mirror.yaml", {})
+def demo(finished_demo):
+    return finished_demo  # conftest.py: the session's demo run, read-only here (reports)
 
 
 def test_html_table_escapes_names_title_and_notes():

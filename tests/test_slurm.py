@@ -3,7 +3,7 @@ profiles/slurm` on a real single-node SLURM cluster on localhost.
 
 Starts munged, slurmctld and slurmd from Debian's packages (slurmctld, slurmd, slurm-client,
 munge; .ci/run installs them) with a `gpu` GRES backed by /dev/null, runs a slice of the demo
-(one model, two test sets, the metric validation) through the shipped SLURM profile (with the
+(one model, two test sets, no metric validation) through the shipped SLURM profile (with the
 changes of `local_cluster_profile`), checks that every non-local job went through sbatch, and
 that its outputs equal those of the local demo run (conftest.py's `demo_run`). See
 docs/cluster.md; the settings follow the local-cluster notes verified on this machine kind.
