@@ -8,11 +8,8 @@ sys.path.insert(0, workflow.basedir)
 import imhibench.validate_metrics.ratings as validation_ratings
 import imhibench.validate_metrics.tables as validation_tables
 from imhibench.aggregate.specs import paired_table_names, table_specs
-from imhibench.common.execution import (
-    answer_model_spec,
-    is_imported,
-    model_answer_settings,
-)
+from imhibench.common.execution import answer_model_spec, is_imported
+from imhibench.common.execution import model_answer_settings
 from imhibench.common.reuse import REUSE_ROOT
 from imhibench.common.tasks import all_tasks
 from imhibench.config.fingerprint import check_tables_match_config
